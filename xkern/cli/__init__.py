@@ -1,0 +1,1 @@
+"""Command-line tools behind `python -m xkern`; see xkern/__main__.py."""

@@ -1,0 +1,74 @@
+"""The one table from a backend name (or the kind of input) to its kernels.
+
+A backend here is its kernel module plus how to adopt arguments as its array type,
+how to allocate outputs like an input, and how to read the index on the host.
+Backends load lazily, so `import xkern` imports neither numba nor torch.
+"""
+import importlib
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .validate import host_array
+
+
+class Backend(NamedTuple):
+    name: str
+    kernels: object                       # module with the functions listed in xkern.backends
+    adopt: Callable = host_array          # (array, name) -> backend array, C-contiguous
+    empty: Callable = None                # (shape, dtype, like) -> uninitialised output
+    host_index: Callable = np.asarray     # index as a host array, for validation
+
+
+def _host_empty(shape, dtype, like):
+    return np.empty(shape, dtype=dtype)
+
+
+def _load_reference():
+    return Backend("reference", importlib.import_module("xkern.backends.reference"), empty=_host_empty)
+
+
+def _load_cpu():
+    from ..backends import cpu
+    cpu.require()  # raises with the reason when the extension is not built
+    return Backend("cpu", cpu, empty=_host_empty)
+
+
+def _load_cuda():
+    from ..backends import cuda
+    cuda.require()  # raises with the reason: numba missing, no GPU, ...
+    return Backend("cuda", cuda, adopt=cuda.adopt, empty=cuda.empty, host_index=cuda.host_index)
+
+
+LOADERS = {"reference": _load_reference, "cpu": _load_cpu, "cuda": _load_cuda}
+_loaded = {}
+
+
+def get_backend(name):
+    """The Backend called name; a ValueError lists the names, a RuntimeError says what is missing."""
+    if name not in LOADERS:
+        raise ValueError(f"backend must be one of {sorted(LOADERS)} or None, got {name!r}")
+    backend = _loaded.get(name)
+    if backend is None:
+        try:
+            backend = LOADERS[name]()
+        except ImportError as exc:
+            raise RuntimeError(f"no {name} backend: {exc}") from exc
+        _loaded[name] = backend
+    return backend
+
+
+def is_device_array(a):
+    """True for CUDA arrays (torch CUDA tensors, numba device arrays, CuPy)."""
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def pick_backend(backend, x):
+    """The backend to run: the one named, else cuda for CUDA arrays and cpu for host arrays."""
+    if backend is None:
+        backend = "cuda" if is_device_array(x) else "cpu"
+    chosen = get_backend(backend)
+    if is_device_array(x) != (chosen.name == "cuda"):
+        where = "a CUDA array" if is_device_array(x) else "a host array"
+        raise ValueError(f"backend={backend!r} cannot run on x, which is {where}")
+    return chosen

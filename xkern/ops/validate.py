@@ -1,0 +1,141 @@
+"""Argument checks for every xkern op, run once before any kernel.
+
+Each check raises ValueError or TypeError naming the argument, what was expected
+and what was given.  Kernels trust what comes out of here: contiguous arrays of
+one float dtype and an int64 index whose entries lie in [0, Cin).
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(value, name, minimum):
+    """An int or an (h, w) pair of ints >= minimum, as torch accepts for conv2d."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        value = (int(value), int(value))
+    else:
+        try:
+            value = tuple(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        if len(value) != 2 or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        value = (int(value[0]), int(value[1]))
+    if min(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def host_array(a, name):
+    """Adopt a host array-like as a C-contiguous ndarray (copies only when needed)."""
+    return np.ascontiguousarray(np.asarray(a))
+
+
+def float_array(a, name, ndim, dtype=None, adopt=host_array):
+    """A C-contiguous float32/float64 array of the given ndim (and dtype, if given).
+
+    adopt turns the argument into the backend's array type (numpy here, numba
+    device arrays for CUDA) and must leave it C-contiguous.
+    """
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = adopt(a, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name} must have the dtype of x ({dtype}), got {arr.dtype}")
+    return arr
+
+
+def index_array(index, n_out, n_in, degree):
+    """The graph as a C-contiguous int64 (Cout, D) array with entries in [0, Cin)."""
+    if index is None:
+        raise TypeError("index must be an integer array of shape (Cout, D), got None")
+    idx = np.asarray(index)
+    if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"index must have an integer dtype, got {idx.dtype}")
+    if idx.shape != (n_out, degree):
+        raise ValueError(f"index must have shape (Cout, D) = ({n_out}, {degree}) to match weight, "
+                         f"got {idx.shape}")
+    if idx.size:
+        lo, hi = idx.min(), idx.max()
+        if lo < 0 or hi >= n_in:
+            raise ValueError(f"index entries must lie in [0, Cin) = [0, {n_in}), "
+                             f"got values in [{lo}, {hi}]")
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def bias_array(bias, n_out, dtype, adopt=host_array):
+    if bias is None:
+        return None
+    b = float_array(bias, "bias", 1, dtype, adopt)
+    if b.shape != (n_out,):
+        raise ValueError(f"bias must have shape (Cout,) = ({n_out},), got {b.shape}")
+    return b
+
+
+def conv_output_size(size, k, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+class Conv2dArgs:
+    """Validated arguments of an X-Conv: arrays plus the derived sizes."""
+    __slots__ = ("x", "weight", "index", "bias", "stride", "padding", "dilation", "out_shape")
+
+    def __init__(self, x, weight, index, bias, stride, padding, dilation, adopt=host_array):
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
+        self.x = float_array(x, "x", 4, None, adopt)
+        dtype = self.x.dtype
+        self.weight = float_array(weight, "weight", 4, dtype, adopt)
+        batch, n_in, height, width = self.x.shape
+        n_out, degree, kh, kw = self.weight.shape
+        if n_in < 1:
+            raise ValueError(f"x must have at least one channel, got shape {self.x.shape}")
+        if n_out < 1 or degree < 1 or kh < 1 or kw < 1:
+            raise ValueError(f"weight must have shape (Cout, D, kh, kw) with every size >= 1, "
+                             f"got {self.weight.shape}")
+        self.index = index_array(index, n_out, n_in, degree)
+        self.bias = bias_array(bias, n_out, dtype, adopt)
+        h_out = conv_output_size(height, kh, self.stride[0], self.padding[0], self.dilation[0])
+        w_out = conv_output_size(width, kw, self.stride[1], self.padding[1], self.dilation[1])
+        if h_out < 1 or w_out < 1:
+            raise ValueError(
+                f"output would be empty: x spatial size {(height, width)} with kernel {(kh, kw)}, "
+                f"stride {self.stride}, padding {self.padding}, dilation {self.dilation} "
+                f"gives {(h_out, w_out)}")
+        self.out_shape = (batch, n_out, h_out, w_out)
+
+
+def grad_out_array(grad_out, out_shape, dtype, adopt=host_array):
+    g = float_array(grad_out, "grad_out", len(out_shape), dtype, adopt)
+    if g.shape != tuple(out_shape):
+        raise ValueError(f"grad_out must have the output's shape {tuple(out_shape)}, got {g.shape}")
+    return g
+
+
+class LinearArgs:
+    """Validated arguments of an X-Linear."""
+    __slots__ = ("x", "weight", "index", "bias", "out_shape")
+
+    def __init__(self, x, weight, index, bias, adopt=host_array):
+        self.x = float_array(x, "x", 2, None, adopt)
+        dtype = self.x.dtype
+        self.weight = float_array(weight, "weight", 2, dtype, adopt)
+        batch, n_in = self.x.shape
+        n_out, degree = self.weight.shape
+        if n_in < 1:
+            raise ValueError(f"x must have at least one feature, got shape {self.x.shape}")
+        if n_out < 1 or degree < 1:
+            raise ValueError(f"weight must have shape (Cout, D) with both sizes >= 1, got {self.weight.shape}")
+        self.index = index_array(index, n_out, n_in, degree)
+        self.bias = bias_array(bias, n_out, dtype, adopt)
+        self.out_shape = (batch, n_out)

@@ -1,0 +1,57 @@
+"""xconv2d and its backward: validate, allocate, pick a backend, call its kernels."""
+from .adjacency import cached_reverse_adjacency
+from .dispatch import pick_backend
+from .validate import Conv2dArgs, grad_out_array
+
+GRADS = ("input", "weight", "bias")
+
+
+def _conv_args(backend, x, weight, index, bias, stride, padding, dilation):
+    return Conv2dArgs(x, weight, backend.host_index(index) if index is not None else None,
+                      bias, stride, padding, dilation, adopt=backend.adopt)
+
+
+def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, backend=None):
+    """Expander convolution.
+
+    x (B, Cin, H, W); weight (Cout, D, kh, kw); index (Cout, D) integers in [0, Cin);
+    bias (Cout,) or None.  Returns (B, Cout, Ho, Wo), equal to torch's
+    conv2d(x, W_dense, bias, stride, padding, dilation) with
+    W_dense[v, index[v, i]] += weight[v, i].
+    """
+    be = pick_backend(backend, x)
+    a = _conv_args(be, x, weight, index, bias, stride, padding, dilation)
+    out = be.empty(a.out_shape, a.x.dtype, a.x)
+    if a.x.shape[0]:
+        be.kernels.xconv2d_fwd(a.x, a.weight, a.index, a.bias, out, a.stride, a.padding, a.dilation)
+    return out
+
+
+def xconv2d_backward(grad_out, x, weight, index, stride=1, padding=0, dilation=1, *,
+                     backend=None, grads=GRADS):
+    """Gradients of xconv2d: (grad_x, grad_weight, grad_bias).
+
+    grad_out (B, Cout, Ho, Wo) is the gradient of the loss w.r.t. xconv2d's output.
+    grads names which to compute ("input", "weight", "bias"); the others come back None.
+    """
+    unknown = set(grads) - set(GRADS)
+    if unknown:
+        raise ValueError(f"grads must name some of {GRADS}, got {sorted(unknown)}")
+    be = pick_backend(backend, x)
+    a = _conv_args(be, x, weight, index, None, stride, padding, dilation)
+    g = grad_out_array(grad_out, a.out_shape, a.x.dtype, be.adopt)
+    k = be.kernels
+    empty_batch = a.x.shape[0] == 0
+    grad_x = grad_w = grad_b = None
+    if "input" in grads:
+        grad_x = be.empty(a.x.shape, a.x.dtype, a.x)
+        if not empty_batch:
+            rev = cached_reverse_adjacency(a.index, a.x.shape[1])
+            k.xconv2d_bwd_input(g, a.weight, a.index, rev, grad_x, a.stride, a.padding, a.dilation)
+    if "weight" in grads:
+        grad_w = be.empty(a.weight.shape, a.x.dtype, a.x)
+        k.xconv2d_bwd_weight(g, a.x, a.index, grad_w, a.stride, a.padding, a.dilation)
+    if "bias" in grads:
+        grad_b = be.empty((a.weight.shape[0],), a.x.dtype, a.x)
+        k.xconv2d_bwd_bias(g, grad_b)
+    return grad_x, grad_w, grad_b

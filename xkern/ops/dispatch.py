@@ -9,15 +9,15 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .validate import host_array
+from .validate import host_array, host_index
 
 
 class Backend(NamedTuple):
     name: str
     kernels: object                       # module with the functions listed in xkern.backends
     adopt: Callable = host_array          # (array, name) -> backend array, C-contiguous
-    empty: Callable = None                # (shape, dtype, like) -> uninitialised output
-    host_index: Callable = np.asarray     # index as a host array, for validation
+    empty: Callable = None                # (shape, dtype, like=the caller's x) -> uninitialised output of x's kind
+    host_index: Callable = host_index     # index as a host array, for validation
 
 
 def _host_empty(shape, dtype, like):
@@ -59,8 +59,12 @@ def get_backend(name):
 
 
 def is_device_array(a):
-    """True for CUDA arrays (torch CUDA tensors, numba device arrays, CuPy)."""
-    return hasattr(a, "__cuda_array_interface__")
+    """True for CUDA arrays (torch CUDA tensors, numba device arrays, CuPy).
+
+    numba device arrays are recognised by __cuda_ndarray__ too: the simulator's
+    (NUMBA_ENABLE_CUDASIM=1) have no __cuda_array_interface__.
+    """
+    return hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False) is True
 
 
 def pick_backend(backend, x):

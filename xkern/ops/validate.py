@@ -31,9 +31,23 @@ def pair(value, name, minimum):
     return value
 
 
+def as_ndarray(a, name):
+    """np.asarray(a), with numpy's refusals (ragged nested lists, ...) named after the argument."""
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an array or a nested sequence of numbers, "
+                        f"got a {type(a).__name__} numpy cannot convert ({exc})") from None
+
+
 def host_array(a, name):
     """Adopt a host array-like as a C-contiguous ndarray (copies only when needed)."""
-    return np.ascontiguousarray(np.asarray(a))
+    return np.ascontiguousarray(as_ndarray(a, name))
+
+
+def host_index(index):
+    """The index as a host ndarray, for validation."""
+    return as_ndarray(index, "index")
 
 
 def float_array(a, name, ndim, dtype=None, adopt=host_array):
@@ -58,7 +72,7 @@ def index_array(index, n_out, n_in, degree):
     """The graph as a C-contiguous int64 (Cout, D) array with entries in [0, Cin)."""
     if index is None:
         raise TypeError("index must be an integer array of shape (Cout, D), got None")
-    idx = np.asarray(index)
+    idx = as_ndarray(index, "index")
     if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"index must have an integer dtype, got {idx.dtype}")
     if idx.shape != (n_out, degree):
@@ -79,6 +93,21 @@ def bias_array(bias, n_out, dtype, adopt=host_array):
     if b.shape != (n_out,):
         raise ValueError(f"bias must have shape (Cout,) = ({n_out},), got {b.shape}")
     return b
+
+
+def grad_names(grads, allowed):
+    """The set of gradient names in grads, a tuple of names drawn from allowed."""
+    expected = f"grads must be a tuple of names from {allowed}"
+    if grads is None or isinstance(grads, str):
+        raise TypeError(f"{expected}, got {grads!r}")
+    try:
+        names = set(grads)
+    except TypeError:
+        raise TypeError(f"{expected}, got {grads!r}") from None
+    unknown = names - set(allowed)
+    if unknown:
+        raise ValueError(f"{expected}, got unknown names {sorted(unknown, key=repr)}")
+    return names
 
 
 def conv_output_size(size, k, stride, padding, dilation):

@@ -1,7 +1,7 @@
 """xconv2d and its backward: validate, allocate, pick a backend, call its kernels."""
 from .adjacency import cached_reverse_adjacency
 from .dispatch import pick_backend
-from .validate import Conv2dArgs, grad_out_array
+from .validate import Conv2dArgs, grad_names, grad_out_array
 
 GRADS = ("input", "weight", "bias")
 
@@ -21,7 +21,7 @@ def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, bac
     """
     be = pick_backend(backend, x)
     a = _conv_args(be, x, weight, index, bias, stride, padding, dilation)
-    out = be.empty(a.out_shape, a.x.dtype, a.x)
+    out = be.empty(a.out_shape, a.x.dtype, x)
     if a.x.shape[0]:
         be.kernels.xconv2d_fwd(a.x, a.weight, a.index, a.bias, out, a.stride, a.padding, a.dilation)
     return out
@@ -34,9 +34,7 @@ def xconv2d_backward(grad_out, x, weight, index, stride=1, padding=0, dilation=1
     grad_out (B, Cout, Ho, Wo) is the gradient of the loss w.r.t. xconv2d's output.
     grads names which to compute ("input", "weight", "bias"); the others come back None.
     """
-    unknown = set(grads) - set(GRADS)
-    if unknown:
-        raise ValueError(f"grads must name some of {GRADS}, got {sorted(unknown)}")
+    grads = grad_names(grads, GRADS)
     be = pick_backend(backend, x)
     a = _conv_args(be, x, weight, index, None, stride, padding, dilation)
     g = grad_out_array(grad_out, a.out_shape, a.x.dtype, be.adopt)
@@ -44,14 +42,14 @@ def xconv2d_backward(grad_out, x, weight, index, stride=1, padding=0, dilation=1
     empty_batch = a.x.shape[0] == 0
     grad_x = grad_w = grad_b = None
     if "input" in grads:
-        grad_x = be.empty(a.x.shape, a.x.dtype, a.x)
+        grad_x = be.empty(a.x.shape, a.x.dtype, x)
         if not empty_batch:
             rev = cached_reverse_adjacency(a.index, a.x.shape[1])
             k.xconv2d_bwd_input(g, a.weight, a.index, rev, grad_x, a.stride, a.padding, a.dilation)
     if "weight" in grads:
-        grad_w = be.empty(a.weight.shape, a.x.dtype, a.x)
+        grad_w = be.empty(a.weight.shape, a.x.dtype, x)
         k.xconv2d_bwd_weight(g, a.x, a.index, grad_w, a.stride, a.padding, a.dilation)
     if "bias" in grads:
-        grad_b = be.empty((a.weight.shape[0],), a.x.dtype, a.x)
+        grad_b = be.empty((a.weight.shape[0],), a.x.dtype, x)
         k.xconv2d_bwd_bias(g, grad_b)
     return grad_x, grad_w, grad_b

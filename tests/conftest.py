@@ -1,0 +1,15 @@
+"""Hypothesis profiles: "ci" (reproducible: derandomized, no example database) is chosen
+when the CI environment variable is set, "dev" otherwise; HYPOTHESIS_PROFILE overrides.
+Neither has a deadline: timings on a shared 2-core machine are noise, not failures."""
+import os
+
+# Set before anything loads the OpenMP runtime.  The tests make thousands of tiny kernel
+# calls; with more runnable threads than cores, OpenMP's default spin-waiting at every
+# barrier made them ~100x slower (127 ms instead of 1 ms per call, measured on 2 cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from hypothesis import settings
+
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -1,0 +1,127 @@
+"""The xkern kernels as torch.library custom ops.
+
+torch.compile and torch.export treat each op as one opaque graph node whose output
+shapes come from its fake implementation, so an X-Net traces without graph breaks.
+The real implementation hands the tensors to xkern.ops, which validates them and
+runs the kernels:
+- CPU tensors go as zero-copy numpy views and the numpy results come back through
+  torch.from_numpy (no copies either way);
+- CUDA tensors go as (contiguous) tensors: the cuda backend reads
+  __cuda_array_interface__, allocates its outputs like x (x.new_empty) and launches on
+  torch's current stream.
+With backend=None, xkern.ops picks "cpu" for host arrays and "cuda" for CUDA arrays.
+
+The ops (output_mask flags the gradients wanted, in the order input, weight, bias;
+a backward op returns only those, in that order, as a list):
+    xkern::xconv2d_fwd(x, weight, index, bias?, stride, padding, dilation, backend?) -> out
+    xkern::xconv2d_bwd(grad_out, x, weight, index, stride, padding, dilation, output_mask,
+                       backend?) -> grads
+    xkern::xlinear_fwd(x, weight, index, bias?, backend?) -> out
+    xkern::xlinear_bwd(grad_out, x, weight, index, output_mask, backend?) -> grads
+"""
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..ops.validate import conv_output_size
+from ..ops.xconv2d import GRADS
+
+
+def _arg(t, name):
+    """What xkern.ops takes for tensor t: a numpy view on CPU, the tensor itself on CUDA."""
+    if t is None:
+        return None
+    t = t.detach()  # .numpy() and __cuda_array_interface__ refuse tensors that require grad
+    if t.device.type != "cpu":
+        # The cuda backend adopts C-contiguous arrays only (xkern.ops copies host arrays when
+        # needed, not device ones); torch copies on its own stream, and only when needed.
+        return t.contiguous()
+    try:
+        return t.numpy()
+    except TypeError:  # a dtype numpy lacks (bfloat16, float8, ...)
+        raise TypeError(f"{name} has dtype {t.dtype}, which xkern does not take "
+                        f"(float32 / float64 data, an integer index)") from None
+
+
+def _arrays(**tensors):
+    return {name: _arg(t, name) for name, t in tensors.items()}
+
+
+def _tensor(a, x):
+    """A kernel result as a tensor on x's device, sharing its memory."""
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    return torch.as_tensor(a, device=x.device)
+
+
+def _wanted(output_mask):
+    return tuple(name for name, wanted in zip(GRADS, output_mask) if wanted)
+
+
+def _fake_grads(x, weight, output_mask):
+    """Empty gradients shaped like the flagged inputs (input, weight, bias)."""
+    likes = (x.shape, weight.shape, weight.shape[:1])
+    return [x.new_empty(shape) for shape, wanted in zip(likes, output_mask) if wanted]
+
+
+@torch.library.custom_op("xkern::xconv2d_fwd", mutates_args=())
+def xconv2d_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Tensor],
+                stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                backend: Optional[str]) -> Tensor:
+    """X-Conv forward: x (B, Cin, H, W), weight (Cout, D, kh, kw), index (Cout, D) -> (B, Cout, Ho, Wo)."""
+    out = ops.xconv2d(**_arrays(x=x, weight=weight, index=index, bias=bias), stride=tuple(stride),
+                      padding=tuple(padding), dilation=tuple(dilation), backend=backend)
+    return _tensor(out, x)
+
+
+@xconv2d_fwd.register_fake
+def _xconv2d_fwd_fake(x, weight, index, bias, stride, padding, dilation, backend):
+    sizes = [conv_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a])
+             for a in range(2)]
+    return x.new_empty((x.shape[0], weight.shape[0], *sizes))
+
+
+@torch.library.custom_op("xkern::xconv2d_bwd", mutates_args=())
+def xconv2d_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
+                stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
+    """The X-Conv gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
+    grads = ops.xconv2d_backward(**_arrays(grad_out=grad_out, x=x, weight=weight, index=index),
+                                 stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                                 backend=backend, grads=_wanted(output_mask))
+    return [_tensor(g, x) for g in grads if g is not None]
+
+
+@xconv2d_bwd.register_fake
+def _xconv2d_bwd_fake(grad_out, x, weight, index, stride, padding, dilation, output_mask, backend):
+    return _fake_grads(x, weight, output_mask)
+
+
+@torch.library.custom_op("xkern::xlinear_fwd", mutates_args=())
+def xlinear_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Tensor],
+                backend: Optional[str]) -> Tensor:
+    """X-Linear forward: x (B, Cin), weight (Cout, D), index (Cout, D) -> (B, Cout)."""
+    out = ops.xlinear(**_arrays(x=x, weight=weight, index=index, bias=bias), backend=backend)
+    return _tensor(out, x)
+
+
+@xlinear_fwd.register_fake
+def _xlinear_fwd_fake(x, weight, index, bias, backend):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+@torch.library.custom_op("xkern::xlinear_bwd", mutates_args=())
+def xlinear_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
+                output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
+    """The X-Linear gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
+    grads = ops.xlinear_backward(**_arrays(grad_out=grad_out, x=x, weight=weight, index=index),
+                                 backend=backend, grads=_wanted(output_mask))
+    return [_tensor(g, x) for g in grads if g is not None]
+
+
+@xlinear_bwd.register_fake
+def _xlinear_bwd_fake(grad_out, x, weight, index, output_mask, backend):
+    return _fake_grads(x, weight, output_mask)

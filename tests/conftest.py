@@ -8,6 +8,11 @@ import os
 # barrier made them ~100x slower (127 ms instead of 1 ms per call, measured on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+# The CUDA tests run in Numba's simulator unless XKERN_CUDA_REAL=1 says a GPU is there; numba
+# reads this once, at import, so it is set before any test module can import numba.
+if os.environ.get("XKERN_CUDA_REAL") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 from hypothesis import settings
 
 settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)

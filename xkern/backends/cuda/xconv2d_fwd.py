@@ -1,0 +1,19 @@
+"""CUDA forward of xconv2d: the tiled gather over output channels (see _gather)."""
+import numpy as np
+
+from . import _interop, _plan
+from ._gather import launch_gather
+
+
+def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
+    """x (B, Cin, H, W), weight (Cout, D, kh, kw), index (Cout, D) host int64,
+    bias (Cout,) or None, out (B, Cout, Ho, Wo) written in full."""
+    n_img, n_in = x.shape[:2]
+    n_out, degree, kh, kw = weight.shape
+    out_d = _interop.device_view(out)
+    geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
+    tile, groups = _plan.plan_gather(geom, n_in, tuple(out_d.shape[2:]), n_img, n_out, degree,
+                                     np.dtype(x.dtype).itemsize, _interop.sm_count())
+    codes, seg = _plan.forward_tables(index, n_in, tile.ch)
+    w3 = weight.reshape(n_out * degree, kh, kw)
+    launch_gather(x, w3, codes, seg, bias, out_d, geom, tile, groups, x.stream)

@@ -1,0 +1,53 @@
+"""Training step of an X-Net against its dense twin: the end-to-end view of the layer benchmarks.
+
+The X model's expander layers run through xkern (xkern.nn); everything else (BatchNorm,
+ReLU, pooling, the dense first and last layers) is the same torch code in both models.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .baselines import Case, check_device, no_sync
+
+NUM_CLASSES = 10  # the classifier's width barely matters next to the convolutions; both models share it
+
+
+class ModelPair(NamedTuple):
+    x_name: str             # xkern.models name of the X-Net
+    dense_name: str         # its dense twin
+    input_shape: tuple      # (C, H, W) of one sample
+    batch: int
+    quick_batch: int
+
+
+PAIRS = (
+    ModelPair("x-resnet-2-18", "resnet-18", (3, 224, 224), 16, 4),
+    ModelPair("x-densenet-bc-2-40-24", "densenet-bc-40-24", (3, 32, 32), 64, 16),
+)
+
+
+def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, seed=0):
+    """A Case for model `name`: forward (no_grad) and step = gradients of the cross-entropy
+    of a random batch w.r.t. every parameter.  The model stays in training mode."""
+    from xkern.models import complexity, create
+
+    check_device(device)
+    model = create(name, NUM_CLASSES, seed=seed).to(device, dtype)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch,) + tuple(input_shape), generator=gen).to(device, dtype)
+    y = torch.randint(NUM_CLASSES, (batch,), generator=gen).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def forward():
+        with torch.no_grad():
+            return model(x)
+
+    def step():
+        return torch.autograd.grad(F.cross_entropy(model(x), y), params)
+
+    sync = torch.cuda.synchronize if device == "cuda" else no_sync
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    case = Case(name, forward, step, sync, "torch autograd", param_bytes)
+    return case, complexity(model, input_shape)

@@ -1,0 +1,147 @@
+"""The sweeps behind `python -m xkern bench`: every config x implementation x pass; model pairs.
+
+Implementations that cannot depend on part of a config are measured once and shared:
+dense ignores C and block, grouped and masked ignore block.  Within a config the
+implementations run back to back, so a change in machine load hits them alike.
+"""
+import datetime
+import os
+import platform
+
+import numpy as np
+import torch
+
+from . import baselines, memory, models, timing
+
+PASSES = ("forward", "step")
+
+
+def machine_info():
+    """Where and when the numbers were taken: CPU, cores, load, library versions, threads."""
+    import xkern
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_avg": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "xkern": xkern.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "xkern_threads": xkern.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _meta(*, device, dtype, repeats, sample_time, seed, passes, layers, with_memory, command):
+    """machine_info() plus the settings of a run."""
+    meta = machine_info()
+    meta.update(device=device, dtype=str(dtype).replace("torch.", ""), repeats=repeats, sample_time=sample_time,
+                seed=seed, passes=list(passes), layers=layers, command=command,
+                xkern_autograd=baselines.has_xkern_autograd(),
+                memory=("cuda max_memory_allocated" if device == "cuda" else "rss high-water mark")
+                if with_memory else None)
+    return meta
+
+
+def _share_key(impl, config):
+    if impl == "dense":
+        return (impl, config.layer)
+    if impl in ("grouped", "masked"):
+        return (impl, config.layer, config.compression)
+    return (impl, config.layer, config.compression, config.block)
+
+
+def _measure(impl, problem, xkern_backend, device, passes, repeats, sample_time, with_memory):
+    """Timings (and step memory) of one implementation; the Case dies on return, freeing its tensors."""
+    case = baselines.build_case(impl, problem, xkern_backend=xkern_backend)
+    out = {"api": case.api, "param_bytes": case.param_bytes}
+    for name in passes:
+        fn = case.forward if name == "forward" else case.step
+        out[name] = timing.measure(fn, repeats=repeats, sample_time=sample_time, sync=case.sync)._asdict()
+    if with_memory:
+        out["step_peak_bytes"] = memory.peak_bytes(case.step, device=device, sync=case.sync)
+    return out
+
+
+def run(configs, *, impls=baselines.IMPLS, passes=PASSES, device="cpu", xkern_backend=None,
+        dtype=torch.float32, repeats=7, sample_time=0.05, with_memory=True, seed=0, log=None, command=None):
+    """Measure every config x impl; returns a JSON-ready dict.
+
+    {"meta": machine_info() + settings,
+     "results": [{"layer", "C", "D", "block", "cin", "impl", "api", "param_bytes",
+                  "forward": Timing dict, "step": Timing dict, "step_peak_bytes"}, ...],
+     "skipped": [{"layer", "C", "block", "impl", "reason"}, ...]}
+    Timing dicts hold seconds per call: median, q1, q3, number, repeats.
+    log(message) reports progress; command (how to rerun this, e.g. the CLI line) goes into meta.
+    """
+    for name in passes:
+        if name not in PASSES:
+            raise ValueError(f"passes must be some of {PASSES}, got {name!r}")
+    baselines.check_device(device)
+    log = log or (lambda message: None)
+    meta = _meta(device=device, dtype=dtype, repeats=repeats, sample_time=sample_time, seed=seed, passes=passes,
+                 layers={c.layer.name: c.layer.describe() for c in configs}, with_memory=with_memory,
+                 command=command)
+    shared, results, skipped = {}, [], []
+    for config in configs:
+        problem = None
+        for impl in impls:
+            key = _share_key(impl, config)
+            if key not in shared:
+                if problem is None:
+                    problem = baselines.make_problem(config, device=device, dtype=dtype, seed=seed)
+                try:
+                    shared[key] = _measure(impl, problem, xkern_backend, device, passes, repeats,
+                                           sample_time, with_memory)
+                except NotImplementedError as exc:
+                    shared[key] = {"skipped": str(exc)}
+                    log(f"{impl}: skipped ({exc})")
+            entry = shared[key]
+            where = dict(layer=config.layer.name, C=config.compression, block=config.block)
+            if "skipped" in entry:
+                skipped.append(dict(where, impl=impl, reason=entry["skipped"]))
+                continue
+            results.append(dict(where, D=config.degree, cin=config.layer.cin, impl=impl, **entry))
+            log(f"{config.layer.name} C={config.compression} block={config.block} {impl:8s} " +
+                "  ".join(f"{name} {entry[name]['median'] * 1e3:.3f} ms" for name in passes))
+    return {"meta": meta, "results": results, "skipped": skipped}
+
+
+def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.float32, repeats=7,
+               sample_time=0.05, with_memory=True, seed=0, log=None, command=None):
+    """Training steps of X-Nets and their dense twins; the same dict shape as run, with
+    "results" empty and "models": [{"x", "dense", "batch", "input", "x_stats", "dense_stats"}],
+    each stats dict holding "step" (a Timing dict), "step_peak_bytes", "param_bytes", "macs"
+    (per sample, xkern.models.complexity)."""
+    baselines.check_device(device)
+    log = log or (lambda message: None)
+    meta = _meta(device=device, dtype=dtype, repeats=repeats, sample_time=sample_time, seed=seed, passes=["step"],
+                 layers={}, with_memory=with_memory, command=command)
+    rows = []
+    for pair in pairs:
+        batch = pair.quick_batch if quick else pair.batch
+        row = dict(x=pair.x_name, dense=pair.dense_name, batch=batch, input=list(pair.input_shape))
+        for role, name in (("x_stats", pair.x_name), ("dense_stats", pair.dense_name)):
+            case, counts = models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed)
+            stats = dict(step=timing.measure(case.step, repeats=repeats, sample_time=sample_time,
+                                             sync=case.sync)._asdict(),
+                         param_bytes=case.param_bytes, macs=counts["macs"])
+            if with_memory:
+                stats["step_peak_bytes"] = memory.peak_bytes(case.step, device=device, sync=case.sync)
+            del case
+            row[role] = stats
+            log(f"{name} batch {batch}: step {stats['step']['median'] * 1e3:.1f} ms")
+        rows.append(row)
+    return {"meta": meta, "results": [], "skipped": [], "models": rows}

@@ -5,6 +5,13 @@ output and is deterministic (no floating-point atomics).  Results come back as
 the caller's array kind (see _interop.empty).  numba is an optional dependency
 (pip install 'xkern[cuda]'); require() says what is missing.
 """
+import numpy as _np
+
+# numba-cuda (0.30 and older) calls numpy.row_stack while compiling kernels; numpy 2.5 removed
+# that alias of vstack.  Restoring the alias is the smallest change that lets kernels compile.
+if not hasattr(_np, "row_stack"):
+    _np.row_stack = _np.vstack
+
 try:
     from numba import cuda as _cuda
 except ImportError as _exc:  # numba absent: the backend reports it through require()

@@ -1,0 +1,564 @@
+"""Compiled CPU kernels: X-Conv and X-Linear, forward and backward (Cython + OpenMP).
+
+Layout NCHW with the pixel axis as the vector axis.  Each kernel packs a group
+of images per channel into zero-padded planes, so that every tap is a constant
+offset and a tile of pixels is a run of contiguous vector loads with no border
+branches (src/cpu_kernels.h), then computes tiles in one OpenMP region per
+kernel: prange(schedule='static') over one chunk of work items per thread,
+each chunk packing into its own buffer, with no barriers and no shared writes.
+Every output element is summed by one thread in an order fixed by the data
+alone, so results are bitwise the same at any thread count.
+
+    forward      out[b, v]       = bias[v] + sum_i sum_taps w[v, i, tap] * x[b, index[v, i], shifted]
+    grad_input   grad_x[b, u]    = sum over edges e = v*D + i with index[v, i] = u (the reverse
+                                   adjacency) of sum_taps w[v, i, tap] * g[b, v, shifted back]
+    grad_weight  grad_w[v, i, t] = sum_b sum_pixels g[b, v] * x[b, index[v, i], shifted by tap t]
+    grad_bias    grad_b[v]       = sum_b sum_pixels g[b, v]
+
+Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
+polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
+strided conv is a stride-1 correlation on planes.  grad_input is the
+transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
+gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
+"""
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+from _openmp_helpers cimport XK_OPENMP_ENABLED, xk_omp_max_threads
+
+
+cdef extern from "cpu_kernels.h" nogil:
+    enum:
+        XK_TILE_F32
+        XK_TILE_F64
+        XK_VBLOCK
+
+    ctypedef struct xk_image_t:
+        int64_t img, chan, row, col, height, width
+    ctypedef struct xk_layout_t:
+        int64_t hb, wb, len
+    ctypedef struct xk_frame_t:
+        int64_t step_y, step_x, off_y, off_x
+    ctypedef struct xk_scatter_t:
+        int64_t origin, img, row, col, r_lo, r_hi, c_lo, c_hi
+
+    void xk_pack_f32(float *dst, const float *src, int64_t n_img, const xk_image_t *im,
+                     const xk_layout_t *lay, const xk_frame_t *fr)
+    void xk_pack_f64(double *dst, const double *src, int64_t n_img, const xk_image_t *im,
+                     const xk_layout_t *lay, const xk_frame_t *fr)
+    void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0,
+                           const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
+                           const float *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                           const float *bias, int64_t nd, float *dst, int64_t dst_stride,
+                           int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0,
+                           const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
+                           const double *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                           const double *bias, int64_t nd, double *dst, int64_t dst_stride,
+                           int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_dot_taps_f32(float *out, const float *g, const float *x, const int64_t *toff,
+                         int64_t ntap, int64_t n)
+    void xk_dot_taps_f64(double *out, const double *g, const double *x, const int64_t *toff,
+                         int64_t ntap, int64_t n)
+    void xk_pack_points_f32(float *dst, int64_t cstride, const float *src, int64_t n_chan, int64_t n_img,
+                            const xk_image_t *im, int64_t len)
+    void xk_pack_points_f64(double *dst, int64_t cstride, const double *src, int64_t n_chan, int64_t n_img,
+                            const xk_image_t *im, int64_t len)
+    float xk_sum_image_f32(const float *src, int64_t n_img, const xk_image_t *im)
+    double xk_sum_image_f64(const double *src, int64_t n_img, const xk_image_t *im)
+
+
+ctypedef fused floating:
+    float
+    double
+
+
+# Packed bytes per group of images (per thread): small enough to stay in L2
+# between being packed and being read by the tiles.
+PACK_BYTES = 1 << 20
+# Bytes of the planes one channel block spans in a tile: the block's planes stay
+# in L1 while up to XK_VBLOCK outputs read them.
+BLOCK_BYTES = 16 << 10
+# Fewest terms per output and block worth the store and reload of its partial sums.
+BLOCK_TERMS = 8
+
+FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
+                        ("off_y", np.int64), ("off_x", np.int64)])
+SCATTER_DTYPE = np.dtype([(name, np.int64) for name in
+                          ("origin", "img", "row", "col", "r_lo", "r_hi", "c_lo", "c_hi")])
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(XK_OPENMP_ENABLED)
+
+
+def max_threads():
+    """OpenMP's default team size for this thread (1 without OpenMP)."""
+    return xk_omp_max_threads()
+
+
+# ---------------------------------------------------------------- geometry
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+def _tap_split(k, d, s):
+    """Taps 0..k-1 of one axis (dilation d, stride s): t*d = q*s + r, as lists (r, q)."""
+    return [t * d % s for t in range(k)], [t * d // s for t in range(k)]
+
+
+def _odd_lines(n, itemsize):
+    """n elements rounded up to an odd number of 64-byte cache lines.  Channel planes
+    that far apart fall into different cache sets; at a multiple of 4 KiB every
+    channel's tile would compete for the same few sets of L1."""
+    per_line = 64 // itemsize
+    lines = -(-n // per_line)
+    return (lines + 1 - lines % 2) * per_line
+
+
+def _aligned_empty(n, dtype):
+    """Uninitialised (n,) array starting on a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n + 64 // itemsize, dtype)
+    start = (-raw.ctypes.data % 64) // itemsize
+    return raw[start:start + n]
+
+
+def _group(batch, bytes_per_image):
+    """Images per packed group."""
+    return max(1, min(batch, PACK_BYTES // max(1, bytes_per_image)))
+
+
+def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_t[::1] wrow,
+                   int64_t n_chan, int64_t window_bytes):
+    """Term lists (CSR ptr over destinations; chan, wrow) regrouped by channel block.
+
+    Returns (ptr over (destination, block), chan, wrow, number of blocks); within a
+    destination and block, terms keep their order (a counting sort).  A block is as
+    many channels as fit BLOCK_BYTES at window_bytes each, but holds BLOCK_TERMS
+    terms of a destination on average: partial sums are stored and reloaded
+    between blocks.
+    """
+    cdef int64_t n_dst = ptr.shape[0] - 1, n_terms = chan.shape[0]
+    cdef int64_t by_bytes = max(1, BLOCK_BYTES // window_bytes)
+    cdef int64_t n_cb = max(1, min((n_chan + by_bytes - 1) // by_bytes, n_terms // (n_dst * BLOCK_TERMS)))
+    cdef int64_t block = (n_chan + n_cb - 1) // n_cb
+    n_cb = (n_chan + block - 1) // block
+    if n_cb == 1:
+        return ptr, chan, wrow, 1
+    blocked_ptr = np.zeros(n_dst * n_cb + 1, np.int64)
+    blocked_chan = np.empty(n_terms, np.int64)
+    blocked_wrow = np.empty(n_terms, np.int64)
+    cdef int64_t[::1] bp = blocked_ptr, bc = blocked_chan, bw = blocked_wrow
+    cdef int64_t d, j, slot
+    with nogil:
+        for d in range(n_dst):
+            for j in range(ptr[d], ptr[d + 1]):
+                bp[d * n_cb + chan[j] // block + 1] += 1
+        for j in range(n_dst * n_cb):
+            bp[j + 1] += bp[j]
+        for d in range(n_dst):  # bp[slot] is the next free place of slot while filling
+            for j in range(ptr[d], ptr[d + 1]):
+                slot = d * n_cb + chan[j] // block
+                bc[bp[slot]] = chan[j]
+                bw[bp[slot]] = wrow[j]
+                bp[slot] += 1
+        for j in range(n_dst * n_cb, 0, -1):  # shift back: bp[slot] was advanced to the next slot's start
+            bp[j] = bp[j - 1]
+        bp[0] = 0
+    return blocked_ptr, blocked_chan, blocked_wrow, n_cb
+
+
+class _ForwardPlanes:
+    """Where the forward taps read x.
+
+    Output (y, x) and tap (ky, kx) read x_pad[y*sh + ky*dh, x*sw + kx*dw]; with
+    ky*dh = qy*sh + ry that is row y + qy of polyphase plane ry.  One hb x wb
+    plane per used phase (frame) holds all of it, grid (r, c) = output (r, c)
+    for r < Ho, c < Wo, and tap t is the flat offset slot[t] * len + shift[t].
+    """
+
+    def __init__(self, k_hw, stride, padding, dilation, out_hw):
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = k_hw, stride, padding, dilation
+        ry, qy = _tap_split(kh, dh, sh)
+        rx, qx = _tap_split(kw, dw, sw)
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+        phases = sorted({(ry[ky], rx[kx]) for ky, kx in taps})
+        slot = {phase: k for k, phase in enumerate(phases)}
+        self.hb = out_hw[0] + max(qy)
+        self.wb = out_hw[1] + max(qx)
+        self.frames = np.array([(sh, sw, r - ph, c - pw) for r, c in phases], FRAME_DTYPE)
+        self.slot = [slot[(ry[ky], rx[kx])] for ky, kx in taps]
+        self.shift = [qy[ky] * self.wb + qx[kx] for ky, kx in taps]
+
+    def layout(self, group, tile, itemsize):
+        """(len, cstride, toff) for `group` images: plane length per frame, channel
+        stride (the frames of a channel end to end, padded), tap offsets."""
+        length = _round_up(group * self.hb * self.wb, tile) + max(self.shift)
+        toff = np.array([s * length + d for s, d in zip(self.slot, self.shift)], np.int64)
+        return length, _odd_lines(len(self.frames) * length, itemsize), toff
+
+
+class _InputGradPlanes:
+    """Where grad_input's taps read grad_out, per output phase of grad_x.
+
+    grad_x row y receives g[Y] * w[ky] when y + ph = Y*sh + ky*dh.  Write
+    y + ph = Q*sh + ry and ky*dh = qy*sh + ry (same residue ry): Y = Q - qy.
+    Grid row r stands for Q = r + Q0 in each phase ry; the one packed plane of
+    grad_out is shifted by max(qy) so every tap offset is >= 0.
+    """
+
+    def __init__(self, x_hw, k_hw, stride, padding, dilation, x_img):
+        (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = x_hw, k_hw, stride, padding, dilation
+        ry, qy = _tap_split(kh, dh, sh)
+        rx, qx = _tap_split(kw, dw, sw)
+        q0y, q0x = ph // sh, pw // sw
+        rows = (ph + h - 1) // sh - q0y + 1
+        cols = (pw + w - 1) // sw - q0x + 1
+        self.hb = rows + max(qy)
+        self.wb = cols + max(qx)
+        self.frame = np.array([(1, 1, q0y - max(qy), q0x - max(qx))], FRAME_DTYPE)
+        order, tap_ptr, scatter = [], [0], []
+        for r in range(sh):
+            for c in range(sw):
+                order += [ky * kw + kx for ky in range(kh) for kx in range(kw)
+                          if ry[ky] == r and rx[kx] == c]
+                tap_ptr.append(len(order))
+                # grid (g, a, b) of phase (r, c) is grad_x[g, (a + q0y)*sh + r - ph, (b + q0x)*sw + c - pw]
+                y0, x0 = q0y * sh + r - ph, q0x * sw + c - pw
+                scatter.append((y0 * x_img["row"] + x0 * x_img["col"], x_img["img"],
+                                sh * x_img["row"], sw * x_img["col"],
+                                max(0, -(y0 // sh)), min(rows, (h - 1 - y0) // sh + 1),
+                                max(0, -(x0 // sw)), min(cols, (w - 1 - x0) // sw + 1)))
+        self.order = np.array(order, np.int64)
+        self.tap_ptr = np.array(tap_ptr, np.int64)
+        self.scatter = np.array(scatter, SCATTER_DTYPE)
+        self.shift = np.array([(max(qy) - qy[t // kw]) * self.wb + (max(qx) - qx[t % kw])
+                               for t in order], np.int64)
+
+    def layout(self, group, tile, itemsize):
+        """(len, cstride, toff) of the packed grad_out for `group` images."""
+        length = _round_up(group * self.hb * self.wb, tile) + int(self.shift.max(initial=0))
+        return length, _odd_lines(length, itemsize), self.shift
+
+
+# ---------------------------------------------------------------- engines
+#
+# One parallel region per kernel: prange over n_chunks chunks (one per thread),
+# each a contiguous share of the work with its own packing buffer, so there is
+# no barrier and no shared write.  A chunk packs a group of images when it
+# first needs it; a group split between two chunks is packed by both (packing
+# costs ~1/(Cout*D*kh*kw/Cin) of the products).
+
+cdef void _pack_group(floating *buf, int64_t cstride, const floating *src, const xk_image_t *im,
+                      int64_t first, int64_t n_chan, const xk_frame_t *frames, int64_t n_frames,
+                      const xk_layout_t *lay, int64_t n_img) noexcept nogil:
+    """buf[c*cstride + k*len ...] <- channel first + c of n_img images through frame k."""
+    cdef int64_t c, k
+    if (lay.hb == 1 and lay.wb == 1 and n_frames == 1 and im.height == 1 and im.width == 1
+            and frames[0].off_y == 0 and frames[0].off_x == 0):
+        if floating is float:
+            xk_pack_points_f32(buf, cstride, src + first * im.chan, n_chan, n_img, im, lay.len)
+        else:
+            xk_pack_points_f64(buf, cstride, src + first * im.chan, n_chan, n_img, im, lay.len)
+        return
+    for c in range(n_chan):
+        for k in range(n_frames):
+            if floating is float:
+                xk_pack_f32(buf + c * cstride + k * lay.len, src + (first + c) * im.chan, n_img, im, lay,
+                            &frames[k])
+            else:
+                xk_pack_f64(buf + c * cstride + k * lay.len, src + (first + c) * im.chan, n_img, im, lay,
+                            &frames[k])
+
+
+cdef void _correlate(
+        const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: (B, n_src, H, W)
+        const xk_frame_t *frames, int64_t n_frames, const xk_layout_t *lay, int64_t cstride,
+        int64_t batch, int64_t group,
+        floating *packed,                                              # scratch: n_chunks * n_src * cstride
+        const int64_t *ptr, int64_t n_cb,                              # IN: term lists, CSR over (n_dst, n_cb)
+        const int64_t *chan, const int64_t *wrow, int64_t n_dst,
+        const floating *w, int64_t wstride,                            # IN: tap weights per term row
+        const int64_t *tap_ptr, const int64_t *toff, int64_t n_phases, # IN: taps of each output phase
+        const floating *bias,                                          # IN: (n_dst,) or NULL
+        floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, ...)
+        const xk_scatter_t *scatter,                                   # IN: per output phase
+        int n_chunks) noexcept nogil:
+    """dst[b, d] = bias[d] + sum over terms j of d and taps t of each output phase of
+    w[wrow[j] * wstride + tap] * plane(chan[j])[toff[t] + position].
+
+    Work items (group, phase, tile, block of XK_VBLOCK outputs), tile-major within
+    a group so that consecutive items read the same planes; every item writes its
+    own outputs, summing in list order whichever chunk runs it.
+    """
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t plane = lay.hb * lay.wb
+    cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
+    cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
+    cdef int64_t per_group = n_phases * tiles_per_group * n_vb
+    cdef int64_t total = (batch + group - 1) // group * per_group
+    cdef int64_t chunk, item, packed_group, grp, g0, ng, t, d0, k
+    cdef floating *buf
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        buf = packed + chunk * n_src * cstride
+        packed_group = -1
+        for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+            grp = item // per_group
+            g0 = grp * group
+            ng = min(group, batch - g0)
+            t = item // n_vb % tiles_per_group
+            if t * tile >= ng * plane:  # past the end of the last, shorter group
+                continue
+            if grp != packed_group:
+                _pack_group(buf, cstride, src + g0 * src_im.img, src_im, 0, n_src, frames, n_frames, lay, ng)
+                packed_group = grp
+            d0 = item % n_vb * XK_VBLOCK
+            k = item % per_group // (tiles_per_group * n_vb)
+            if floating is float:
+                xk_corr_tiles_f32(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
+                                  w + tap_ptr[k], wstride, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k],
+                                  bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
+                                  dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
+            else:
+                xk_corr_tiles_f64(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
+                                  w + tap_ptr[k], wstride, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k],
+                                  bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
+                                  dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
+
+
+cdef void _weight_grads(
+        const floating *x, const xk_image_t *x_im, int64_t n_in,       # IN: (B, Cin, H, W)
+        const xk_frame_t *frames, int64_t n_frames, const xk_layout_t *x_lay, int64_t cstride,
+        const floating *g, const xk_image_t *g_im, int64_t n_out,      # IN: (B, Cout, Ho, Wo)
+        const xk_frame_t *g_frame, const xk_layout_t *g_lay,
+        int64_t batch, int64_t group,
+        floating *x_packed, floating *g_packed,                        # scratch per chunk
+        const int64_t *index, int64_t degree,                          # IN: (Cout, D)
+        const int64_t *toff, int64_t ntap,
+        floating *grad_w,                                              # OUT: (Cout, D, ntap)
+        int n_chunks) noexcept nogil:
+    """grad_w[v, i, t] = sum_b sum_positions g_plane(v)[p] * x_plane(index[v, i])[toff[t] + p].
+
+    g's planes are zero outside real outputs, so the extra grid positions add
+    nothing.  Chunks own contiguous ranges of v and sum every group in batch
+    order, so grad_w does not depend on the number of chunks.
+    """
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t plane = x_lay.hb * x_lay.wb
+    cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v, i
+    cdef floating *xbuf
+    cdef floating *gbuf
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        v_lo = n_out * chunk // n_chunks
+        v_hi = n_out * (chunk + 1) // n_chunks
+        xbuf = x_packed + chunk * n_in * cstride
+        gbuf = g_packed + chunk * ((n_out + n_chunks - 1) // n_chunks) * g_lay.len
+        for e in range(v_lo * degree * ntap, v_hi * degree * ntap):
+            grad_w[e] = 0
+        g0 = 0
+        while g0 < batch and v_lo < v_hi:
+            ng = min(group, batch - g0)
+            _pack_group(xbuf, cstride, x + g0 * x_im.img, x_im, 0, n_in, frames, n_frames, x_lay, ng)
+            _pack_group(gbuf, g_lay.len, g + g0 * g_im.img, g_im, v_lo, v_hi - v_lo, g_frame, 1, g_lay, ng)
+            npos = (ng * plane + tile - 1) // tile * tile
+            for v in range(v_lo, v_hi):
+                for i in range(degree):
+                    if floating is float:
+                        xk_dot_taps_f32(grad_w + (v * degree + i) * ntap, gbuf + (v - v_lo) * g_lay.len,
+                                        xbuf + index[v * degree + i] * cstride, toff, ntap, npos)
+                    else:
+                        xk_dot_taps_f64(grad_w + (v * degree + i) * ntap, gbuf + (v - v_lo) * g_lay.len,
+                                        xbuf + index[v * degree + i] * cstride, toff, ntap, npos)
+            g0 = g0 + group
+
+
+cdef int _threads(int num_threads) noexcept nogil:
+    return num_threads if num_threads > 0 else xk_omp_max_threads()
+
+
+cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsize) noexcept:
+    """The xk_image_t of a strided 4-D memoryview."""
+    cdef xk_image_t im
+    im.img, im.chan = strides[0] // itemsize, strides[1] // itemsize
+    im.row, im.col = strides[2] // itemsize, strides[3] // itemsize
+    im.height, im.width = shape[2], shape[3]
+    return im
+
+
+# ---------------------------------------------------------------- X-Conv
+
+def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
+                const int64_t[:, ::1] index, const floating[::1] bias, floating[:, :, :, :] out,
+                stride, padding, dilation, int num_threads):
+    """out (B, Cout, Ho, Wo) = X-Conv of x (B, Cin, H, W); weight (Cout, D, kh, kw)."""
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t batch = x.shape[0], n_in = x.shape[1], n_out = weight.shape[0], degree = weight.shape[1]
+    cdef int64_t kk = weight.shape[2] * weight.shape[3]
+    cdef xk_image_t x_im = _image(x.shape, x.strides, sizeof(floating))
+    cdef xk_image_t out_im = _image(out.shape, out.strides, sizeof(floating))
+    cdef xk_layout_t lay
+    cdef const floating *bias_ptr = NULL
+    if batch == 0:
+        return
+    if bias is not None:
+        bias_ptr = &bias[0]
+    planes = _ForwardPlanes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
+                            (out.shape[2], out.shape[3]))
+    cdef const xk_frame_t[::1] frames = planes.frames
+    cdef int64_t n_frames = len(planes.frames)
+    cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
+    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    cdef int64_t cstride = channel_stride
+    lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
+    cdef int n_chunks = _threads(num_threads)
+    cdef floating[::1] packed = _aligned_empty(n_chunks * n_in * cstride,
+                                               np.float32 if floating is float else np.float64)
+    cdef const int64_t[::1] toff = toff_arr
+    blocked = _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), np.asarray(index).ravel(),
+                             np.arange(n_out * degree, dtype=np.int64), n_in,
+                             n_frames * (tile + max(planes.shift)) * sizeof(floating))
+    cdef const int64_t[::1] ptr = blocked[0]
+    cdef const int64_t[::1] chan = blocked[1]
+    cdef const int64_t[::1] wrow = blocked[2]
+    cdef int64_t n_cb = blocked[3]
+    cdef const int64_t[::1] tap_ptr = np.array([0, kk], np.int64)
+    cdef const xk_scatter_t[::1] scatter = np.array(
+        [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
+    with nogil:
+        _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
+                   &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &weight[0, 0, 0, 0], kk,
+                   &tap_ptr[0], &toff[0], 1, bias_ptr,
+                   &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
+
+
+def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :, ::1] weight,
+                      const int64_t[:, ::1] index, rev, floating[:, :, :, :] grad_x,
+                      stride, padding, dilation, int num_threads):
+    """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge)."""
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
+    cdef int64_t n_out = weight.shape[0], degree = weight.shape[1]
+    cdef int64_t kk = weight.shape[2] * weight.shape[3]
+    cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
+    cdef xk_image_t x_im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
+    cdef xk_layout_t lay
+    if batch == 0:
+        return
+    planes = _InputGradPlanes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
+                              stride, padding, dilation, x_im)
+    cdef const xk_frame_t[::1] frame = planes.frame
+    cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
+    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    cdef int64_t cstride = channel_stride
+    lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
+    cdef int n_chunks = _threads(num_threads)
+    cdef floating[::1] packed = _aligned_empty(n_chunks * n_out * cstride,
+                                               np.float32 if floating is float else np.float64)
+    cdef const int64_t[::1] toff = toff_arr
+    cdef const int64_t[::1] tap_ptr = planes.tap_ptr
+    cdef const xk_scatter_t[::1] scatter = planes.scatter
+    # Tap weights in the order of the phases' tap lists, so each phase's taps are contiguous.
+    cdef const floating[:, ::1] w_phased = np.ascontiguousarray(
+        np.asarray(weight).reshape(n_out * degree, kk)[:, planes.order])
+    blocked = _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out,
+                             (tile + int(planes.shift.max(initial=0))) * sizeof(floating))
+    cdef const int64_t[::1] ptr = blocked[0]
+    cdef const int64_t[::1] chan = blocked[1]
+    cdef const int64_t[::1] wrow = blocked[2]
+    cdef int64_t n_cb = blocked[3]
+    with nogil:
+        _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
+                   &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk,
+                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, NULL,
+                   &grad_x[0, 0, 0, 0], &x_im, &scatter[0], n_chunks)
+
+
+def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :, :, :] x,
+                       const int64_t[:, ::1] index, floating[:, :, :, ::1] grad_weight,
+                       stride, padding, dilation, int num_threads):
+    """grad_weight (Cout, D, kh, kw) from grad_out (B, Cout, Ho, Wo) and x (B, Cin, H, W)."""
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t batch = x.shape[0], n_in = x.shape[1]
+    cdef int64_t n_out = grad_weight.shape[0], degree = grad_weight.shape[1]
+    cdef int64_t kk = grad_weight.shape[2] * grad_weight.shape[3]
+    cdef xk_image_t x_im = _image(x.shape, x.strides, sizeof(floating))
+    cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
+    cdef xk_layout_t x_lay, g_lay
+    if batch == 0:
+        np.asarray(grad_weight)[...] = 0
+        return
+    planes = _ForwardPlanes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
+                            (grad_out.shape[2], grad_out.shape[3]))
+    cdef const xk_frame_t[::1] frames = planes.frames
+    cdef const xk_frame_t[::1] g_frame = np.array([(1, 1, 0, 0)], FRAME_DTYPE)
+    cdef int64_t n_frames = len(planes.frames)
+    cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
+    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    cdef int64_t cstride = channel_stride
+    x_lay.hb, x_lay.wb, x_lay.len = planes.hb, planes.wb, length
+    g_lay.hb, g_lay.wb = planes.hb, planes.wb
+    g_lay.len = _odd_lines(_round_up(group * planes.hb * planes.wb, tile), sizeof(floating))
+    dtype = np.float32 if floating is float else np.float64
+    cdef int n_chunks = _threads(num_threads)
+    cdef floating[::1] x_packed = _aligned_empty(n_chunks * n_in * cstride, dtype)
+    cdef floating[::1] g_packed = _aligned_empty(n_chunks * ((n_out + n_chunks - 1) // n_chunks) * g_lay.len, dtype)
+    cdef const int64_t[::1] toff = toff_arr
+    with nogil:
+        _weight_grads(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &x_lay, cstride,
+                      &grad_out[0, 0, 0, 0], &g_im, n_out, &g_frame[0], &g_lay,
+                      batch, group, &x_packed[0], &g_packed[0], &index[0, 0], degree,
+                      &toff[0], kk, &grad_weight[0, 0, 0, 0], n_chunks)
+
+
+def xconv2d_bwd_bias(const floating[:, :, :, :] grad_out, floating[::1] grad_bias, int num_threads):
+    """grad_bias (Cout,) = grad_out (B, Cout, Ho, Wo) summed over B, Ho, Wo."""
+    cdef int64_t batch = grad_out.shape[0], v
+    cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
+    if batch == 0:
+        grad_bias[:] = 0
+        return
+    with nogil, parallel(num_threads=_threads(num_threads)):
+        for v in prange(grad_out.shape[1], schedule="static"):
+            if floating is float:
+                grad_bias[v] = xk_sum_image_f32(&grad_out[0, v, 0, 0], batch, &g_im)
+            else:
+                grad_bias[v] = xk_sum_image_f64(&grad_out[0, v, 0, 0], batch, &g_im)
+
+
+# ---------------------------------------------------------------- X-Linear: the 1x1 conv of (B, C, 1, 1)
+
+def _as_map(a):
+    """(B, C) -> (B, C, 1, 1) view; the conv kernels take the strides as they are."""
+    return a[:, :, None, None]
+
+
+def _as_kernel(weight):
+    """(Cout, D) -> C-contiguous (Cout, D, 1, 1)."""
+    return np.ascontiguousarray(weight).reshape(weight.shape + (1, 1))
+
+
+def xlinear_fwd(x, weight, index, bias, out, int num_threads):
+    """out (B, Cout) = X-Linear of x (B, Cin); weight (Cout, D)."""
+    xconv2d_fwd(_as_map(x), _as_kernel(weight), index, bias, _as_map(out), (1, 1), (0, 0), (1, 1), num_threads)
+
+
+def xlinear_bwd_input(grad_out, weight, index, rev, grad_x, int num_threads):
+    """grad_x (B, Cin) from grad_out (B, Cout)."""
+    xconv2d_bwd_input(_as_map(grad_out), _as_kernel(weight), index, rev, _as_map(grad_x),
+                      (1, 1), (0, 0), (1, 1), num_threads)
+
+
+def xlinear_bwd_weight(grad_out, x, index, grad_weight, int num_threads):
+    """grad_weight (Cout, D) from grad_out (B, Cout) and x (B, Cin)."""
+    xconv2d_bwd_weight(_as_map(grad_out), _as_map(x), index, grad_weight.reshape(grad_weight.shape + (1, 1)),
+                       (1, 1), (0, 0), (1, 1), num_threads)
+
+
+def xlinear_bwd_bias(grad_out, grad_bias, int num_threads):
+    """grad_bias (Cout,) = grad_out (B, Cout) summed over B."""
+    xconv2d_bwd_bias(_as_map(grad_out), grad_bias, num_threads)

@@ -1,0 +1,249 @@
+/* Body of cpu_kernels.h for one element type; no include guard on purpose.
+ * Expects XK_T (element), XK_V (its vector), XK_VL (lanes), XK_TILE (grid
+ * positions per tile, a multiple of 2 * XK_VL) and XK_FN(name) (suffixed name). */
+
+/* dst[0, lay->len) <- n_img images of one source channel through frame fr,
+ * zeros wherever the frame falls outside the source and after the images. */
+static void XK_FN(xk_pack)(XK_T *XK_RESTRICT dst, const XK_T *XK_RESTRICT src, int64_t n_img,
+                           const xk_image_t *im, const xk_layout_t *lay, const xk_frame_t *fr)
+{
+    const int64_t hb = lay->hb, wb = lay->wb, filled = n_img * hb * wb;
+    /* Plane columns b whose source column b*step_x + off_x lies in [0, width). */
+    int64_t b_lo = fr->off_x >= 0 ? 0 : (fr->step_x - 1 - fr->off_x) / fr->step_x;
+    int64_t b_hi = fr->off_x <= im->width - 1 ? (im->width - 1 - fr->off_x) / fr->step_x + 1 : 0;
+    const int64_t col = fr->step_x * im->col;
+    if (b_hi > wb) b_hi = wb;
+    if (b_lo > b_hi) b_lo = b_hi;
+    /* A plane that is exactly the (contiguous) source image: 1x1 convs without padding. */
+    const int whole = fr->step_y == 1 && fr->off_y == 0 && fr->off_x == 0 && col == 1 && b_hi == wb
+                      && hb == im->height && wb == im->width && im->row == wb;
+    if (hb == 1 && wb == 1 && b_lo == 0 && b_hi == 1 && fr->off_y >= 0 && fr->off_y < im->height) {
+        /* one value per image (X-Linear, 1x1 maps): a strided gather */
+        const XK_T *s = src + fr->off_y * im->row + fr->off_x * im->col;
+        for (int64_t g = 0; g < n_img; g++) dst[g] = s[g * im->img];
+    } else {
+        for (int64_t g = 0; g < n_img; g++) {
+            if (whole) {
+                memcpy(dst + g * hb * wb, src + g * im->img, (size_t)(hb * wb) * sizeof(XK_T));
+                continue;
+            }
+            for (int64_t a = 0; a < hb; a++) {
+                XK_T *d = dst + (g * hb + a) * wb;
+                const int64_t y = a * fr->step_y + fr->off_y;
+                if (y < 0 || y >= im->height) {
+                    for (int64_t b = 0; b < wb; b++) d[b] = 0;
+                    continue;
+                }
+                const XK_T *s = src + g * im->img + y * im->row + (b_lo * fr->step_x + fr->off_x) * im->col;
+                for (int64_t b = 0; b < b_lo; b++) d[b] = 0;
+                if (col == 1) {
+                    for (int64_t b = b_lo; b < b_hi; b++) d[b] = s[b - b_lo];
+                } else {
+                    for (int64_t b = b_lo; b < b_hi; b++) d[b] = s[(b - b_lo) * col];
+                }
+                for (int64_t b = b_hi; b < wb; b++) d[b] = 0;
+            }
+        }
+    }
+    memset(dst + filled, 0, (size_t)(lay->len - filled) * sizeof(XK_T));
+}
+
+/* Planes of 1x1 images (X-Linear): dst[c*cstride + g] = src[g*img + c*chan] for
+ * c < n_chan, g < n_img, zeros up to len.  A transpose, in blocks of 16
+ * channels so that each source cache line is read once. */
+static void XK_FN(xk_pack_points)(XK_T *XK_RESTRICT dst, int64_t cstride, const XK_T *XK_RESTRICT src,
+                                  int64_t n_chan, int64_t n_img, const xk_image_t *im, int64_t len)
+{
+    for (int64_t c0 = 0; c0 < n_chan; c0 += 16) {
+        const int64_t c1 = c0 + 16 < n_chan ? c0 + 16 : n_chan;
+        for (int64_t g = 0; g < n_img; g++) {
+            const XK_T *s = src + g * im->img;
+            for (int64_t c = c0; c < c1; c++) dst[c * cstride + g] = s[c * im->chan];
+        }
+    }
+    for (int64_t c = 0; c < n_chan; c++) memset(dst + c * cstride + n_img, 0, (size_t)(len - n_img) * sizeof(XK_T));
+}
+
+/* Write the tile of grid positions [p0, p0 + XK_TILE) that land in dst.
+ * The grid is n_img images of hb x wb; walk it row segment by row segment. */
+static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, XK_T *dst, int64_t n_img,
+                              const xk_layout_t *lay, const xk_scatter_t *sc)
+{
+    const int64_t wb = lay->wb, plane = lay->hb * lay->wb;
+    int64_t g = p0 / plane, r = (p0 - g * plane) / wb, c = p0 - g * plane - r * wb;
+    int64_t q = 0;
+    if (sc->col == 1 && sc->row == wb && sc->c_lo == 0 && sc->c_hi == wb && sc->r_lo == 0 && sc->r_hi == lay->hb) {
+        /* Every grid position is an output and an image is one run in dst (1x1 convs). */
+        for (int64_t off = p0 - g * plane; q < XK_TILE && g < n_img; g++, off = 0) {
+            const int64_t run = plane - off < XK_TILE - q ? plane - off : XK_TILE - q;
+            XK_T *d = dst + sc->origin + g * sc->img + off;
+            for (int64_t k = 0; k < run; k++) d[k] = tile[q + k];
+            q += run;
+        }
+        return;
+    }
+    while (q < XK_TILE && g < n_img) {
+        const int64_t run = (wb - c < XK_TILE - q) ? wb - c : XK_TILE - q;
+        if (r >= sc->r_lo && r < sc->r_hi) {
+            const int64_t c0 = c > sc->c_lo ? c : sc->c_lo;
+            const int64_t c1 = c + run < sc->c_hi ? c + run : sc->c_hi;
+            const int64_t base = sc->origin + g * sc->img + r * sc->row;
+            const XK_T *from = tile + q - c;
+            if (sc->col == 1) {
+                for (int64_t cc = c0; cc < c1; cc++) dst[base + cc] = from[cc];
+            } else {
+                for (int64_t cc = c0; cc < c1; cc++) dst[base + cc * sc->col] = from[cc];
+            }
+        }
+        q += run;
+        c += run;
+        if (c == wb) {
+            c = 0;
+            if (++r == lay->hb) {
+                r = 0;
+                g++;
+            }
+        }
+    }
+}
+
+/* acc += sum_{j in [lo, hi)} sum_{t<ntap} w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
+ * in list order; a 1x1 kernel (one tap) skips the tap loop. */
+XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+                                    const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
+                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap)
+{
+    if (ntap == 1) {
+        const XK_T *s = src + p0 + toff[0];
+        for (int64_t j = lo; j < hi; j++) {
+            const XK_T wt = w[wrow[j] * wstride];
+            const XK_T *x = s + chan[j] * cstride;
+            XK_UNROLL for (int a = 0; a < XK_NACC; a++)
+                acc[a] += wt * XK_VLOAD(XK_V, x + a * XK_VL);
+        }
+        return;
+    }
+    for (int64_t j = lo; j < hi; j++) {
+        const XK_T *s = src + chan[j] * cstride + p0;
+        const XK_T *wj = w + wrow[j] * wstride;
+        for (int64_t t = 0; t < ntap; t++) {
+            const XK_T wt = wj[t];
+            const XK_T *x = s + toff[t];
+            XK_UNROLL for (int a = 0; a < XK_NACC; a++)
+                acc[a] += wt * XK_VLOAD(XK_V, x + a * XK_VL);
+        }
+    }
+}
+
+/* One tile (grid positions [p0, p0 + XK_TILE)) of nd <= XK_VBLOCK outputs of a
+ * correlation over term lists, scattered to dst + dd * dst_stride:
+ *   tile_dd[p] = bias[dd] + sum over channel blocks cb, terms j of (dd, cb), taps t of
+ *                w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
+ * Terms are grouped by channel block (ptr: CSR over (dd, cb), dd-major) so that
+ * the planes the nd outputs read in one block stay in L1; partial sums wait in
+ * part between blocks.  Everything is summed in list order, so the result does
+ * not depend on which thread runs the tile. */
+XK_CLONES static void XK_FN(xk_corr_tiles)(
+    const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+    const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
+    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+    const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
+    int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+{
+    XK_T part[XK_VBLOCK * XK_TILE];
+    for (int64_t cb = 0; cb < n_cb; cb++) {
+        for (int64_t dd = 0; dd < nd; dd++) {
+            XK_V acc[XK_NACC];
+            XK_T *keep = part + dd * XK_TILE;
+            if (cb > 0 && cb < n_cb - 1 && ptr[dd * n_cb + cb] == ptr[dd * n_cb + cb + 1]) continue;
+            if (cb == 0) {
+                const XK_T b = bias ? bias[dd] : (XK_T)0;
+                XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VSPLAT(XK_V, b);
+            } else {
+                XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
+            }
+            XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, ptr[dd * n_cb + cb],
+                                 ptr[dd * n_cb + cb + 1], w, wstride, toff, ntap);
+            XK_UNROLL for (int a = 0; a < XK_NACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
+            if (cb == n_cb - 1) XK_FN(xk_scatter)(keep, p0, dst + dd * dst_stride, n_img, lay, sc);
+        }
+    }
+}
+
+/* out[t] += sum_{p<n} g[p] * x[toff[t] + p] for the m <= XK_DOT_TAPS taps of one
+ * pass; n is a multiple of 2 * XK_VL.  Two vector partial sums per tap, reduced
+ * lane by lane in a fixed order. */
+XK_INLINE void XK_FN(xk_dot_pass)(XK_T *out, const XK_T *g, const XK_T *x, const int64_t *toff,
+                                  const int m, int64_t n)
+{
+    XK_V acc[XK_DOT_TAPS][2];
+    const XK_T *xs[XK_DOT_TAPS];
+    XK_UNROLL for (int t = 0; t < m; t++) {
+        xs[t] = x + toff[t];
+        acc[t][0] = acc[t][1] = XK_VSPLAT(XK_V, (XK_T)0);
+    }
+    for (int64_t p = 0; p < n; p += 2 * XK_VL) {
+        const XK_V g0 = XK_VLOAD(XK_V, g + p), g1 = XK_VLOAD(XK_V, g + p + XK_VL);
+        XK_UNROLL for (int t = 0; t < m; t++) {
+            acc[t][0] += g0 * XK_VLOAD(XK_V, xs[t] + p);
+            acc[t][1] += g1 * XK_VLOAD(XK_V, xs[t] + p + XK_VL);
+        }
+    }
+    XK_UNROLL for (int t = 0; t < m; t++) {
+        XK_T lanes[2 * XK_VL];
+        XK_T sum = 0;
+        XK_VSTORE(XK_V, lanes, acc[t][0]);
+        XK_VSTORE(XK_V, lanes + XK_VL, acc[t][1]);
+        for (int l = 0; l < 2 * XK_VL; l++) sum += lanes[l];
+        out[t] += sum;
+    }
+}
+
+/* out[t] += sum_{p<n} g[p] * x[toff[t] + p] for t < ntap (grad_weight of one
+ * (v, i) over one packed group); n is a multiple of XK_TILE. */
+XK_CLONES static void XK_FN(xk_dot_taps)(XK_T *out, const XK_T *XK_RESTRICT g, const XK_T *XK_RESTRICT x,
+                                         const int64_t *toff, int64_t ntap, int64_t n)
+{
+    int64_t t = 0;
+    for (; t + XK_DOT_TAPS <= ntap; t += XK_DOT_TAPS)
+        XK_FN(xk_dot_pass)(out + t, g, x, toff + t, XK_DOT_TAPS, n);
+    switch (ntap - t) {
+    case 3: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 3, n); break;
+    case 2: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 2, n); break;
+    case 1: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 1, n); break;
+    default: break;
+    }
+}
+
+/* Sum of n_img images of one channel, rows in order, each row by 2 * XK_VL
+ * vector partial sums reduced in a fixed order. */
+XK_CLONES static XK_T XK_FN(xk_sum_image)(const XK_T *src, int64_t n_img, const xk_image_t *im)
+{
+    int64_t height = im->height, width = im->width;
+    XK_T total = 0;
+    if (im->col == 1 && im->row == width) {  /* contiguous plane: one long row */
+        width *= height;
+        height = 1;
+    }
+    for (int64_t g = 0; g < n_img; g++) {
+        for (int64_t y = 0; y < height; y++) {
+            const XK_T *s = src + g * im->img + y * im->row;
+            XK_T sum = 0;
+            int64_t x = 0;
+            if (im->col == 1) {
+                XK_V acc0 = XK_VSPLAT(XK_V, (XK_T)0), acc1 = acc0;
+                XK_T lanes[2 * XK_VL];
+                for (; x + 2 * XK_VL <= width; x += 2 * XK_VL) {
+                    acc0 += XK_VLOAD(XK_V, s + x);
+                    acc1 += XK_VLOAD(XK_V, s + x + XK_VL);
+                }
+                XK_VSTORE(XK_V, lanes, acc0);
+                XK_VSTORE(XK_V, lanes + XK_VL, acc1);
+                for (int l = 0; l < 2 * XK_VL; l++) sum += lanes[l];
+            }
+            for (; x < width; x++) sum += s[x * im->col];
+            total += sum;
+        }
+    }
+    return total;
+}

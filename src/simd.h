@@ -1,0 +1,62 @@
+/* Portable SIMD for the CPU kernels: one build, no -march=native.
+ *
+ * XK_CLONES: GCC function multiversioning.  Each hot function is compiled for
+ * x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the loader
+ * picks the widest the running CPU supports (an ifunc: needs ELF and glibc).
+ * Elsewhere the functions are compiled once for the compiler's target.
+ *
+ * XK_VEC(T): a vector of XK_VEC_BYTES / sizeof(T) lanes of T written with GNU
+ * vector extensions, which GCC and Clang lower to whatever registers the clone
+ * has (two 256-bit halves on AVX2, four 128-bit quarters on SSE2).  Other
+ * compilers get one-lane "vectors", i.e. scalar code with the same structure.
+ * Loads and stores are unaligned and may alias their element type.
+ */
+#ifndef XKERN_SIMD_H
+#define XKERN_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+    && defined(__GLIBC__) && !defined(XKERN_NO_CLONES)
+#  define XK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#  define XK_CLONES
+#endif
+
+#if defined(__GNUC__)
+#  define XK_GNU_VECTORS 1
+#  ifndef XK_VEC_BYTES
+#    define XK_VEC_BYTES 32
+#  endif
+#  define XK_INLINE static inline __attribute__((always_inline))
+#  define XK_RESTRICT __restrict__
+#  define XK_PRAGMA(x) _Pragma(#x)
+#  define XK_UNROLL XK_PRAGMA(GCC unroll 16)
+#else
+#  define XK_GNU_VECTORS 0
+#  define XK_INLINE static __inline
+#  define XK_RESTRICT __restrict
+#  define XK_UNROLL
+#endif
+
+#if XK_GNU_VECTORS
+typedef float xk_vec_f32 __attribute__((vector_size(XK_VEC_BYTES), aligned(4), may_alias));
+typedef double xk_vec_f64 __attribute__((vector_size(XK_VEC_BYTES), aligned(8), may_alias));
+#  define XK_LANES_F32 (XK_VEC_BYTES / 4)
+#  define XK_LANES_F64 (XK_VEC_BYTES / 8)
+#else
+typedef float xk_vec_f32;
+typedef double xk_vec_f64;
+#  define XK_LANES_F32 1
+#  define XK_LANES_F64 1
+#endif
+
+/* Vector-typed access to n consecutive elements at p (any alignment). */
+#define XK_VLOAD(V, p) (*(const V *)(p))
+#define XK_VSTORE(V, p, v) (*(V *)(p) = (v))
+/* Every lane equal to the scalar a (GNU vectors broadcast scalar operands). */
+#define XK_VSPLAT(V, a) ((V){0} + (a))
+
+#endif /* XKERN_SIMD_H */

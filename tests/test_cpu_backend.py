@@ -1,0 +1,273 @@
+"""The compiled CPU backend ("cpu") against the float64 oracle on configs chosen to hit its
+code paths (polyphase planes for strides, padding frames, dilation, image groups, tile
+tails), plus what only it promises: bitwise-equal results at any thread count, concurrent
+callers, every output element written, strided and read-only inputs."""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import xkern
+from testing import assert_close, conv2d_oracle, linear_oracle, random_index
+
+cpu = pytest.importorskip("xkern.backends.cpu", reason="the compiled CPU backend is not built")
+from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extension)
+from xkern.ops.adjacency import reverse_adjacency  # noqa: E402
+
+DTYPES = (np.float64, np.float32)
+
+# (batch, Cin, Cout, D, (H, W), (kh, kw), stride, padding, dilation, repeats)
+CONV_CONFIGS = {
+    "3x3 pad 1": (2, 6, 5, 3, (9, 8), (3, 3), 1, 1, 1, False),
+    "stride 2": (2, 5, 7, 2, (11, 10), (3, 3), 2, 1, 1, False),
+    "stride (2,3) pad (2,0)": (3, 4, 6, 2, (11, 13), (3, 3), (2, 3), (2, 0), 1, True),
+    "dilation 2": (2, 6, 4, 3, (10, 9), (3, 3), 1, 2, 2, False),
+    "dilation (2,1) stride 2": (1, 5, 5, 4, (12, 11), (3, 3), 2, 1, (2, 1), True),
+    "non-square 5x2": (2, 4, 3, 2, (9, 7), (5, 2), 1, (2, 0), 1, False),
+    "non-square 1x4 stride 3": (2, 3, 4, 3, (7, 13), (1, 4), 3, (0, 1), (1, 2), True),
+    "repeated index": (2, 5, 6, 4, (7, 7), (3, 3), 1, 1, 1, True),
+    "D = Cin": (2, 4, 5, 4, (6, 7), (3, 3), 1, 1, 1, False),
+    "D = 1": (3, 6, 4, 1, (5, 9), (3, 3), 1, 0, 1, False),
+    "1x1 pointwise": (3, 7, 9, 3, (5, 5), (1, 1), 1, 0, 1, False),
+    "1x1 stride 2 (pixels never read)": (2, 5, 4, 2, (7, 8), (1, 1), 2, 0, 1, False),
+    "1x1 pad 2 > kernel": (1, 3, 4, 2, (3, 4), (1, 1), 1, 2, 1, True),
+    "kernel = image": (2, 4, 3, 2, (5, 4), (5, 4), 1, 0, 1, False),
+    "odd 1x1 image": (5, 3, 2, 2, (1, 1), (3, 3), 1, 1, 1, True),
+}
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else v
+
+
+def _out_hw(hw, k, stride, padding, dilation):
+    return tuple((n + 2 * p - d * (kk - 1) - 1) // s + 1
+                 for n, kk, s, p, d in zip(hw, k, _pair(stride), _pair(padding), _pair(dilation)))
+
+
+def conv_case(cfg, seed=0):
+    batch, n_in, n_out, degree, hw, k, stride, padding, dilation, repeats = cfg
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (batch, n_in) + hw)
+    weight = rng.standard_normal((n_out, degree) + k)
+    index = random_index(rng, n_out, n_in, degree, repeats)
+    bias = rng.standard_normal(n_out)
+    grad_out = rng.standard_normal((batch, n_out) + _out_hw(hw, k, stride, padding, dilation))
+    return x, weight, index, bias, grad_out, (stride, padding, dilation)
+
+
+def linear_case(batch, n_in, n_out, degree, repeats, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(-1, 1, (batch, n_in)), rng.standard_normal((n_out, degree)),
+            random_index(rng, n_out, n_in, degree, repeats), rng.standard_normal(n_out),
+            rng.standard_normal((batch, n_out)))
+
+
+def _cast(dtype, *arrays):
+    return [a.astype(dtype) for a in arrays]
+
+
+def conv_all(x, weight, index, bias, grad_out, geometry):
+    """(out, grad_x, grad_weight, grad_bias) from the cpu backend."""
+    out = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
+    return (out,) + xkern.xconv2d_backward(grad_out, x, weight, index, *geometry, backend="cpu")
+
+
+def linear_all(x, weight, index, bias, grad_out):
+    out = xkern.xlinear(x, weight, index, bias, backend="cpu")
+    return (out,) + xkern.xlinear_backward(grad_out, x, weight, index, backend="cpu")
+
+
+def check(results, expected, dtype, what=""):
+    for name, got, want in zip(("out", "grad_x", "grad_weight", "grad_bias"), results, expected):
+        assert_close(got, want, dtype, f"{what} {name}")
+
+
+@pytest.fixture
+def threads():
+    """Restores OpenMP's default thread count after a test sets its own."""
+    yield xkern.set_num_threads
+    xkern.set_num_threads(None)
+
+
+@pytest.fixture
+def small_groups(monkeypatch):
+    """Pack one image per group, so batches run as several groups (and barriers)."""
+    monkeypatch.setattr(_cpu, "PACK_BYTES", 1)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """As many channel blocks as an output has terms, so tiles run block by block with
+    partial sums kept between blocks and some blocks empty (the path of large Cin)."""
+    monkeypatch.setattr(_cpu, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(_cpu, "BLOCK_TERMS", 1)
+
+
+# ---- against the oracle ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", CONV_CONFIGS)
+def test_xconv2d_matches_oracle(name):
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS[name])
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for dtype in DTYPES:
+        check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
+              expected, dtype, f"{name} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "1x1 pointwise"])
+def test_xconv2d_in_groups_of_one_image(name, small_groups):
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS[name], seed=1)
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    check(conv_all(x, weight, index, bias, grad_out, geometry), expected, np.float64, name)
+
+
+@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "repeated index", "1x1 pointwise"])
+def test_xconv2d_in_channel_blocks(name, small_blocks):
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS[name], seed=4)
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for dtype in DTYPES:
+        check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
+              expected, dtype, f"{name} {np.dtype(dtype)}")
+
+
+def test_xconv2d_many_tiles():
+    """More grid positions than one tile holds, in several groups, float32."""
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 6, 7, 3, (23, 19), (3, 3), 1, 1, 1, True))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    check(conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry),
+          expected, np.float32)
+
+
+@pytest.mark.parametrize("batch, n_in, n_out, degree, repeats", [
+    (5, 9, 7, 4, True), (1, 3, 2, 3, False), (70, 12, 5, 1, False), (129, 33, 17, 33, False),
+])
+def test_xlinear_matches_oracle(batch, n_in, n_out, degree, repeats):
+    x, weight, index, bias, grad_out = linear_case(batch, n_in, n_out, degree, repeats)
+    expected = linear_oracle(x, weight, index, bias, grad_out)
+    for dtype in DTYPES:
+        check(linear_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out)),
+              expected, dtype, f"xlinear {np.dtype(dtype)}")
+
+
+def test_xlinear_in_groups_of_one_row(small_groups):
+    x, weight, index, bias, grad_out = linear_case(11, 6, 5, 2, True, seed=3)
+    check(linear_all(x, weight, index, bias, grad_out), linear_oracle(x, weight, index, bias, grad_out),
+          np.float64)
+
+
+def test_xlinear_in_channel_blocks(small_blocks):
+    x, weight, index, bias, grad_out = linear_case(70, 40, 9, 6, True, seed=5)
+    check(linear_all(x, weight, index, bias, grad_out), linear_oracle(x, weight, index, bias, grad_out),
+          np.float64)
+
+
+def test_empty_batch_gradients_are_zero():
+    x, weight, index, _, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    _, grad_w, grad_b = xkern.xconv2d_backward(grad_out[:0], x[:0], weight, index, *geometry, backend="cpu")
+    np.testing.assert_array_equal(grad_w, np.zeros_like(weight))
+    np.testing.assert_array_equal(grad_b, np.zeros(weight.shape[0]))
+    x, weight, index, _, grad_out = linear_case(3, 6, 4, 2, False)
+    _, grad_w, grad_b = xkern.xlinear_backward(grad_out[:0], x[:0], weight, index, backend="cpu")
+    np.testing.assert_array_equal(grad_w, np.zeros_like(weight))
+    np.testing.assert_array_equal(grad_b, np.zeros(weight.shape[0]))
+
+
+# ---- determinism and concurrency --------------------------------------------------------
+
+@pytest.mark.parametrize("cfg", [CONV_CONFIGS["stride (2,3) pad (2,0)"], CONV_CONFIGS["dilation 2"],
+                                 (4, 24, 20, 6, (15, 14), (3, 3), 1, 1, 1, True)])
+def test_bitwise_equal_at_1_and_2_threads(cfg, threads):
+    case = conv_case(cfg, seed=2)
+    x, weight, index, bias, grad_out, geometry = case
+    lin = linear_case(67, 30, 26, 5, True, seed=2)
+    results = {}
+    for n in (1, 2):
+        threads(n)
+        results[n] = (conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry)
+                      + conv_all(x, weight, index, bias, grad_out, geometry) + linear_all(*lin))
+    for one, two in zip(results[1], results[2]):
+        assert np.array_equal(one, two)
+
+
+def test_eight_python_threads_at_once():
+    cases = [conv_case(CONV_CONFIGS[name], seed=s)
+             for s, name in enumerate(["stride 2", "dilation 2", "repeated index", "D = 1"] * 2)]
+    alone = [conv_all(*case) for case in cases]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda case: conv_all(*case), cases * 3))
+    for i, results in enumerate(together):
+        for got, want in zip(results, alone[i % len(cases)]):
+            np.testing.assert_array_equal(got, want)
+    x, weight, index, bias, grad_out, geometry = cases[0]
+    check(alone[0], conv2d_oracle(x, weight, index, bias, *geometry, grad_out), np.float64)
+
+
+# ---- buffers -----------------------------------------------------------------------------
+
+def test_kernels_write_every_output_element():
+    """Outputs arrive uninitialised: NaN-filled buffers must come back fully written
+    (grad_x is 0 at pixels a strided 1x1 conv never reads, and for unread channels)."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["1x1 stride 2 (pixels never read)"])
+    index[:] = 0  # channels 1.. are read by no output
+    stride, padding, dilation = (_pair(v) for v in geometry)
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    rev = reverse_adjacency(index, x.shape[1])
+    buffers = [np.full(a.shape, np.nan) for a in expected]
+    cpu.xconv2d_fwd(x, weight, index, bias, buffers[0], stride, padding, dilation)
+    cpu.xconv2d_bwd_input(grad_out, weight, index, rev, buffers[1], stride, padding, dilation)
+    cpu.xconv2d_bwd_weight(grad_out, x, index, buffers[2], stride, padding, dilation)
+    cpu.xconv2d_bwd_bias(grad_out, buffers[3])
+    check(buffers, expected, np.float64)
+    assert not buffers[1][:, 1:].any()
+
+
+def test_read_only_inputs():
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for a in (x, weight, index, bias, grad_out):
+        a.setflags(write=False)
+    check(conv_all(x, weight, index, bias, grad_out, geometry), expected, np.float64)
+    x, weight, index, bias, grad_out = linear_case(9, 7, 5, 3, True)
+    expected = linear_oracle(x, weight, index, bias, grad_out)
+    for a in (x, weight, index, bias, grad_out):
+        a.setflags(write=False)
+    check(linear_all(x, weight, index, bias, grad_out), expected, np.float64)
+
+
+def test_non_contiguous_and_fortran_inputs():
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["dilation (2,1) stride 2"])
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    x_strided = np.zeros(x.shape[:2] + (2 * x.shape[2], x.shape[3]))[:, :, ::2]
+    x_strided[...] = x
+    check(conv_all(x_strided, np.asfortranarray(weight), np.asfortranarray(index), bias[::-1][::-1],
+                   np.asfortranarray(grad_out), geometry), expected, np.float64)
+    x, weight, index, bias, grad_out = linear_case(10, 8, 6, 3, False)
+    expected = linear_oracle(x, weight, index, bias, grad_out)
+    check(linear_all(np.asfortranarray(x), weight.T.copy().T, index, bias, grad_out[:, ::-1][:, ::-1]),
+          expected, np.float64)
+
+
+def test_kernels_take_strided_arrays_directly():
+    """The conv kernels read and write through strides (X-Linear relies on it)."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    stride, padding, dilation = (_pair(v) for v in geometry)
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    x_t = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
+    g_t = np.ascontiguousarray(grad_out.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    out = np.full(expected[0].shape[::-1], np.nan).transpose(3, 2, 1, 0)
+    grad_x = np.full(x.shape[::-1], np.nan).transpose(3, 2, 1, 0)
+    grad_w = np.empty_like(weight)
+    grad_b = np.empty(weight.shape[0])
+    cpu.xconv2d_fwd(x_t, weight, index, bias, out, stride, padding, dilation)
+    cpu.xconv2d_bwd_input(g_t, weight, index, reverse_adjacency(index, x.shape[1]), grad_x,
+                          stride, padding, dilation)
+    cpu.xconv2d_bwd_weight(g_t, x_t, index, grad_w, stride, padding, dilation)
+    cpu.xconv2d_bwd_bias(g_t, grad_b)
+    check((out, grad_x, grad_w, grad_b), expected, np.float64)
+
+
+def test_backend_reports():
+    cpu.require()
+    assert isinstance(cpu.openmp_enabled(), bool)
+    assert cpu.max_threads() >= 1

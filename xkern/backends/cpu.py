@@ -1,0 +1,65 @@
+"""Compiled CPU backend: Cython + OpenMP kernels from src/cpu_kernels.pyx.
+
+The functions follow the kernel contract in xkern.backends (same signatures as
+the reference backend).  Each call runs on xkern.set_num_threads' count, or
+OpenMP's default when none was set: OMP_NUM_THREADS, and inside a torch
+process torch.get_num_threads() (torch and xkern share one OpenMP runtime).
+Results are bitwise the same at any thread count.
+"""
+from .._threads import requested_threads
+
+try:
+    from . import _cpu
+except ImportError as exc:
+    raise ImportError(
+        f"the compiled CPU kernels (xkern.backends._cpu) are not built: {exc}. Build them from the "
+        "source tree with `pip install --no-build-isolation -e .` (needs Cython, numpy and a C "
+        "compiler; OpenMP optional) or `python setup.py build_ext --inplace`") from exc
+
+
+def require():
+    """Nothing left to check: importing this module found the compiled extension."""
+
+
+def max_threads():
+    """OpenMP's default thread count here (1 when built without OpenMP)."""
+    return _cpu.max_threads()
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return _cpu.openmp_enabled()
+
+
+def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
+    _cpu.xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation, requested_threads())
+
+
+def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dilation):
+    _cpu.xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dilation,
+                           requested_threads())
+
+
+def xconv2d_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilation):
+    _cpu.xconv2d_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilation,
+                            requested_threads())
+
+
+def xconv2d_bwd_bias(grad_out, grad_bias):
+    _cpu.xconv2d_bwd_bias(grad_out, grad_bias, requested_threads())
+
+
+def xlinear_fwd(x, weight, index, bias, out):
+    _cpu.xlinear_fwd(x, weight, index, bias, out, requested_threads())
+
+
+def xlinear_bwd_input(grad_out, weight, index, rev, grad_x):
+    _cpu.xlinear_bwd_input(grad_out, weight, index, rev, grad_x, requested_threads())
+
+
+def xlinear_bwd_weight(grad_out, x, index, grad_weight):
+    _cpu.xlinear_bwd_weight(grad_out, x, index, grad_weight, requested_threads())
+
+
+def xlinear_bwd_bias(grad_out, grad_bias):
+    _cpu.xlinear_bwd_bias(grad_out, grad_bias, requested_threads())

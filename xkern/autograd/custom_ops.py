@@ -34,8 +34,9 @@ def _arg(t, name):
     """What xkern.ops takes for tensor t: a numpy view on CPU, the tensor itself on CUDA."""
     if t is None:
         return None
-    t = t.detach()  # .numpy() and __cuda_array_interface__ refuse tensors that require grad
-    if t.device.type != "cpu":
+    if t.requires_grad:  # .numpy() and __cuda_array_interface__ refuse tensors that require grad
+        t = t.detach()
+    if not t.is_cpu:
         # The cuda backend adopts C-contiguous arrays only (xkern.ops copies host arrays when
         # needed, not device ones); torch copies on its own stream, and only when needed.
         return t.contiguous()
@@ -44,10 +45,6 @@ def _arg(t, name):
     except TypeError:  # a dtype numpy lacks (bfloat16, float8, ...)
         raise TypeError(f"{name} has dtype {t.dtype}, which xkern does not take "
                         f"(float32 / float64 data, an integer index)") from None
-
-
-def _arrays(**tensors):
-    return {name: _arg(t, name) for name, t in tensors.items()}
 
 
 def _tensor(a, x):
@@ -72,8 +69,8 @@ def xconv2d_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Tensor]
                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                 backend: Optional[str]) -> Tensor:
     """X-Conv forward: x (B, Cin, H, W), weight (Cout, D, kh, kw), index (Cout, D) -> (B, Cout, Ho, Wo)."""
-    out = ops.xconv2d(**_arrays(x=x, weight=weight, index=index, bias=bias), stride=tuple(stride),
-                      padding=tuple(padding), dilation=tuple(dilation), backend=backend)
+    out = ops.xconv2d(_arg(x, "x"), _arg(weight, "weight"), _arg(index, "index"), _arg(bias, "bias"),
+                      stride, padding, dilation, backend=backend)
     return _tensor(out, x)
 
 
@@ -89,8 +86,8 @@ def xconv2d_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                 output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
     """The X-Conv gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
-    grads = ops.xconv2d_backward(**_arrays(grad_out=grad_out, x=x, weight=weight, index=index),
-                                 stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+    grads = ops.xconv2d_backward(_arg(grad_out, "grad_out"), _arg(x, "x"), _arg(weight, "weight"),
+                                 _arg(index, "index"), stride, padding, dilation,
                                  backend=backend, grads=_wanted(output_mask))
     return [_tensor(g, x) for g in grads if g is not None]
 
@@ -104,7 +101,8 @@ def _xconv2d_bwd_fake(grad_out, x, weight, index, stride, padding, dilation, out
 def xlinear_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Tensor],
                 backend: Optional[str]) -> Tensor:
     """X-Linear forward: x (B, Cin), weight (Cout, D), index (Cout, D) -> (B, Cout)."""
-    out = ops.xlinear(**_arrays(x=x, weight=weight, index=index, bias=bias), backend=backend)
+    out = ops.xlinear(_arg(x, "x"), _arg(weight, "weight"), _arg(index, "index"), _arg(bias, "bias"),
+                      backend=backend)
     return _tensor(out, x)
 
 
@@ -117,8 +115,8 @@ def _xlinear_fwd_fake(x, weight, index, bias, backend):
 def xlinear_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
                 output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
     """The X-Linear gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
-    grads = ops.xlinear_backward(**_arrays(grad_out=grad_out, x=x, weight=weight, index=index),
-                                 backend=backend, grads=_wanted(output_mask))
+    grads = ops.xlinear_backward(_arg(grad_out, "grad_out"), _arg(x, "x"), _arg(weight, "weight"),
+                                 _arg(index, "index"), backend=backend, grads=_wanted(output_mask))
     return [_tensor(g, x) for g in grads if g is not None]
 
 

@@ -29,21 +29,39 @@ def reverse_adjacency(index, n_in):
 
 
 _CACHE_SIZE = 64
+_SMALL = 512  # graphs with at most this many edges are keyed on all their bytes
+_SAMPLES = 64
 _cache = OrderedDict()
 _lock = threading.Lock()
 
 
+def _key(index, n_in):
+    """Small graphs: all the bytes (hashing them is cheaper than any comparison).  Large
+    ones: evenly spaced entries only, hashing all of a large index costs more than an
+    exact comparison (np.array_equal) with the one cached graph the sample finds."""
+    flat = index.ravel()
+    if flat.size <= _SMALL:
+        return (index.shape, n_in, True, flat.tobytes())
+    return (index.shape, n_in, False, flat[::flat.size // _SAMPLES].tobytes())
+
+
 def cached_reverse_adjacency(index, n_in):
     """reverse_adjacency, memoised on the index's contents (graphs are fixed while a net trains)."""
-    key = (index.shape, n_in, index.tobytes())
+    key = _key(index, n_in)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
-            return hit
+    if hit is not None:
+        graph, rev = hit
+        if graph is None or np.array_equal(graph, index):
+            return rev
     rev = reverse_adjacency(index, n_in)
+    # A sampled key keeps a private copy of the graph to compare the next index with.
+    entry = (None if key[2] else index.copy(), rev)
     with _lock:
-        _cache[key] = rev
+        _cache[key] = entry
+        _cache.move_to_end(key)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return rev

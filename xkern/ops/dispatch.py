@@ -69,10 +69,11 @@ def is_device_array(a):
 
 def pick_backend(backend, x):
     """The backend to run: the one named, else cuda for CUDA arrays and cpu for host arrays."""
+    on_device = type(x) is not np.ndarray and is_device_array(x)  # ndarrays: skip two lookups
     if backend is None:
-        backend = "cuda" if is_device_array(x) else "cpu"
+        backend = "cuda" if on_device else "cpu"
     chosen = get_backend(backend)
-    if is_device_array(x) != (chosen.name == "cuda"):
-        where = "a CUDA array" if is_device_array(x) else "a host array"
+    if on_device != (chosen.name == "cuda"):
+        where = "a CUDA array" if on_device else "a host array"
         raise ValueError(f"backend={backend!r} cannot run on x, which is {where}")
     return chosen

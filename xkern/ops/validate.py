@@ -13,6 +13,15 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def pair(value, name, minimum):
     """An int or an (h, w) pair of ints >= minimum, as torch accepts for conv2d."""
+    # Fast path for what callers almost always pass (plain ints, a tuple or list of two);
+    # exact type tests, so bool (a subclass of int) and everything else take the full checks.
+    if type(value) is int:
+        if value >= minimum:
+            return (value, value)
+    elif type(value) in (tuple, list) and len(value) == 2:
+        h, w = value
+        if type(h) is int and type(w) is int and h >= minimum and w >= minimum:
+            return (h, w)
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, numbers.Integral):
@@ -42,6 +51,10 @@ def as_ndarray(a, name):
 
 def host_array(a, name):
     """Adopt a host array-like as a C-contiguous ndarray (copies only when needed)."""
+    # ascontiguousarray would return a as it is; skipping it saves two calls per argument.
+    # (It also turns 0-d arrays into 1-d ones, hence ndim: those keep that path.)
+    if type(a) is np.ndarray and a.ndim and a.flags.c_contiguous:
+        return a
     return np.ascontiguousarray(as_ndarray(a, name))
 
 
@@ -73,17 +86,28 @@ def index_array(index, n_out, n_in, degree):
     if index is None:
         raise TypeError("index must be an integer array of shape (Cout, D), got None")
     idx = as_ndarray(index, "index")
-    if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
+    if idx.dtype.kind not in "iu":  # the integer kinds; bool is kind "b"
         raise TypeError(f"index must have an integer dtype, got {idx.dtype}")
     if idx.shape != (n_out, degree):
         raise ValueError(f"index must have shape (Cout, D) = ({n_out}, {degree}) to match weight, "
                          f"got {idx.shape}")
-    if idx.size:
-        lo, hi = idx.min(), idx.max()
-        if lo < 0 or hi >= n_in:
-            raise ValueError(f"index entries must lie in [0, Cin) = [0, {n_in}), "
-                             f"got values in [{lo}, {hi}]")
+    if idx.size and not _all_below(idx, n_in):
+        raise ValueError(f"index entries must lie in [0, Cin) = [0, {n_in}), "
+                         f"got values in [{idx.min()}, {idx.max()}]")
     return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def _all_below(idx, bound):
+    """True when every entry of the integer array idx lies in [0, bound), in one reduction.
+
+    Read as unsigned, a signed b-bit integer's negatives become >= 2**(b-1) while its
+    non-negatives keep their values, so "all in [0, bound)" is "unsigned max <
+    min(bound, 2**(b-1))".
+    """
+    if idx.dtype.kind == "u":
+        return int(idx.max()) < bound
+    unsigned = idx.view(idx.dtype.str.replace("i", "u"))  # same width and byte order
+    return int(unsigned.max()) < min(bound, 1 << (8 * idx.dtype.itemsize - 1))
 
 
 def bias_array(bias, n_out, dtype, adopt=host_array):

@@ -237,6 +237,10 @@ BAD = [
     ("linear-x-3d", _linear_call(x=torch.zeros(3, 4, 1)), ValueError, "x must be 2-D"),
     ("linear-index-range", _linear_call(index=INDEX + 2), ValueError, "index entries"),
     ("linear-weight-float64", _linear_call(weight=torch.zeros(3, 2, dtype=F64)), TypeError, "weight"),
+    # The backward entry points take arrays (no autograd): a tensor that requires grad is refused by name.
+    ("backward-x-requires-grad", lambda: xkern.xconv2d_backward(
+        torch.zeros(1, 3, 6, 6), torch.zeros(1, 4, 6, 5, requires_grad=True), torch.zeros(3, 2, 3, 2),
+        INDEX, 1, 1, 1), TypeError, "x must be an array"),
 ]
 
 

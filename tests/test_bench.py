@@ -12,6 +12,8 @@ import xkern
 from xkern.__main__ import main
 from xkern.bench import baselines, layers, memory, models, report, suite, timing
 
+from testing import dense_weight
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -21,15 +23,6 @@ def restore_threads():
     yield
     torch.set_num_threads(before)
     xkern.set_num_threads(None)
-
-
-def _dense_equivalent(weight, index, n_in):
-    """W_dense[v, index[v, i]] += weight[v, i], written with numpy's unbuffered add."""
-    w = weight.numpy()
-    dense = np.zeros((w.shape[0], n_in) + w.shape[2:], dtype=w.dtype)
-    rows = np.repeat(np.arange(w.shape[0]), w.shape[1])
-    np.add.at(dense, (rows, index.numpy().ravel()), w.reshape(-1, *w.shape[2:]))
-    return torch.from_numpy(dense)
 
 
 # layers ---------------------------------------------------------------------------------
@@ -67,7 +60,8 @@ def problem():
 
 def test_masked_and_xkern_equal_the_dense_equivalent_conv(problem):
     n_in, pad = problem.config.layer.cin, problem.config.layer.padding
-    w_dense = _dense_equivalent(problem.weight, problem.index, n_in).requires_grad_(True)
+    w_dense = torch.from_numpy(dense_weight(problem.weight.numpy(), problem.index.numpy(), n_in))
+    w_dense.requires_grad_(True)
     x = problem.x.detach().clone().requires_grad_(True)
     b = problem.bias.detach().clone().requires_grad_(True)
     out = F.conv2d(x, w_dense, b, padding=pad)

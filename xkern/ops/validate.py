@@ -44,7 +44,7 @@ def as_ndarray(a, name):
     """np.asarray(a), with numpy's refusals (ragged nested lists, ...) named after the argument."""
     try:
         return np.asarray(a)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch tensors requiring grad
         raise TypeError(f"{name} must be an array or a nested sequence of numbers, "
                         f"got a {type(a).__name__} numpy cannot convert ({exc})") from None
 

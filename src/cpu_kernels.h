@@ -34,6 +34,11 @@
 #endif
 /* Outputs per call of xk_corr_tiles: they share the L1-resident channel block. */
 #define XK_VBLOCK 32
+/* Outputs that share each vector load in xk_corr_tiles' block-expander path, and
+ * vectors per output there: XK_SHARE * XK_SACC accumulators fill 16 of AVX-512's
+ * 32 registers, leaving room for the weights (XK_NACC a multiple of XK_SACC). */
+#define XK_SHARE 4
+#define XK_SACC 2
 #define XK_TILE_F32 (XK_NACC * XK_LANES_F32)
 #define XK_TILE_F64 (XK_NACC * XK_LANES_F64)
 /* Taps per pass of xk_dot_taps: each grad_out load feeds this many FMAs. */
@@ -68,24 +73,28 @@ typedef struct {
 
 #define XK_T float
 #define XK_V xk_vec_f32
+#define XK_IV xk_ivec_f32
 #define XK_VL XK_LANES_F32
 #define XK_TILE XK_TILE_F32
 #define XK_FN(name) XK_CAT(name, _f32)
 #include "cpu_kernels_impl.h"
 #undef XK_T
 #undef XK_V
+#undef XK_IV
 #undef XK_VL
 #undef XK_TILE
 #undef XK_FN
 
 #define XK_T double
 #define XK_V xk_vec_f64
+#define XK_IV xk_ivec_f64
 #define XK_VL XK_LANES_F64
 #define XK_TILE XK_TILE_F64
 #define XK_FN(name) XK_CAT(name, _f64)
 #include "cpu_kernels_impl.h"
 #undef XK_T
 #undef XK_V
+#undef XK_IV
 #undef XK_VL
 #undef XK_TILE
 #undef XK_FN

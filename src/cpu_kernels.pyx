@@ -17,7 +17,9 @@ alone, so results are bitwise the same at any thread count.
 
 Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
 polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
-strided conv is a stride-1 correlation on planes.  grad_input is the
+strided conv is a stride-1 correlation on planes.  Stride-1 3x3 planes have rows
+of whole vectors, so one load serves three kernel rows; block expanders (index
+rows equal in runs of XK_SHARE) let those outputs share every load.  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 """
@@ -34,6 +36,9 @@ cdef extern from "cpu_kernels.h" nogil:
         XK_TILE_F32
         XK_TILE_F64
         XK_VBLOCK
+        XK_SHARE
+        XK_LANES_F32
+        XK_LANES_F64
 
     ctypedef struct xk_image_t:
         int64_t img, chan, row, col, height, width
@@ -50,18 +55,24 @@ cdef extern from "cpu_kernels.h" nogil:
                      const xk_layout_t *lay, const xk_frame_t *fr)
     void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-                           const float *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                           const float *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
+                           int64_t rows3,
                            const float *bias, int64_t nd, float *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
     void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-                           const double *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                           const double *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
+                           int64_t rows3,
                            const double *bias, int64_t nd, double *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
-    void xk_dot_taps_f32(float *out, const float *g, const float *x, const int64_t *toff,
-                         int64_t ntap, int64_t n)
-    void xk_dot_taps_f64(double *out, const double *g, const double *x, const int64_t *toff,
-                         int64_t ntap, int64_t n)
+    void xk_dot_taps_f32(float *out, const float *g, const float *x, int64_t cstride, const int64_t *chan,
+                         int64_t degree, const float *mk, const int64_t *toff, int64_t ntap, int64_t n)
+    void xk_dot_taps_f64(double *out, const double *g, const double *x, int64_t cstride, const int64_t *chan,
+                         int64_t degree, const double *mk, const int64_t *toff, int64_t ntap, int64_t n)
+    int xk_all_finite_f32(const float *x, int64_t n)
+    int xk_all_finite_f64(const double *x, int64_t n)
+    void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
+    void xk_valid_mask_f64(double *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
     void xk_pack_points_f32(float *dst, int64_t cstride, const float *src, int64_t n_chan, int64_t n_img,
                             const xk_image_t *im, int64_t len)
     void xk_pack_points_f64(double *dst, int64_t cstride, const double *src, int64_t n_chan, int64_t n_img,
@@ -173,6 +184,41 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
     return blocked_ptr, blocked_chan, blocked_wrow, n_cb
 
 
+def _row_width(width, kernel, stride, dilation, lanes):
+    """Grid width for a plane `width` positions wide: rounded up to 1, 2 or 4 vectors
+    of `lanes` for stride-1 undilated 3x3 kernels (xk_corr_rows3 then shares loads
+    between kernel rows), else unchanged.  lanes 0: unchanged."""
+    if lanes and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1):
+        for k in (1, 2, 4):
+            if width <= k * lanes:
+                return k * lanes
+    return width
+
+
+def _rows3(shift, wb, lanes):
+    """For xk_corr_rows3: (wb, perm) when the taps' offsets are base + r*wb + c for r, c < 3
+    (tap perm[r*3 + c] at r, c) and wb is 1, 2 or 4 vectors of lanes; else (0, None)."""
+    shift = np.asarray(shift, np.int64)
+    if len(shift) != 9 or not lanes or wb % lanes or wb // lanes not in (1, 2, 4):
+        return 0, None
+    r, c = np.divmod(shift - shift.min(), wb)
+    if r.max() > 2 or c.max() > 2 or len(set(zip(r.tolist(), c.tolist()))) != 9:
+        return 0, None
+    perm = np.empty(9, np.int64)
+    perm[r * 3 + c] = np.arange(9)
+    return wb, perm
+
+
+def _rows_shared(index):
+    """True when index's rows come in runs of XK_SHARE equal rows (block expanders with
+    block a multiple of XK_SHARE): then those outputs read every input vector together."""
+    rows = np.asarray(index)
+    if rows.shape[0] % XK_SHARE or rows.shape[0] == 0:
+        return False
+    runs = rows.reshape(-1, XK_SHARE, rows.shape[1])
+    return bool((runs == runs[:, :1]).all())
+
+
 class _ForwardPlanes:
     """Where the forward taps read x.
 
@@ -180,9 +226,11 @@ class _ForwardPlanes:
     ky*dh = qy*sh + ry that is row y + qy of polyphase plane ry.  One hb x wb
     plane per used phase (frame) holds all of it, grid (r, c) = output (r, c)
     for r < Ho, c < Wo, and tap t is the flat offset slot[t] * len + shift[t].
+    Given the vector lanes, stride-1 3x3 grids get whole-vector rows (rows3 = wb,
+    see _row_width); rows3 = 0 otherwise.
     """
 
-    def __init__(self, k_hw, stride, padding, dilation, out_hw):
+    def __init__(self, k_hw, stride, padding, dilation, out_hw, lanes=0):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = k_hw, stride, padding, dilation
         ry, qy = _tap_split(kh, dh, sh)
         rx, qx = _tap_split(kw, dw, sw)
@@ -190,10 +238,12 @@ class _ForwardPlanes:
         phases = sorted({(ry[ky], rx[kx]) for ky, kx in taps})
         slot = {phase: k for k, phase in enumerate(phases)}
         self.hb = out_hw[0] + max(qy)
-        self.wb = out_hw[1] + max(qx)
+        self.wb = _row_width(out_hw[1] + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
         self.frames = np.array([(sh, sw, r - ph, c - pw) for r, c in phases], FRAME_DTYPE)
         self.slot = [slot[(ry[ky], rx[kx])] for ky, kx in taps]
         self.shift = [qy[ky] * self.wb + qx[kx] for ky, kx in taps]
+        wb3, perm = _rows3(self.shift, self.wb, lanes)
+        self.rows3 = wb3 if len(phases) == 1 and perm is not None and (perm == np.arange(9)).all() else 0
 
     def layout(self, group, tile, itemsize):
         """(len, cstride, toff) for `group` images: plane length per frame, channel
@@ -212,7 +262,7 @@ class _InputGradPlanes:
     grad_out is shifted by max(qy) so every tap offset is >= 0.
     """
 
-    def __init__(self, x_hw, k_hw, stride, padding, dilation, x_img):
+    def __init__(self, x_hw, k_hw, stride, padding, dilation, x_img, lanes=0):
         (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = x_hw, k_hw, stride, padding, dilation
         ry, qy = _tap_split(kh, dh, sh)
         rx, qx = _tap_split(kw, dw, sw)
@@ -220,7 +270,7 @@ class _InputGradPlanes:
         rows = (ph + h - 1) // sh - q0y + 1
         cols = (pw + w - 1) // sw - q0x + 1
         self.hb = rows + max(qy)
-        self.wb = cols + max(qx)
+        self.wb = _row_width(cols + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
         self.frame = np.array([(1, 1, q0y - max(qy), q0x - max(qx))], FRAME_DTYPE)
         order, tap_ptr, scatter = [], [0], []
         for r in range(sh):
@@ -239,6 +289,9 @@ class _InputGradPlanes:
         self.scatter = np.array(scatter, SCATTER_DTYPE)
         self.shift = np.array([(max(qy) - qy[t // kw]) * self.wb + (max(qx) - qx[t % kw])
                                for t in order], np.int64)
+        self.rows3, perm = _rows3(self.shift, self.wb, lanes) if sh * sw == 1 else (0, None)
+        if perm is not None:  # xk_corr_rows3 wants the taps by offset
+            self.order, self.shift = self.order[perm], self.shift[perm]
 
     def layout(self, group, tile, itemsize):
         """(len, cstride, toff) of the packed grad_out for `group` images."""
@@ -283,14 +336,17 @@ cdef void _correlate(
         floating *packed,                                              # scratch: n_chunks * n_src * cstride
         const int64_t *ptr, int64_t n_cb,                              # IN: term lists, CSR over (n_dst, n_cb)
         const int64_t *chan, const int64_t *wrow, int64_t n_dst,
-        const floating *w, int64_t wstride,                            # IN: tap weights per term row
+        const floating *w, int64_t wstride, int64_t wshift,            # IN: tap weights per term row
         const int64_t *tap_ptr, const int64_t *toff, int64_t n_phases, # IN: taps of each output phase
+        int64_t rows3,                                                 # IN: 0 or _rows3's wb (one phase)
         const floating *bias,                                          # IN: (n_dst,) or NULL
         floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, ...)
         const xk_scatter_t *scatter,                                   # IN: per output phase
         int n_chunks) noexcept nogil:
     """dst[b, d] = bias[d] + sum over terms j of d and taps t of each output phase of
     w[wrow[j] * wstride + tap] * plane(chan[j])[toff[t] + position].
+    wshift > 0: destinations come in runs of XK_SHARE with equal channel lists and
+    weight rows wshift apart (xk_corr_tiles), n_dst a multiple of XK_SHARE.
 
     Work items (group, phase, tile, block of XK_VBLOCK outputs), tile-major within
     a group so that consecutive items read the same planes; every item writes its
@@ -321,14 +377,27 @@ cdef void _correlate(
             k = item % per_group // (tiles_per_group * n_vb)
             if floating is float:
                 xk_corr_tiles_f32(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k],
+                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
             else:
                 xk_corr_tiles_f64(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k],
+                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
+
+
+cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
+    """No Inf or NaN in planes[c * cstride + k] for c < n_chan, k < n."""
+    cdef int64_t c
+    for c in range(n_chan):
+        if floating is float:
+            if not xk_all_finite_f32(planes + c * cstride, n):
+                return False
+        else:
+            if not xk_all_finite_f64(planes + c * cstride, n):
+                return False
+    return True
 
 
 cdef void _weight_grads(
@@ -337,27 +406,34 @@ cdef void _weight_grads(
         const floating *g, const xk_image_t *g_im, int64_t n_out,      # IN: (B, Cout, Ho, Wo)
         const xk_frame_t *g_frame, const xk_layout_t *g_lay,
         int64_t batch, int64_t group,
-        floating *x_packed, floating *g_packed,                        # scratch per chunk
+        floating *x_packed, floating *g_packed, floating *masks,       # scratch per chunk
         const int64_t *index, int64_t degree,                          # IN: (Cout, D)
         const int64_t *toff, int64_t ntap,
         floating *grad_w,                                              # OUT: (Cout, D, ntap)
         int n_chunks) noexcept nogil:
     """grad_w[v, i, t] = sum_b sum_positions g_plane(v)[p] * x_plane(index[v, i])[toff[t] + p].
 
-    g's planes are zero outside real outputs, so the extra grid positions add
-    nothing.  Chunks own contiguous ranges of v and sum every group in batch
+    g's planes are zero outside real outputs and x is masked there (x may hold Inf
+    or NaN at pixels no output reads), so the extra grid positions add nothing.  Chunks own contiguous ranges of v and sum every group in batch
     order, so grad_w does not depend on the number of chunks.
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t plane = x_lay.hb * x_lay.wb
-    cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v, i
+    cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v
     cdef floating *xbuf
     cdef floating *gbuf
+    cdef floating *mk
+    cdef bint use_mask
+    # Every grid position of an image is an output: only the zeroed tail is not.
+    # Otherwise the mask is needed only for groups whose x holds Inf or NaN
+    # (finite x at those positions meets g = 0 and adds exact zeros).
+    cdef bint masked = x_lay.hb != g_im.height or x_lay.wb != g_im.width
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         v_lo = n_out * chunk // n_chunks
         v_hi = n_out * (chunk + 1) // n_chunks
         xbuf = x_packed + chunk * n_in * cstride
         gbuf = g_packed + chunk * ((n_out + n_chunks - 1) // n_chunks) * g_lay.len
+        mk = masks + chunk * g_lay.len
         for e in range(v_lo * degree * ntap, v_hi * degree * ntap):
             grad_w[e] = 0
         g0 = 0
@@ -366,14 +442,19 @@ cdef void _weight_grads(
             _pack_group(xbuf, cstride, x + g0 * x_im.img, x_im, 0, n_in, frames, n_frames, x_lay, ng)
             _pack_group(gbuf, g_lay.len, g + g0 * g_im.img, g_im, v_lo, v_hi - v_lo, g_frame, 1, g_lay, ng)
             npos = (ng * plane + tile - 1) // tile * tile
+            use_mask = masked and not _all_finite(xbuf, cstride, n_in, n_frames * x_lay.len)
+            if use_mask:
+                if floating is float:
+                    xk_valid_mask_f32(mk, npos, ng, x_lay, g_im.height, g_im.width)
+                else:
+                    xk_valid_mask_f64(mk, npos, ng, x_lay, g_im.height, g_im.width)
             for v in range(v_lo, v_hi):
-                for i in range(degree):
-                    if floating is float:
-                        xk_dot_taps_f32(grad_w + (v * degree + i) * ntap, gbuf + (v - v_lo) * g_lay.len,
-                                        xbuf + index[v * degree + i] * cstride, toff, ntap, npos)
-                    else:
-                        xk_dot_taps_f64(grad_w + (v * degree + i) * ntap, gbuf + (v - v_lo) * g_lay.len,
-                                        xbuf + index[v * degree + i] * cstride, toff, ntap, npos)
+                if floating is float:
+                    xk_dot_taps_f32(grad_w + v * degree * ntap, gbuf + (v - v_lo) * g_lay.len, xbuf, cstride,
+                                    index + v * degree, degree, mk if use_mask else NULL, toff, ntap, npos)
+                else:
+                    xk_dot_taps_f64(grad_w + v * degree * ntap, gbuf + (v - v_lo) * g_lay.len, xbuf, cstride,
+                                    index + v * degree, degree, mk if use_mask else NULL, toff, ntap, npos)
             g0 = g0 + group
 
 
@@ -408,7 +489,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     if bias is not None:
         bias_ptr = &bias[0]
     planes = _ForwardPlanes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
-                            (out.shape[2], out.shape[3]))
+                            (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
@@ -427,12 +508,15 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
     cdef const int64_t[::1] tap_ptr = np.array([0, kk], np.int64)
+    cdef int64_t wshift = degree if _rows_shared(index) else 0
+    cdef int64_t rows3 = planes.rows3
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     with nogil:
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &weight[0, 0, 0, 0], kk,
-                   &tap_ptr[0], &toff[0], 1, bias_ptr,
+                   wshift,
+                   &tap_ptr[0], &toff[0], 1, rows3, bias_ptr,
                    &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
 
 
@@ -450,7 +534,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     if batch == 0:
         return
     planes = _InputGradPlanes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
-                              stride, padding, dilation, x_im)
+                              stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frame = planes.frame
     cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
     length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
@@ -471,10 +555,11 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] chan = blocked[1]
     cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
+    cdef int64_t rows3 = planes.rows3
     with nogil:
         _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
-                   &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk,
-                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, NULL,
+                   &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk, 0,
+                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, rows3, NULL,
                    &grad_x[0, 0, 0, 0], &x_im, &scatter[0], n_chunks)
 
 
@@ -507,11 +592,12 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef int n_chunks = _threads(num_threads)
     cdef floating[::1] x_packed = _aligned_empty(n_chunks * n_in * cstride, dtype)
     cdef floating[::1] g_packed = _aligned_empty(n_chunks * ((n_out + n_chunks - 1) // n_chunks) * g_lay.len, dtype)
+    cdef floating[::1] masks = _aligned_empty(n_chunks * g_lay.len, dtype)
     cdef const int64_t[::1] toff = toff_arr
     with nogil:
         _weight_grads(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &x_lay, cstride,
                       &grad_out[0, 0, 0, 0], &g_im, n_out, &g_frame[0], &g_lay,
-                      batch, group, &x_packed[0], &g_packed[0], &index[0, 0], degree,
+                      batch, group, &x_packed[0], &g_packed[0], &masks[0], &index[0, 0], degree,
                       &toff[0], kk, &grad_weight[0, 0, 0, 0], n_chunks)
 
 

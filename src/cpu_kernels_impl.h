@@ -107,12 +107,50 @@ static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, XK_T *dst, int64_t n
     }
 }
 
+/* acc += the 3x3 taps of one term on a tile of XK_NACC / A grid rows of
+ * wb = A * XK_VL positions, tap r*3 + c at offset r*wb + c from s0: input row
+ * rho (vectors at rho*wb + c) feeds output rows rho, rho - 1 and rho - 2, so
+ * each vector load serves up to three taps (A a compile-time constant: every
+ * accumulator index is one).  Per output: columns c in order, rows r in order. */
+XK_INLINE void XK_FN(xk_corr_rows3)(XK_V *acc, const XK_T *s0, const XK_T *wj, const int A)
+{
+    const int R = XK_NACC / A;
+    XK_UNROLL for (int c = 0; c < 3; c++) {
+        const XK_T w0 = wj[c], w1 = wj[3 + c], w2 = wj[6 + c];
+        XK_UNROLL for (int rho = 0; rho < R + 2; rho++) {
+            XK_UNROLL for (int a = 0; a < A; a++) {
+                const XK_V x = XK_VLOAD(XK_V, s0 + c + (rho * A + a) * XK_VL);
+                if (rho < R) acc[rho * A + a] += w0 * x;
+                if (rho >= 1 && rho <= R) acc[(rho - 1) * A + a] += w1 * x;
+                if (rho >= 2) acc[(rho - 2) * A + a] += w2 * x;
+            }
+        }
+    }
+}
+
+/* xk_corr_terms for 3x3 taps r*3 + c at offsets toff[0] + r*wb + c, wb = A vectors. */
+XK_INLINE void XK_FN(xk_corr_terms3)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+                                     const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
+                                     const XK_T *w, int64_t wstride, const int64_t *toff, const int A)
+{
+    const XK_T *s = src + p0 + toff[0];
+    for (int64_t j = lo; j < hi; j++)
+        XK_FN(xk_corr_rows3)(acc, s + chan[j] * cstride, w + wrow[j] * wstride, A);
+}
+
 /* acc += sum_{j in [lo, hi)} sum_{t<ntap} w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
  * in list order; a 1x1 kernel (one tap) skips the tap loop. */
 XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
                                     const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
-                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap)
+                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                                    int64_t rows3)
 {
+    switch (rows3 / XK_VL) {
+    case 1: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 1); return;
+    case 2: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 2); return;
+    case 4: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 4); return;
+    default: break;
+    }
     if (ntap == 1) {
         const XK_T *s = src + p0 + toff[0];
         for (int64_t j = lo; j < hi; j++) {
@@ -135,23 +173,81 @@ XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int6
     }
 }
 
+/* The XK_SHARE outputs o < XK_SHARE of one block of outputs that read the same
+ * channels (block expanders): term j of output o is chan[j] with weight row
+ * wrow[j] + o * wshift.  acc[o] += those terms on XK_SACC vectors from p0, in
+ * list order; each vector load feeds XK_SHARE FMAs. */
+XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK_RESTRICT src, int64_t cstride,
+                                     int64_t p0, const int64_t *chan, const int64_t *wrow, int64_t lo,
+                                     int64_t hi, const XK_T *w, int64_t wstride, int64_t wshift,
+                                     const int64_t *toff, int64_t ntap)
+{
+    const int64_t wo = wshift * wstride;
+    for (int64_t j = lo; j < hi; j++) {
+        const XK_T *s = src + chan[j] * cstride + p0;
+        const XK_T *wj = w + wrow[j] * wstride;
+        for (int64_t t = 0; t < ntap; t++) {
+            const XK_T *x = s + toff[t];
+            XK_V wt[XK_SHARE];
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) wt[o] = XK_VSPLAT(XK_V, wj[o * wo + t]);
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
+                const XK_V xv = XK_VLOAD(XK_V, x + a * XK_VL);
+                XK_UNROLL for (int o = 0; o < XK_SHARE; o++) acc[o][a] += wt[o] * xv;
+            }
+        }
+    }
+}
+
 /* One tile (grid positions [p0, p0 + XK_TILE)) of nd <= XK_VBLOCK outputs of a
  * correlation over term lists, scattered to dst + dd * dst_stride:
  *   tile_dd[p] = bias[dd] + sum over channel blocks cb, terms j of (dd, cb), taps t of
  *                w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
  * Terms are grouped by channel block (ptr: CSR over (dd, cb), dd-major) so that
  * the planes the nd outputs read in one block stay in L1; partial sums wait in
- * part between blocks.  Everything is summed in list order, so the result does
- * not depend on which thread runs the tile. */
+ * part between blocks.  With wshift > 0, every XK_SHARE consecutive outputs
+ * (from 0; nd a multiple of XK_SHARE) have the same channel lists and output
+ * dd + o's weight rows are dd's plus o * wshift: they run together, each
+ * vector load feeding all of them.  rows3 = wb > 0 (from _rows3 in cpu_kernels.pyx):
+ * the taps are 3x3, tap r*3 + c at offset toff[0] + r*wb + c, and the tile is
+ * whole rows of wb, so loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
+ * order either way, so the result does not depend on which thread runs the
+ * tile (nor on wshift). */
 XK_CLONES static void XK_FN(xk_corr_tiles)(
     const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+    const XK_T *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap, int64_t rows3,
     const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     XK_T part[XK_VBLOCK * XK_TILE];
     for (int64_t cb = 0; cb < n_cb; cb++) {
+        if (wshift > 0) {
+            for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
+                const int64_t lo = ptr[dd * n_cb + cb], hi = ptr[dd * n_cb + cb + 1];
+                if (cb > 0 && cb < n_cb - 1 && lo == hi) continue;
+                for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {
+                    XK_V acc[XK_SHARE][XK_SACC];
+                    XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                        const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                        const XK_T b = bias ? bias[dd + o] : (XK_T)0;
+                        XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
+                            if (cb == 0) acc[o][a] = XK_VSPLAT(XK_V, b);
+                            else acc[o][a] = XK_VLOAD(XK_V, keep + a * XK_VL);
+                        }
+                    }
+                    XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride,
+                                          wshift, toff, ntap);
+                    XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                        XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                        XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
+                    }
+                }
+                if (cb == n_cb - 1)
+                    for (int64_t o = 0; o < XK_SHARE; o++)
+                        XK_FN(xk_scatter)(part + (dd + o) * XK_TILE, p0, dst + (dd + o) * dst_stride, n_img, lay, sc);
+            }
+            continue;
+        }
         for (int64_t dd = 0; dd < nd; dd++) {
             XK_V acc[XK_NACC];
             XK_T *keep = part + dd * XK_TILE;
@@ -163,30 +259,38 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
                 XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
             }
             XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, ptr[dd * n_cb + cb],
-                                 ptr[dd * n_cb + cb + 1], w, wstride, toff, ntap);
+                                 ptr[dd * n_cb + cb + 1], w, wstride, toff, ntap, rows3);
             XK_UNROLL for (int a = 0; a < XK_NACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
             if (cb == n_cb - 1) XK_FN(xk_scatter)(keep, p0, dst + dd * dst_stride, n_img, lay, sc);
         }
     }
 }
 
-/* out[t] += sum_{p<n} g[p] * x[toff[t] + p] for the m <= XK_DOT_TAPS taps of one
- * pass; n is a multiple of 2 * XK_VL.  Two vector partial sums per tap, reduced
- * lane by lane in a fixed order. */
-XK_INLINE void XK_FN(xk_dot_pass)(XK_T *out, const XK_T *g, const XK_T *x, const int64_t *toff,
-                                  const int m, int64_t n)
+/* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs
+ * of one pass, xs[t][p] masked by mk[p] when mk is given; n is a multiple of
+ * 2 * XK_VL.  Each g load feeds m FMAs.  Two vector partial sums per stream,
+ * reduced lane by lane in a fixed order. */
+XK_INLINE void XK_FN(xk_dot_pass)(XK_T *out, int64_t ostride, const XK_T *g, const XK_T *const *xs,
+                                  const XK_T *mk, const int m, int64_t n)
 {
     XK_V acc[XK_DOT_TAPS][2];
-    const XK_T *xs[XK_DOT_TAPS];
-    XK_UNROLL for (int t = 0; t < m; t++) {
-        xs[t] = x + toff[t];
-        acc[t][0] = acc[t][1] = XK_VSPLAT(XK_V, (XK_T)0);
-    }
-    for (int64_t p = 0; p < n; p += 2 * XK_VL) {
-        const XK_V g0 = XK_VLOAD(XK_V, g + p), g1 = XK_VLOAD(XK_V, g + p + XK_VL);
-        XK_UNROLL for (int t = 0; t < m; t++) {
-            acc[t][0] += g0 * XK_VLOAD(XK_V, xs[t] + p);
-            acc[t][1] += g1 * XK_VLOAD(XK_V, xs[t] + p + XK_VL);
+    XK_UNROLL for (int t = 0; t < m; t++) acc[t][0] = acc[t][1] = XK_VSPLAT(XK_V, (XK_T)0);
+    if (mk) {
+        for (int64_t p = 0; p < n; p += 2 * XK_VL) {
+            const XK_V g0 = XK_VLOAD(XK_V, g + p), g1 = XK_VLOAD(XK_V, g + p + XK_VL);
+            const XK_V m0 = XK_VLOAD(XK_V, mk + p), m1 = XK_VLOAD(XK_V, mk + p + XK_VL);
+            XK_UNROLL for (int t = 0; t < m; t++) {
+                acc[t][0] += g0 * XK_VAND(XK_IV, XK_V, XK_VLOAD(XK_V, xs[t] + p), m0);
+                acc[t][1] += g1 * XK_VAND(XK_IV, XK_V, XK_VLOAD(XK_V, xs[t] + p + XK_VL), m1);
+            }
+        }
+    } else {
+        for (int64_t p = 0; p < n; p += 2 * XK_VL) {
+            const XK_V g0 = XK_VLOAD(XK_V, g + p), g1 = XK_VLOAD(XK_V, g + p + XK_VL);
+            XK_UNROLL for (int t = 0; t < m; t++) {
+                acc[t][0] += g0 * XK_VLOAD(XK_V, xs[t] + p);
+                acc[t][1] += g1 * XK_VLOAD(XK_V, xs[t] + p + XK_VL);
+            }
         }
     }
     XK_UNROLL for (int t = 0; t < m; t++) {
@@ -195,23 +299,72 @@ XK_INLINE void XK_FN(xk_dot_pass)(XK_T *out, const XK_T *g, const XK_T *x, const
         XK_VSTORE(XK_V, lanes, acc[t][0]);
         XK_VSTORE(XK_V, lanes + XK_VL, acc[t][1]);
         for (int l = 0; l < 2 * XK_VL; l++) sum += lanes[l];
-        out[t] += sum;
+        out[t * ostride] += sum;
     }
 }
 
-/* out[t] += sum_{p<n} g[p] * x[toff[t] + p] for t < ntap (grad_weight of one
- * (v, i) over one packed group); n is a multiple of XK_TILE. */
-XK_CLONES static void XK_FN(xk_dot_taps)(XK_T *out, const XK_T *XK_RESTRICT g, const XK_T *XK_RESTRICT x,
-                                         const int64_t *toff, int64_t ntap, int64_t n)
+/* out[t * ostride] += dot(g, xs[t]) for t < count, XK_DOT_TAPS streams per pass. */
+XK_INLINE void XK_FN(xk_dot_streams)(XK_T *out, int64_t ostride, const XK_T *g, const XK_T *const *xs,
+                                     const XK_T *mk, int64_t count, int64_t n)
 {
     int64_t t = 0;
-    for (; t + XK_DOT_TAPS <= ntap; t += XK_DOT_TAPS)
-        XK_FN(xk_dot_pass)(out + t, g, x, toff + t, XK_DOT_TAPS, n);
-    switch (ntap - t) {
-    case 3: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 3, n); break;
-    case 2: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 2, n); break;
-    case 1: XK_FN(xk_dot_pass)(out + t, g, x, toff + t, 1, n); break;
+    for (; t + XK_DOT_TAPS <= count; t += XK_DOT_TAPS)
+        XK_FN(xk_dot_pass)(out + t * ostride, ostride, g, xs + t, mk, XK_DOT_TAPS, n);
+    switch (count - t) {
+    case 3: XK_FN(xk_dot_pass)(out + t * ostride, ostride, g, xs + t, mk, 3, n); break;
+    case 2: XK_FN(xk_dot_pass)(out + t * ostride, ostride, g, xs + t, mk, 2, n); break;
+    case 1: XK_FN(xk_dot_pass)(out + t * ostride, ostride, g, xs + t, mk, 1, n); break;
     default: break;
+    }
+}
+
+/* grad_weight of one output over one packed group, n a multiple of XK_TILE:
+ *   out[i * ntap + t] += sum_{p<n} g[p] * x[chan[i] * cstride + toff[t] + p]
+ * for i < degree, t < ntap, taken XK_DOT_TAPS (i, t) streams at a time so that
+ * each g load feeds that many FMAs.  g is 0 at grid positions
+ * that are no output, but x there may be Inf or NaN (pixels the conv never
+ * reads, or reads through other taps): a mask mk (xk_valid_mask; NULL when
+ * every grid position in an image is an output) zeroes x at those positions,
+ * so 0 * Inf never happens where torch has no product at all. */
+XK_CLONES static void XK_FN(xk_dot_taps)(XK_T *out, const XK_T *XK_RESTRICT g, const XK_T *XK_RESTRICT x,
+                                         int64_t cstride, const int64_t *chan, int64_t degree,
+                                         const XK_T *XK_RESTRICT mk, const int64_t *toff, int64_t ntap,
+                                         int64_t n)
+{
+    const int64_t count = degree * ntap;
+    const XK_T *xs[XK_DOT_TAPS];
+    for (int64_t s = 0; s < count; s += XK_DOT_TAPS) {
+        const int64_t m = count - s < XK_DOT_TAPS ? count - s : XK_DOT_TAPS;
+        for (int64_t k = 0; k < m; k++) xs[k] = x + chan[(s + k) / ntap] * cstride + toff[(s + k) % ntap];
+        XK_FN(xk_dot_streams)(out + s, 1, g, xs, mk, m, n);
+    }
+}
+
+/* 1 when x[0, n) holds no Inf or NaN: then x * 0 is 0 everywhere. */
+XK_CLONES static int XK_FN(xk_all_finite)(const XK_T *x, int64_t n)
+{
+    XK_V acc = XK_VSPLAT(XK_V, (XK_T)0);
+    XK_T tail = 0, lanes[XK_VL];
+    int64_t p = 0;
+    for (; p + XK_VL <= n; p += XK_VL) acc += XK_VLOAD(XK_V, x + p) * (XK_T)0;
+    for (; p < n; p++) tail += x[p] * (XK_T)0;
+    XK_VSTORE(XK_V, lanes, acc);
+    for (int l = 0; l < XK_VL; l++) tail += lanes[l];
+    return tail == 0;
+}
+
+/* mk[p] for p < n: all bits set where grid position p of n_img images of
+ * lay->hb x lay->wb is an output (row < rows, column < cols), all bits zero elsewhere. */
+static void XK_FN(xk_valid_mask)(XK_T *mk, int64_t n, int64_t n_img, const xk_layout_t *lay,
+                                 int64_t rows, int64_t cols)
+{
+    const int64_t plane = lay->hb * lay->wb;
+    XK_T set, clear = 0;
+    memset(&set, 0xff, sizeof set);
+    for (int64_t p = 0; p < n; p++) {
+        const int64_t q = p % plane;
+        const int valid = p < n_img * plane && q / lay->wb < rows && q % lay->wb < cols;
+        memcpy(mk + p, valid ? &set : &clear, sizeof(XK_T));
     }
 }
 

@@ -44,11 +44,16 @@
 #if XK_GNU_VECTORS
 typedef float xk_vec_f32 __attribute__((vector_size(XK_VEC_BYTES), aligned(4), may_alias));
 typedef double xk_vec_f64 __attribute__((vector_size(XK_VEC_BYTES), aligned(8), may_alias));
+/* Same-width integer lanes, to mask floats bit by bit. */
+typedef int32_t xk_ivec_f32 __attribute__((vector_size(XK_VEC_BYTES), aligned(4), may_alias));
+typedef int64_t xk_ivec_f64 __attribute__((vector_size(XK_VEC_BYTES), aligned(8), may_alias));
 #  define XK_LANES_F32 (XK_VEC_BYTES / 4)
 #  define XK_LANES_F64 (XK_VEC_BYTES / 8)
 #else
 typedef float xk_vec_f32;
 typedef double xk_vec_f64;
+typedef float xk_ivec_f32;
+typedef double xk_ivec_f64;
 #  define XK_LANES_F32 1
 #  define XK_LANES_F64 1
 #endif
@@ -58,5 +63,13 @@ typedef double xk_vec_f64;
 #define XK_VSTORE(V, p, v) (*(V *)(p) = (v))
 /* Every lane equal to the scalar a (GNU vectors broadcast scalar operands). */
 #define XK_VSPLAT(V, a) ((V){0} + (a))
+/* a where the mask m has all bits set, +0 where m is all zero bits.  Unlike a
+ * product with a 0/1 mask, this turns Inf and NaN in a into 0.  (All-ones is a
+ * NaN, so the one-lane fallback tests m != m.) */
+#if XK_GNU_VECTORS
+#  define XK_VAND(IV, V, a, m) ((V)((IV)(a) & (IV)(m)))
+#else
+#  define XK_VAND(IV, V, a, m) ((m) != (m) ? (a) : (V)0)
+#endif
 
 #endif /* XKERN_SIMD_H */

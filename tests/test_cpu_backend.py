@@ -271,3 +271,44 @@ def test_backend_reports():
     cpu.require()
     assert isinstance(cpu.openmp_enabled(), bool)
     assert cpu.max_threads() >= 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_finite_pixels_the_conv_never_reads(dtype):
+    """Inf and NaN in x where no output reads (the last row and column beyond the last
+    strided window) must not reach any result: grad_weight multiplies x only at real
+    output positions, as the oracle does."""
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 6, 5, 3, (8, 10), (3, 3), 2, 0, 1, True))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)  # rows 0-6 and columns 0-8 only
+    x[:, :, 7, :] = np.inf
+    x[:, :, :, 9] = np.nan
+    x[0, 1, 7, 2] = -np.inf
+    results = conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry)
+    assert np.isfinite(results[2]).all()
+    check(results, expected, dtype, "non-finite unread pixels")
+
+
+@pytest.mark.parametrize("block, geometry", [(4, (1, 1, 1)), (8, (2, (2, 0), (1, 2))), (4, (1, 0, 1))])
+def test_block_expander_rows_share_loads(block, geometry, small_blocks):
+    """Index rows equal in runs of 4 or 8 take the path where those outputs share each
+    vector load; with blocks of 1 channel it also runs channel block by block."""
+    x, weight, index, bias, grad_out, _ = conv_case((2, 9, 8 * 2, 3, (9, 8), (3, 3), 1, 1, 1, False), seed=6)
+    index = np.repeat(index[::block], block, axis=0)
+    geometry = tuple(_pair(v) for v in geometry)
+    grad_out = np.random.default_rng(7).standard_normal(
+        (2, index.shape[0]) + _out_hw((9, 8), (3, 3), *geometry))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for dtype in DTYPES:
+        check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
+              expected, dtype, f"block {block} {np.dtype(dtype)}")
+
+
+def test_block_expander_bitwise_equal_at_1_and_2_threads(threads):
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 16, 24, 5, (11, 10), (3, 3), 1, 1, 1, False), seed=8)
+    index = np.repeat(index[::4], 4, axis=0)
+    results = {}
+    for n in (1, 2):
+        threads(n)
+        results[n] = conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry)
+    for one, two in zip(results[1], results[2]):
+        assert np.array_equal(one, two)

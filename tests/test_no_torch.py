@@ -4,27 +4,13 @@ and importlib.util.find_spec return None)."""
 import itertools
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-import xkern
-from testing import HOST_BACKENDS, usable
+from testing import HOST_BACKENDS, run_python, usable
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(xkern.__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
-
-
-def run_python(code, *args, env=None):
-    """Run `python -c code args` on this xkern; fail the test on a non-zero exit."""
-    env = dict(os.environ, **(env or {}))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def test_import_and_numpy_calls_load_neither_torch_nor_numba():

@@ -1,12 +1,9 @@
 """Results are bitwise the same at OMP_NUM_THREADS=1 and 2 (separate processes, so the
 OpenMP runtime reads the variable at start-up as a user's process would)."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 
 import xkern.backends.cpu  # noqa: F401  (fails, never skips, when the cpu backend is not built)
+from testing import run_python
 
 CHILD = r"""
 import sys
@@ -39,9 +36,8 @@ np.savez(out_path, **results)
 
 
 def run_child(tmp_path, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out = tmp_path / f"threads{threads}.npz"
-    subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, check=True, timeout=300)
+    run_python(CHILD, str(out), env={"OMP_NUM_THREADS": str(threads)})
     return dict(np.load(out))
 
 

@@ -5,9 +5,6 @@ The paper's models are checked in a child process where importing torch or numba
 """
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,19 +16,10 @@ from xkern import runtime
 from xkern.runtime import format as xk_format
 
 from edge_models import PAPER_MODELS, Functional, paper_model, zoo
+from testing import run_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(xkern.__file__)))
 TOL = 1e-4
 BLOCK = "import sys; sys.modules['torch'] = None; sys.modules['numba'] = None\n"
-
-
-def run_python(code, *args, cwd=ROOT, env=None):
-    env = dict(os.environ, **(env or {}))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def torch_logits(model, x):

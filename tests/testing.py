@@ -6,6 +6,8 @@ run in float64, takes its place.
 """
 import contextlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,20 @@ try:
     import torch.nn.functional as F
 except ImportError:
     torch = None
+
+# The checkout that holds the xkern under test; child processes import it from here.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(xkern.__file__)))
+
+
+def run_python(code, *args, cwd=ROOT, env=None):
+    """Run `python -c code args` on this xkern in a child process; fail the test on a non-zero exit."""
+    env = dict(os.environ, **(env or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
 
 requires_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 

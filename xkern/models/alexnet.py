@@ -12,6 +12,8 @@ import re
 
 from torch import nn
 
+from .layers import parse_variant
+
 NUM_CLASSES = 1000
 VARIANTS = {1: 128, 2: 384}   # variant number -> degree of the hidden X-Linear layers
 NAMES = ["alexnet"] + [f"x-alexnet-{v}" for v in VARIANTS]
@@ -41,13 +43,11 @@ class AlexNet(nn.Module):
 
 def parse(name):
     """(kind, None, degree) for an AlexNet name, or None."""
-    m = _PATTERN.fullmatch(name)
-    if m is None or (m["x"] is None) != (m["variant"] is None):
+    parsed = parse_variant(_PATTERN, name, VARIANTS)
+    if parsed is None:
         return None
-    if m["x"] is None:
-        return "dense", None, None
-    variant = int(m["variant"])
-    return ("x", None, VARIANTS[variant]) if variant in VARIANTS else None
+    kind, value = parsed
+    return (kind, None, value)
 
 
 def build(degree, factory, num_classes=None):

@@ -71,3 +71,15 @@ class LayerFactory:
         if self.kind == "g":
             raise ValueError("grouped versions are defined for convolutions only, not linear layers")
         return nn.Linear(in_features, out_features, bias)
+
+
+def parse_variant(pattern, name, variants):
+    """For families named "<base>" (dense) and "x-<base>-<variant>" (numbered X variants):
+    ("dense", None), ("x", variants[variant]), or None when name is not of the family."""
+    m = pattern.fullmatch(name)
+    if m is None or (m["x"] is None) != (m["variant"] is None):
+        return None
+    if m["x"] is None:
+        return "dense", None
+    variant = int(m["variant"])
+    return ("x", variants[variant]) if variant in variants else None

@@ -12,6 +12,8 @@ import re
 
 from torch import nn
 
+from .layers import parse_variant
+
 NUM_CLASSES = 10
 CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VARIANTS = {1: 9, 2: 13}   # variant number -> compression C
@@ -42,13 +44,11 @@ class VGG(nn.Module):
 
 def parse(name):
     """(kind, compression, None) for a VGG16-CIFAR name, or None."""
-    m = _PATTERN.fullmatch(name)
-    if m is None or (m["x"] is None) != (m["variant"] is None):
+    parsed = parse_variant(_PATTERN, name, VARIANTS)
+    if parsed is None:
         return None
-    if m["x"] is None:
-        return "dense", None, None
-    variant = int(m["variant"])
-    return ("x", VARIANTS[variant], None) if variant in VARIANTS else None
+    kind, value = parsed
+    return (kind, value, None)
 
 
 def build(config, factory, num_classes=None):

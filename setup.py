@@ -89,6 +89,8 @@ extensions = [
         "xkern.backends._cpu",
         sources=["src/cpu_kernels.pyx"],
         include_dirs=["src", np.get_include()],
+        # the C kernels live in headers: rebuild when they change
+        depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/simd.h", "src/_openmp_helpers.pxd"],
     ),
 ]
 

@@ -142,15 +142,8 @@ XK_INLINE void XK_FN(xk_corr_terms3)(XK_V *acc, const XK_T *XK_RESTRICT src, int
  * in list order; a 1x1 kernel (one tap) skips the tap loop. */
 XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
                                     const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
-                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
-                                    int64_t rows3)
+                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap)
 {
-    switch (rows3 / XK_VL) {
-    case 1: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 1); return;
-    case 2: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 2); return;
-    case 4: XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, 4); return;
-    default: break;
-    }
     if (ntap == 1) {
         const XK_T *s = src + p0 + toff[0];
         for (int64_t j = lo; j < hi; j++) {
@@ -198,6 +191,82 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
     }
 }
 
+/* For dd < nd: part[dd] (XK_TILE values; bias[dd] or 0 when first) += the terms
+ * j in [ptr[dd * n_cb], ptr[dd * n_cb + 1]) of output dd: A > 0, xk_corr_terms3 (rows of
+ * A vectors); A = 0, xk_corr_terms; A < 0, xk_corr_terms with one tap.  Inlined into one small cloned
+ * function per tap pattern (below): in one large function the compiler spilled
+ * the loop's pointers to the stack, which cost 20-30% in the inner loop. */
+XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+                                    const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
+                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                                    const XK_T *bias, int first, int64_t nd, const int A)
+{
+    for (int64_t dd = 0; dd < nd; dd++) {
+        XK_V acc[XK_NACC];
+        XK_T *keep = part + dd * XK_TILE;
+        const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
+        if (first) {
+            const XK_T b = bias ? bias[dd] : (XK_T)0;
+            XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VSPLAT(XK_V, b);
+        } else {
+            if (lo == hi) continue;
+            XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
+        }
+        if (A > 0)
+            XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A);
+        else
+            XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A < 0 ? 1 : ntap);
+        XK_UNROLL for (int a = 0; a < XK_NACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
+    }
+}
+
+#define XK_BLOCK_VARIANT(suffix, A_)                                                                        \
+    XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                    \
+        XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, const int64_t *ptr,         \
+        int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w, int64_t wstride,            \
+        const int64_t *toff, int64_t ntap, const XK_T *bias, int first, int64_t nd)                        \
+    {                                                                                                       \
+        XK_FN(xk_corr_block)(part, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, bias,   \
+                             first, nd, A_);                                                                \
+    }
+XK_BLOCK_VARIANT(taps, 0)
+XK_BLOCK_VARIANT(tap1, -1)
+XK_BLOCK_VARIANT(rows3a1, 1)
+XK_BLOCK_VARIANT(rows3a2, 2)
+XK_BLOCK_VARIANT(rows3a4, 4)
+#undef XK_BLOCK_VARIANT
+
+/* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (wshift > 0,
+ * see xk_corr_tiles): each run's outputs share every vector load (xk_corr_shared). */
+XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride,
+                                                  int64_t p0, const int64_t *ptr, int64_t n_cb,
+                                                  const int64_t *chan, const int64_t *wrow, const XK_T *w,
+                                                  int64_t wstride, int64_t wshift, const int64_t *toff,
+                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd)
+{
+    for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
+        const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
+        if (!first && lo == hi) continue;
+        for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {
+            XK_V acc[XK_SHARE][XK_SACC];
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                const XK_T b = bias ? bias[dd + o] : (XK_T)0;
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
+                    if (first) acc[o][a] = XK_VSPLAT(XK_V, b);
+                    else acc[o][a] = XK_VLOAD(XK_V, keep + a * XK_VL);
+                }
+            }
+            XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride, wshift,
+                                  toff, ntap);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
+            }
+        }
+    }
+}
+
 /* One tile (grid positions [p0, p0 + XK_TILE)) of nd <= XK_VBLOCK outputs of a
  * correlation over term lists, scattered to dst + dd * dst_stride:
  *   tile_dd[p] = bias[dd] + sum over channel blocks cb, terms j of (dd, cb), taps t of
@@ -220,50 +289,23 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     XK_T part[XK_VBLOCK * XK_TILE];
-    for (int64_t cb = 0; cb < n_cb; cb++) {
-        if (wshift > 0) {
-            for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
-                const int64_t lo = ptr[dd * n_cb + cb], hi = ptr[dd * n_cb + cb + 1];
-                if (cb > 0 && cb < n_cb - 1 && lo == hi) continue;
-                for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {
-                    XK_V acc[XK_SHARE][XK_SACC];
-                    XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                        const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
-                        const XK_T b = bias ? bias[dd + o] : (XK_T)0;
-                        XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
-                            if (cb == 0) acc[o][a] = XK_VSPLAT(XK_V, b);
-                            else acc[o][a] = XK_VLOAD(XK_V, keep + a * XK_VL);
-                        }
-                    }
-                    XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride,
-                                          wshift, toff, ntap);
-                    XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                        XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
-                        XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
-                    }
-                }
-                if (cb == n_cb - 1)
-                    for (int64_t o = 0; o < XK_SHARE; o++)
-                        XK_FN(xk_scatter)(part + (dd + o) * XK_TILE, p0, dst + (dd + o) * dst_stride, n_img, lay, sc);
-            }
-            continue;
-        }
-        for (int64_t dd = 0; dd < nd; dd++) {
-            XK_V acc[XK_NACC];
-            XK_T *keep = part + dd * XK_TILE;
-            if (cb > 0 && cb < n_cb - 1 && ptr[dd * n_cb + cb] == ptr[dd * n_cb + cb + 1]) continue;
-            if (cb == 0) {
-                const XK_T b = bias ? bias[dd] : (XK_T)0;
-                XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VSPLAT(XK_V, b);
-            } else {
-                XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
-            }
-            XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, ptr[dd * n_cb + cb],
-                                 ptr[dd * n_cb + cb + 1], w, wstride, toff, ntap, rows3);
-            XK_UNROLL for (int a = 0; a < XK_NACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
-            if (cb == n_cb - 1) XK_FN(xk_scatter)(keep, p0, dst + dd * dst_stride, n_img, lay, sc);
-        }
+    void (*run)(XK_T *, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+                const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, const XK_T *, int, int64_t);
+    switch (rows3 / XK_VL) {
+    case 1: run = XK_FN(xk_corr_block_rows3a1); break;
+    case 2: run = XK_FN(xk_corr_block_rows3a2); break;
+    case 4: run = XK_FN(xk_corr_block_rows3a4); break;
+    default: run = ntap == 1 ? XK_FN(xk_corr_block_tap1) : XK_FN(xk_corr_block_taps); break;
     }
+    for (int64_t cb = 0; cb < n_cb; cb++) {
+        if (wshift > 0)
+            XK_FN(xk_corr_block_shared)(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, wshift,
+                                        toff, ntap, bias, cb == 0, nd);
+        else
+            run(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, bias, cb == 0, nd);
+    }
+    for (int64_t dd = 0; dd < nd; dd++)
+        XK_FN(xk_scatter)(part + dd * XK_TILE, p0, dst + dd * dst_stride, n_img, lay, sc);
 }
 
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs

@@ -196,14 +196,15 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
  * A vectors); A = 0, xk_corr_terms; A < 0, xk_corr_terms with one tap.  Inlined into one small cloned
  * function per tap pattern (below): in one large function the compiler spilled
  * the loop's pointers to the stack, which cost 20-30% in the inner loop. */
-XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride,
+                                    int64_t p0,
                                     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                                     const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
                                     const XK_T *bias, int first, int64_t nd, const int A)
 {
     for (int64_t dd = 0; dd < nd; dd++) {
         XK_V acc[XK_NACC];
-        XK_T *keep = part + dd * XK_TILE;
+        XK_T *keep = part + dd * pstride;
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (first) {
             const XK_T b = bias ? bias[dd] : (XK_T)0;
@@ -220,14 +221,14 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, const XK_T *XK_RESTRICT src, int
     }
 }
 
-#define XK_BLOCK_VARIANT(suffix, A_)                                                                        \
-    XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                    \
-        XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, const int64_t *ptr,         \
-        int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w, int64_t wstride,            \
-        const int64_t *toff, int64_t ntap, const XK_T *bias, int first, int64_t nd)                        \
-    {                                                                                                       \
-        XK_FN(xk_corr_block)(part, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, bias,   \
-                             first, nd, A_);                                                                \
+#define XK_BLOCK_VARIANT(suffix, A_)                                                                         \
+    XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                     \
+        XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,              \
+        const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w,         \
+        int64_t wstride, const int64_t *toff, int64_t ntap, const XK_T *bias, int first, int64_t nd)        \
+    {                                                                                                        \
+        XK_FN(xk_corr_block)(part, pstride, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, \
+                             bias, first, nd, A_);                                                           \
     }
 XK_BLOCK_VARIANT(taps, 0)
 XK_BLOCK_VARIANT(tap1, -1)
@@ -238,7 +239,8 @@ XK_BLOCK_VARIANT(rows3a4, 4)
 
 /* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (wshift > 0,
  * see xk_corr_tiles): each run's outputs share every vector load (xk_corr_shared). */
-XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride,
+XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src,
+                                                  int64_t cstride,
                                                   int64_t p0, const int64_t *ptr, int64_t n_cb,
                                                   const int64_t *chan, const int64_t *wrow, const XK_T *w,
                                                   int64_t wstride, int64_t wshift, const int64_t *toff,
@@ -250,7 +252,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RES
         for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {
             XK_V acc[XK_SHARE][XK_SACC];
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                const XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
                 const XK_T b = bias ? bias[dd + o] : (XK_T)0;
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
                     if (first) acc[o][a] = XK_VSPLAT(XK_V, b);
@@ -260,7 +262,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RES
             XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride, wshift,
                                   toff, ntap);
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+                XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
             }
         }
@@ -280,7 +282,8 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RES
  * the taps are 3x3, tap r*3 + c at offset toff[0] + r*wb + c, and the tile is
  * whole rows of wb, so loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
  * order either way, so the result does not depend on which thread runs the
- * tile (nor on wshift). */
+ * tile (nor on wshift).  sc NULL: no scatter, the tile of output dd is
+ * dst[dd * dst_stride + p0 + p] (lay and n_img unused). */
 XK_CLONES static void XK_FN(xk_corr_tiles)(
     const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
@@ -288,8 +291,11 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
-    XK_T part[XK_VBLOCK * XK_TILE];
-    void (*run)(XK_T *, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+    XK_T local[XK_VBLOCK * XK_TILE];
+    /* sc NULL: the tiles go straight to dst + dd * dst_stride + p0 (no scatter) */
+    XK_T *part = sc ? local : dst + p0;
+    const int64_t pstride = sc ? XK_TILE : dst_stride;
+    void (*run)(XK_T *, int64_t, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                 const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, const XK_T *, int, int64_t);
     switch (rows3 / XK_VL) {
     case 1: run = XK_FN(xk_corr_block_rows3a1); break;
@@ -299,13 +305,15 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     }
     for (int64_t cb = 0; cb < n_cb; cb++) {
         if (wshift > 0)
-            XK_FN(xk_corr_block_shared)(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, wshift,
-                                        toff, ntap, bias, cb == 0, nd);
+            XK_FN(xk_corr_block_shared)(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
+                                        wshift, toff, ntap, bias, cb == 0, nd);
         else
-            run(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, bias, cb == 0, nd);
+            run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, bias, cb == 0,
+                nd);
     }
-    for (int64_t dd = 0; dd < nd; dd++)
-        XK_FN(xk_scatter)(part + dd * XK_TILE, p0, dst + dd * dst_stride, n_img, lay, sc);
+    if (sc)
+        for (int64_t dd = 0; dd < nd; dd++)
+            XK_FN(xk_scatter)(part + dd * XK_TILE, p0, dst + dd * dst_stride, n_img, lay, sc);
 }
 
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs

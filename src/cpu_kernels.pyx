@@ -26,6 +26,7 @@ gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 
+import math
 import threading
 
 import numpy as np
@@ -35,6 +36,7 @@ from _openmp_helpers cimport XK_OPENMP_ENABLED, xk_omp_max_threads
 
 cdef extern from "cpu_kernels.h" nogil:
     enum:
+        XK_DOT_ROWS
         XK_TILE_F32
         XK_TILE_F64
         XK_VBLOCK
@@ -71,6 +73,8 @@ cdef extern from "cpu_kernels.h" nogil:
                          int64_t degree, const float *mk, const int64_t *toff, int64_t ntap, int64_t n)
     void xk_dot_taps_f64(double *out, const double *g, const double *x, int64_t cstride, const int64_t *chan,
                          int64_t degree, const double *mk, const int64_t *toff, int64_t ntap, int64_t n)
+    void xk_dot_rows3_f32(float *out, const float *g, const float *x, int64_t wb, int64_t n_rows)
+    void xk_dot_rows3_f64(double *out, const double *g, const double *x, int64_t wb, int64_t n_rows)
     int xk_all_finite_f32(const float *x, int64_t n)
     int xk_all_finite_f64(const double *x, int64_t n)
     void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
@@ -444,15 +448,17 @@ cdef void _weight_grads(
         floating *x_packed, floating *g_packed, floating *masks,       # scratch per chunk
         const int64_t *index, int64_t degree,                          # IN: (Cout, D)
         const int64_t *toff, int64_t ntap,
+        int64_t rows3, int64_t unit,                                   # IN: see below
         floating *grad_w,                                              # OUT: (Cout, D, ntap)
         int n_chunks) noexcept nogil:
     """grad_w[v, i, t] = sum_b sum_positions g_plane(v)[p] * x_plane(index[v, i])[toff[t] + p].
 
     g's planes are zero outside real outputs and x is masked there (x may hold Inf
     or NaN at pixels no output reads), so the extra grid positions add nothing.  Chunks own contiguous ranges of v and sum every group in batch
-    order, so grad_w does not depend on the number of chunks.
+    order, so grad_w does not depend on the number of chunks.  A group's positions are
+    rounded up to a multiple of unit.  rows3 = wb > 0: the taps are 3x3 at r * wb + c
+    (stride 1), and unmasked groups take xk_dot_rows3 (unit a multiple of XK_DOT_ROWS * wb).
     """
-    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t plane = x_lay.hb * x_lay.wb
     cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v
     cdef floating *xbuf
@@ -476,13 +482,23 @@ cdef void _weight_grads(
             ng = min(group, batch - g0)
             _pack_group(xbuf, cstride, x + g0 * x_im.img, x_im, 0, n_in, frames, n_frames, x_lay, ng)
             _pack_group(gbuf, g_lay.len, g + g0 * g_im.img, g_im, v_lo, v_hi - v_lo, g_frame, 1, g_lay, ng)
-            npos = (ng * plane + tile - 1) // tile * tile
+            npos = (ng * plane + unit - 1) // unit * unit
             use_mask = masked and not _all_finite(xbuf, cstride, n_in, n_frames * x_lay.len)
             if use_mask:
                 if floating is float:
                     xk_valid_mask_f32(mk, npos, ng, x_lay, g_im.height, g_im.width)
                 else:
                     xk_valid_mask_f64(mk, npos, ng, x_lay, g_im.height, g_im.width)
+            if rows3 > 0 and not use_mask:
+                for e in range(v_lo * degree, v_hi * degree):
+                    if floating is float:
+                        xk_dot_rows3_f32(grad_w + e * 9, gbuf + (e // degree - v_lo) * g_lay.len,
+                                         xbuf + index[e] * cstride + toff[0], rows3, npos // rows3)
+                    else:
+                        xk_dot_rows3_f64(grad_w + e * 9, gbuf + (e // degree - v_lo) * g_lay.len,
+                                         xbuf + index[e] * cstride + toff[0], rows3, npos // rows3)
+                g0 = g0 + group
+                continue
             for v in range(v_lo, v_hi):
                 if floating is float:
                     xk_dot_taps_f32(grad_w + v * degree * ntap, gbuf + (v - v_lo) * g_lay.len, xbuf, cstride,
@@ -752,16 +768,19 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
         np.asarray(grad_weight)[...] = 0
         return
     planes = _ForwardPlanes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
-                            (grad_out.shape[2], grad_out.shape[3]))
+                            (grad_out.shape[2], grad_out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef const xk_frame_t[::1] g_frame = np.array([(1, 1, 0, 0)], FRAME_DTYPE)
     cdef int64_t n_frames = len(planes.frames)
+    cdef int64_t rows3 = planes.rows3
+    # xk_dot_rows3 takes XK_DOT_ROWS grid rows at a time
+    cdef int64_t unit = math.lcm(tile, XK_DOT_ROWS * rows3) if rows3 else tile
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
-    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    length, channel_stride, toff_arr = planes.layout(group, unit, sizeof(floating))
     cdef int64_t cstride = channel_stride
     x_lay.hb, x_lay.wb, x_lay.len = planes.hb, planes.wb, length
     g_lay.hb, g_lay.wb = planes.hb, planes.wb
-    g_lay.len = _odd_lines(_round_up(group * planes.hb * planes.wb, tile), sizeof(floating))
+    g_lay.len = _odd_lines(_round_up(group * planes.hb * planes.wb, unit), sizeof(floating))
     dtype = np.float32 if floating is float else np.float64
     cdef int n_chunks = _threads(num_threads)
     cdef floating[::1] x_packed = _scratch(0, n_chunks * n_in * cstride, dtype)
@@ -772,7 +791,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
         _weight_grads(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &x_lay, cstride,
                       &grad_out[0, 0, 0, 0], &g_im, n_out, &g_frame[0], &g_lay,
                       batch, group, &x_packed[0], &g_packed[0], &masks[0], &index[0, 0], degree,
-                      &toff[0], kk, &grad_weight[0, 0, 0, 0], n_chunks)
+                      &toff[0], kk, rows3, unit, &grad_weight[0, 0, 0, 0], n_chunks)
 
 
 def xconv2d_bwd_bias(const floating[:, :, :, :] grad_out, floating[::1] grad_bias, int num_threads):

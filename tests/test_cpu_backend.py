@@ -115,7 +115,7 @@ def test_xconv2d_matches_oracle(name):
               expected, dtype, f"{name} {np.dtype(dtype)}")
 
 
-@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "1x1 pointwise"])
+@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "1x1 pointwise", "3x3 pad 1"])
 def test_xconv2d_in_groups_of_one_image(name, small_groups):
     x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS[name], seed=1)
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)

@@ -525,9 +525,6 @@ WINO_MIN_TERMS = 48
 # Packed bytes per group of images for the Winograd kernels (16 planes per channel).
 WINO_PACK_BYTES = 2 << 20
 
-_WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
-
 def _winograd(k_hw, stride, dilation, n_terms):
     """Whether a conv takes the Winograd kernels: 3x3, stride 1, no dilation, and at least
     WINO_MIN_TERMS terms per output (forward) or input (grad_input)."""
@@ -537,12 +534,19 @@ def _winograd(k_hw, stride, dilation, n_terms):
 
 def _wino_weights(weight, flip):
     """(16, Cout * D) transformed weights G w G^T (entry 4a + c first), in weight's dtype;
-    flip: of the kernel rotated by 180 degrees (grad_input is the correlation with it)."""
+    flip: of the kernel rotated by 180 degrees (grad_input is the correlation with it).
+    Elementwise sums, not a matrix product: numpy's BLAS would start its own threads,
+    which then spin against the kernels' OpenMP threads."""
     w = np.asarray(weight, np.float64)
     if flip:
         w = w[:, :, ::-1, ::-1]
-    u = np.einsum("ak,bl,vikl->abvi", _WINO_G, _WINO_G, w, optimize=True)
-    return np.ascontiguousarray(u.reshape(16, -1), dtype=np.asarray(weight).dtype)
+
+    def rows(m, axis):  # G applied along axis (3 -> 4 entries)
+        m0, m1, m2 = (np.take(m, i, axis=axis) for i in range(3))
+        return np.stack([m0, (m0 + m1 + m2) * 0.5, (m0 - m1 + m2) * 0.5, m2], axis=axis)
+
+    u = rows(rows(w, 2), 3)  # (Cout, D, 4, 4)
+    return np.ascontiguousarray(u.reshape(u.shape[0] * u.shape[1], 16).T, dtype=np.asarray(weight).dtype)
 
 
 def _wino_group(batch, positions, bytes_per_image, tile):
@@ -558,7 +562,7 @@ cdef void _wino_correlate(
         int64_t pad_y, int64_t pad_x, const xk_layout_t *lay, int64_t cstride,
         int64_t batch, int64_t group,
         floating *packed,                                              # scratch: n_chunks * 16 * n_src * cstride
-        floating *tiles, int64_t tstride,                              # scratch: n_chunks * 16 * XK_VBLOCK * tstride
+        floating *tiles, int64_t tstride, int64_t n_vbi,               # scratch: n_chunks * 16 * n_vbi * XK_VBLOCK * tstride
         const int64_t *ptr, int64_t n_cb,                              # IN: term lists, CSR over (n_dst, n_cb)
         const int64_t *chan, const int64_t *wrow, int64_t n_dst,
         const floating *u, int64_t ustride, int64_t wshift,            # IN: 16 transformed weight rows
@@ -571,16 +575,19 @@ cdef void _wino_correlate(
     k of the transformed tiles (xk_corr_tiles, one tap), then At M At^T.
 
     Plane k of channel c is at k * kstride + c * cstride (kstride = n_src * cstride), so
-    the planes one 1x1 product reads lie close together.  Work items (group, block of
-    XK_VBLOCK outputs); a chunk packs and transforms a group when it first needs it.
-    Every output is summed in list order whichever chunk runs it.
+    the planes one 1x1 product reads lie close together.  Work items (group, run of n_vbi
+    blocks of XK_VBLOCK outputs); a chunk packs and transforms a group when it first
+    needs it, then runs entry k for all the item's outputs before the next k, so V_k
+    stays in cache while they read it.  Every output is summed in list order whichever
+    chunk runs it.
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t plane = lay.hb * lay.wb
-    cdef int64_t kstride = n_src * cstride, mkstride = XK_VBLOCK * tstride
+    cdef int64_t kstride = n_src * cstride, mkstride = n_vbi * XK_VBLOCK * tstride
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
-    cdef int64_t total = (batch + group - 1) // group * n_vb
-    cdef int64_t chunk, item, packed_group, grp, g0, ng, npos, d0, nd, k, t, c, dd
+    cdef int64_t per_group = (n_vb + n_vbi - 1) // n_vbi
+    cdef int64_t total = (batch + group - 1) // group * per_group
+    cdef int64_t chunk, item, packed_group, grp, g0, ng, npos, d_lo, d_hi, vbk, d0, nd, k, t, c, dd
     cdef floating *buf
     cdef floating *mb
     cdef floating b
@@ -589,7 +596,7 @@ cdef void _wino_correlate(
         mb = tiles + chunk * 16 * mkstride
         packed_group = -1
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
-            grp = item // n_vb
+            grp = item // per_group
             g0 = grp * group
             ng = min(group, batch - g0)
             npos = (ng * plane + tile - 1) // tile * tile
@@ -604,28 +611,31 @@ cdef void _wino_correlate(
                                          src_im, lay.hb, lay.wb, pad_y, pad_x, lay.len)
                         xk_wino_input_f64(buf + c * cstride, kstride, npos)
                 packed_group = grp
-            d0 = item % n_vb * XK_VBLOCK
-            nd = min(XK_VBLOCK, n_dst - d0)
+            d_lo = item % per_group * n_vbi * XK_VBLOCK
+            d_hi = min(n_dst, d_lo + n_vbi * XK_VBLOCK)
             for k in range(16):
-                for t in range(npos // tile):
-                    if floating is float:
-                        xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                          u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
-                                          mb + k * mkstride, tstride, 1, NULL, NULL)
-                    else:
-                        xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                          u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
-                                          mb + k * mkstride, tstride, 1, NULL, NULL)
-            for dd in range(nd):
-                b = bias[d0 + dd] if bias != NULL else 0
+                for vbk in range((d_hi - d_lo + XK_VBLOCK - 1) // XK_VBLOCK):
+                    d0 = d_lo + vbk * XK_VBLOCK
+                    nd = min(XK_VBLOCK, d_hi - d0)
+                    for t in range(npos // tile):
+                        if floating is float:
+                            xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan,
+                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
+                                              mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
+                        else:
+                            xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan,
+                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
+                                              mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
+            for dd in range(d_hi - d_lo):
+                b = bias[d_lo + dd] if bias != NULL else 0
                 if floating is float:
                     xk_wino_output_f32(mb + dd * tstride, mkstride, npos, b)
                     xk_wino_scatter_f32(mb + dd * tstride, mkstride, ng, lay.hb, lay.wb,
-                                        dst + g0 * dst_im.img + (d0 + dd) * dst_im.chan, dst_im)
+                                        dst + g0 * dst_im.img + (d_lo + dd) * dst_im.chan, dst_im)
                 else:
                     xk_wino_output_f64(mb + dd * tstride, mkstride, npos, b)
                     xk_wino_scatter_f64(mb + dd * tstride, mkstride, ng, lay.hb, lay.wb,
-                                        dst + g0 * dst_im.img + (d0 + dd) * dst_im.chan, dst_im)
+                                        dst + g0 * dst_im.img + (d_lo + dd) * dst_im.chan, dst_im)
 
 
 class _WinoPlan:
@@ -640,6 +650,14 @@ class _WinoPlan:
         self.len = _round_up(self.group * positions, tile)
         self.cstride = _odd_lines(self.len, itemsize)
         self.pad = (int(pad[0]), int(pad[1]))
+
+    def output_blocks(self, batch, n_dst, n_chunks):
+        """Blocks of XK_VBLOCK outputs per work item: all of them, unless that leaves
+        fewer than two items per chunk (then the outputs are split further)."""
+        n_vb = -(-n_dst // XK_VBLOCK)
+        n_groups = -(-batch // self.group)
+        splits = min(n_vb, max(1, -(-2 * n_chunks // n_groups)))
+        return -(-n_vb // splits)
 
 
 cdef int _threads(int num_threads) noexcept nogil:
@@ -828,8 +846,9 @@ def _wino_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
     cdef int64_t cstride = plan.cstride, group = plan.group
     cdef int64_t pad_y = plan.pad[0], pad_x = plan.pad[1]
     cdef int n_chunks = _threads(num_threads)
+    cdef int64_t n_vbi = plan.output_blocks(batch, n_out, n_chunks)
     cdef floating[::1] packed = _scratch(0, n_chunks * 16 * n_in * cstride, dtype)
-    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * XK_VBLOCK * cstride, dtype)
+    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * n_vbi * XK_VBLOCK * cstride, dtype)
     cdef const floating[:, ::1] u = _wino_weights(weight, False)
     blocked = _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), np.asarray(index).ravel(),
                              np.arange(n_out * degree, dtype=np.int64), n_in, tile * sizeof(floating))
@@ -841,7 +860,7 @@ def _wino_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
     cdef const int64_t[::1] toff = np.zeros(1, np.int64)
     with nogil:
         _wino_correlate(&x[0, 0, 0, 0], &x_im, n_in, pad_y, pad_x, &lay, cstride, batch, group, &packed[0],
-                        &tiles[0], cstride, &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &u[0, 0], n_out * degree,
+                        &tiles[0], cstride, n_vbi, &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &u[0, 0], n_out * degree,
                         wshift, &toff[0], bias_ptr, &out[0, 0, 0, 0], &out_im, n_chunks)
 
 
@@ -862,8 +881,9 @@ def _wino_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :,
     cdef int64_t cstride = plan.cstride, group = plan.group
     cdef int64_t pad_y = plan.pad[0], pad_x = plan.pad[1]
     cdef int n_chunks = _threads(num_threads)
+    cdef int64_t n_vbi = plan.output_blocks(batch, n_in, n_chunks)
     cdef floating[::1] packed = _scratch(0, n_chunks * 16 * n_out * cstride, dtype)
-    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * XK_VBLOCK * cstride, dtype)
+    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * n_vbi * XK_VBLOCK * cstride, dtype)
     cdef const floating[:, ::1] u = _wino_weights(weight, True)
     blocked = _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out, tile * sizeof(floating))
     cdef const int64_t[::1] ptr = blocked[0]
@@ -873,7 +893,7 @@ def _wino_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :,
     cdef const int64_t[::1] toff = np.zeros(1, np.int64)
     with nogil:
         _wino_correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, pad_y, pad_x, &lay, cstride, batch, group, &packed[0],
-                        &tiles[0], cstride, &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &u[0, 0], n_out * degree,
+                        &tiles[0], cstride, n_vbi, &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &u[0, 0], n_out * degree,
                         0, &toff[0], NULL, &grad_x[0, 0, 0, 0], &x_im, n_chunks)
 
 

@@ -519,9 +519,12 @@ cdef void _weight_grads(
 # False: every conv takes the direct kernels (the tests run both ways).
 WINOGRAD = True
 # Fewest terms per output for which the Winograd kernels pay: packing and transforming
-# cost about as much as 16 terms' products.  Measured here (2-core AVX2 EPYC, one
-# thread): faster than the direct kernels at D = 64 and 128, equal at 32, slower at 16.
-WINO_MIN_TERMS = 48
+# every input channel into 16 planes costs about as much as 16 terms' products, and
+# the planes are 4x the input, so with every core busy they compete for cache and
+# memory bandwidth.  Measured here (2-core AVX2 EPYC), training step of a 3x3 layer,
+# 2 threads: 1.1x faster than direct at D = 128, equal at 64, slower below; one
+# thread: 1.3x at 64 and 128.
+WINO_MIN_TERMS = 96
 # Packed bytes per group of images for the Winograd kernels (16 planes per channel).
 WINO_PACK_BYTES = 2 << 20
 

@@ -109,7 +109,7 @@ def test_winograd_is_taken_from_the_threshold(monkeypatch):
     assert not _cpu._winograd((3, 3), (2, 2), (1, 1), 10**6)
     assert not _cpu._winograd((3, 3), (1, 1), (2, 1), 10**6)
     assert not _cpu._winograd((5, 5), (1, 1), (1, 1), 10**6)
-    case = _case(2, 64, 16, _cpu.WINO_MIN_TERMS, (6, 6), 1, seed=9)
+    case = _case(2, _cpu.WINO_MIN_TERMS + 8, 16, _cpu.WINO_MIN_TERMS, (6, 6), 1, seed=9)
     fast = _run(*case, np.float32)
     monkeypatch.setattr(_cpu, "WINOGRAD", False)
     direct = _run(*case, np.float32)

@@ -26,7 +26,6 @@ gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 
-import math
 import threading
 
 import numpy as np
@@ -36,6 +35,7 @@ from _openmp_helpers cimport XK_OPENMP_ENABLED, xk_omp_max_threads
 
 cdef extern from "cpu_kernels.h" nogil:
     enum:
+        XK_NACC
         XK_DOT_ROWS
         XK_TILE_F32
         XK_TILE_F64
@@ -57,13 +57,13 @@ cdef extern from "cpu_kernels.h" nogil:
                      const xk_layout_t *lay, const xk_frame_t *fr)
     void xk_pack_f64(double *dst, const double *src, int64_t n_img, const xk_image_t *im,
                      const xk_layout_t *lay, const xk_frame_t *fr)
-    void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0,
+    void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                            const float *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
                            int64_t rows3,
                            const float *bias, int64_t nd, float *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
-    void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0,
+    void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                            const double *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
                            int64_t rows3,
@@ -392,12 +392,13 @@ cdef void _correlate(
     own outputs, summing in list order whichever chunk runs it.
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
     cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
     cdef int64_t per_group = n_phases * tiles_per_group * n_vb
     cdef int64_t total = (batch + group - 1) // group * per_group
-    cdef int64_t chunk, item, packed_group, grp, g0, ng, t, d0, k
+    cdef int64_t chunk, item, packed_group, grp, g0, ng, t, d0, k, nvec
     cdef floating *buf
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         buf = packed + chunk * n_src * cstride
@@ -414,13 +415,16 @@ cdef void _correlate(
                 packed_group = grp
             d0 = item % n_vb * XK_VBLOCK
             k = item % per_group // (tiles_per_group * n_vb)
+            nvec = XK_NACC
+            if rows3 == 0 and tap_ptr[k + 1] - tap_ptr[k] == 1:  # one tap: a narrower last tile
+                nvec = min(XK_NACC, (ng * plane - t * tile + 4 * lanes - 1) // (4 * lanes) * 4)
             if floating is float:
-                xk_corr_tiles_f32(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
+                xk_corr_tiles_f32(buf, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
                                   w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
             else:
-                xk_corr_tiles_f64(buf, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan, wrow,
+                xk_corr_tiles_f64(buf, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
                                   w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
@@ -552,11 +556,12 @@ def _wino_weights(weight, flip):
     return np.ascontiguousarray(u.reshape(u.shape[0] * u.shape[1], 16).T, dtype=np.asarray(weight).dtype)
 
 
-def _wino_group(batch, positions, bytes_per_image, tile):
+def _wino_group(batch, positions, bytes_per_image, unit):
     """Images per group: within WINO_PACK_BYTES, the count whose positions (tiles of all
-    its images) fill the last 1x1 tile best; the larger count when they are within 2%."""
+    its images) fill whole units (the narrowest 1x1 tile) best; the larger count when
+    they are within 2%."""
     most = max(1, min(batch, WINO_PACK_BYTES // max(1, bytes_per_image)))
-    fill = {g: g * positions / _round_up(g * positions, tile) for g in range(1, most + 1)}
+    fill = {g: g * positions / _round_up(g * positions, unit) for g in range(1, most + 1)}
     return max(fill, key=lambda g: (round(fill[g], 2), g))
 
 
@@ -585,12 +590,13 @@ cdef void _wino_correlate(
     chunk runs it.
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
     cdef int64_t kstride = n_src * cstride, mkstride = n_vbi * XK_VBLOCK * tstride
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
     cdef int64_t per_group = (n_vb + n_vbi - 1) // n_vbi
     cdef int64_t total = (batch + group - 1) // group * per_group
-    cdef int64_t chunk, item, packed_group, grp, g0, ng, npos, d_lo, d_hi, vbk, d0, nd, k, t, c, dd
+    cdef int64_t chunk, item, packed_group, grp, g0, ng, npos, d_lo, d_hi, vbk, d0, nd, k, t, c, dd, nvec
     cdef floating *buf
     cdef floating *mb
     cdef floating b
@@ -602,7 +608,7 @@ cdef void _wino_correlate(
             grp = item // per_group
             g0 = grp * group
             ng = min(group, batch - g0)
-            npos = (ng * plane + tile - 1) // tile * tile
+            npos = (ng * plane + 4 * lanes - 1) // (4 * lanes) * (4 * lanes)  # tiles of 4, 8 or XK_NACC vectors
             if grp != packed_group:
                 for c in range(n_src):
                     if floating is float:
@@ -620,13 +626,14 @@ cdef void _wino_correlate(
                 for vbk in range((d_hi - d_lo + XK_VBLOCK - 1) // XK_VBLOCK):
                     d0 = d_lo + vbk * XK_VBLOCK
                     nd = min(XK_VBLOCK, d_hi - d0)
-                    for t in range(npos // tile):
+                    for t in range((npos + tile - 1) // tile):
+                        nvec = min(XK_NACC, (npos - t * tile) // lanes)
                         if floating is float:
-                            xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan,
+                            xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
                                               wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
                                               mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
                         else:
-                            xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, ptr + d0 * n_cb, n_cb, chan,
+                            xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
                                               wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
                                               mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
             for dd in range(d_hi - d_lo):
@@ -646,11 +653,11 @@ class _WinoPlan:
     tiles th x tw per image, images per group, plane length and the stride between the
     planes of consecutive channels (16 planes per channel, see _wino_correlate)."""
 
-    def __init__(self, out_hw, pad, batch, n_src, itemsize, tile):
+    def __init__(self, out_hw, pad, batch, n_src, itemsize, lanes):
         self.th, self.tw = (out_hw[0] + 1) // 2, (out_hw[1] + 1) // 2
         positions = self.th * self.tw
-        self.group = _wino_group(batch, positions, n_src * 16 * positions * itemsize, tile)
-        self.len = _round_up(self.group * positions, tile)
+        self.group = _wino_group(batch, positions, n_src * 16 * positions * itemsize, 4 * lanes)
+        self.len = _round_up(self.group * positions, 4 * lanes)
         self.cstride = _odd_lines(self.len, itemsize)
         self.pad = (int(pad[0]), int(pad[1]))
 
@@ -794,8 +801,9 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef const xk_frame_t[::1] g_frame = np.array([(1, 1, 0, 0)], FRAME_DTYPE)
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t rows3 = planes.rows3
-    # xk_dot_rows3 takes XK_DOT_ROWS grid rows at a time
-    cdef int64_t unit = math.lcm(tile, XK_DOT_ROWS * rows3) if rows3 else tile
+    # positions per group rounded up to XK_DOT_ROWS grid rows (xk_dot_rows3) or to the
+    # 2 vectors of xk_dot_taps
+    cdef int64_t unit = XK_DOT_ROWS * rows3 if rows3 else 2 * (XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
     length, channel_stride, toff_arr = planes.layout(group, unit, sizeof(floating))
     cdef int64_t cstride = channel_stride
@@ -843,7 +851,8 @@ def _wino_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
     if bias is not None:
         bias_ptr = &bias[0]
     dtype = np.float32 if floating is float else np.float64
-    plan = _WinoPlan((out.shape[2], out.shape[3]), padding, batch, n_in, sizeof(floating), tile)
+    plan = _WinoPlan((out.shape[2], out.shape[3]), padding, batch, n_in, sizeof(floating),
+                     XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef xk_layout_t lay
     lay.hb, lay.wb, lay.len = plan.th, plan.tw, plan.len
     cdef int64_t cstride = plan.cstride, group = plan.group
@@ -878,7 +887,7 @@ def _wino_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :,
     cdef xk_image_t x_im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
     dtype = np.float32 if floating is float else np.float64
     plan = _WinoPlan((grad_x.shape[2], grad_x.shape[3]), (2 - padding[0], 2 - padding[1]), batch, n_out,
-                     sizeof(floating), tile)
+                     sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef xk_layout_t lay
     lay.hb, lay.wb, lay.len = plan.th, plan.tw, plan.len
     cdef int64_t cstride = plan.cstride, group = plan.group

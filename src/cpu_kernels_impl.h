@@ -64,9 +64,9 @@ static void XK_FN(xk_pack_points)(XK_T *XK_RESTRICT dst, int64_t cstride, const 
     for (int64_t c = 0; c < n_chan; c++) memset(dst + c * cstride + n_img, 0, (size_t)(len - n_img) * sizeof(XK_T));
 }
 
-/* Write the tile of grid positions [p0, p0 + XK_TILE) that land in dst.
+/* Write the tile of grid positions [p0, p0 + n) that land in dst.
  * The grid is n_img images of hb x wb; walk it row segment by row segment. */
-static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, XK_T *dst, int64_t n_img,
+static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, int64_t n, XK_T *dst, int64_t n_img,
                               const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     const int64_t wb = lay->wb, plane = lay->hb * lay->wb;
@@ -74,16 +74,16 @@ static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, XK_T *dst, int64_t n
     int64_t q = 0;
     if (sc->col == 1 && sc->row == wb && sc->c_lo == 0 && sc->c_hi == wb && sc->r_lo == 0 && sc->r_hi == lay->hb) {
         /* Every grid position is an output and an image is one run in dst (1x1 convs). */
-        for (int64_t off = p0 - g * plane; q < XK_TILE && g < n_img; g++, off = 0) {
-            const int64_t run = plane - off < XK_TILE - q ? plane - off : XK_TILE - q;
+        for (int64_t off = p0 - g * plane; q < n && g < n_img; g++, off = 0) {
+            const int64_t run = plane - off < n - q ? plane - off : n - q;
             XK_T *d = dst + sc->origin + g * sc->img + off;
             for (int64_t k = 0; k < run; k++) d[k] = tile[q + k];
             q += run;
         }
         return;
     }
-    while (q < XK_TILE && g < n_img) {
-        const int64_t run = (wb - c < XK_TILE - q) ? wb - c : XK_TILE - q;
+    while (q < n && g < n_img) {
+        const int64_t run = (wb - c < n - q) ? wb - c : n - q;
         if (r >= sc->r_lo && r < sc->r_hi) {
             const int64_t c0 = c > sc->c_lo ? c : sc->c_lo;
             const int64_t c1 = c + run < sc->c_hi ? c + run : sc->c_hi;
@@ -138,18 +138,19 @@ XK_INLINE void XK_FN(xk_corr_terms3)(XK_V *acc, const XK_T *XK_RESTRICT src, int
         XK_FN(xk_corr_rows3)(acc, s + chan[j] * cstride, w + wrow[j] * wstride, A);
 }
 
-/* acc += sum_{j in [lo, hi)} sum_{t<ntap} w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
- * in list order; a 1x1 kernel (one tap) skips the tap loop. */
+/* acc[a] += sum_{j in [lo, hi)} sum_{t<ntap} w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
+ * for the N vectors a of the tile, in list order; a 1x1 kernel (one tap) skips the tap loop. */
 XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
                                     const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
-                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap)
+                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
+                                    const int N)
 {
     if (ntap == 1) {
         const XK_T *s = src + p0 + toff[0];
         for (int64_t j = lo; j < hi; j++) {
             const XK_T wt = w[wrow[j] * wstride];
             const XK_T *x = s + chan[j] * cstride;
-            XK_UNROLL for (int a = 0; a < XK_NACC; a++)
+            XK_UNROLL for (int a = 0; a < N; a++)
                 acc[a] += wt * XK_VLOAD(XK_V, x + a * XK_VL);
         }
         return;
@@ -160,7 +161,7 @@ XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int6
         for (int64_t t = 0; t < ntap; t++) {
             const XK_T wt = wj[t];
             const XK_T *x = s + toff[t];
-            XK_UNROLL for (int a = 0; a < XK_NACC; a++)
+            XK_UNROLL for (int a = 0; a < N; a++)
                 acc[a] += wt * XK_VLOAD(XK_V, x + a * XK_VL);
         }
     }
@@ -191,16 +192,17 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
     }
 }
 
-/* For dd < nd: part[dd] (XK_TILE values; bias[dd] or 0 when first) += the terms
+/* For dd < nd: part[dd] (N vectors; bias[dd] or 0 when first) += the terms
  * j in [ptr[dd * n_cb], ptr[dd * n_cb + 1]) of output dd: A > 0, xk_corr_terms3 (rows of
- * A vectors); A = 0, xk_corr_terms; A < 0, xk_corr_terms with one tap.  Inlined into one small cloned
- * function per tap pattern (below): in one large function the compiler spilled
- * the loop's pointers to the stack, which cost 20-30% in the inner loop. */
+ * A vectors, N = XK_NACC); A = 0, xk_corr_terms; A < 0, xk_corr_terms with one tap.
+ * Inlined into one small cloned function per tap pattern and width (below): in one
+ * large function the compiler spilled the loop's pointers to the stack, which cost
+ * 20-30% in the inner loop. */
 XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride,
-                                    int64_t p0,
-                                    const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-                                    const XK_T *w, int64_t wstride, const int64_t *toff, int64_t ntap,
-                                    const XK_T *bias, int first, int64_t nd, const int A)
+                                    int64_t p0, const int64_t *ptr, int64_t n_cb, const int64_t *chan,
+                                    const int64_t *wrow, const XK_T *w, int64_t wstride, const int64_t *toff,
+                                    int64_t ntap, const XK_T *bias, int first, int64_t nd, const int A,
+                                    const int N)
 {
     for (int64_t dd = 0; dd < nd; dd++) {
         XK_V acc[XK_NACC];
@@ -208,33 +210,35 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (first) {
             const XK_T b = bias ? bias[dd] : (XK_T)0;
-            XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VSPLAT(XK_V, b);
+            XK_UNROLL for (int a = 0; a < N; a++) acc[a] = XK_VSPLAT(XK_V, b);
         } else {
             if (lo == hi) continue;
-            XK_UNROLL for (int a = 0; a < XK_NACC; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
+            XK_UNROLL for (int a = 0; a < N; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
         }
         if (A > 0)
             XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A);
         else
-            XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A < 0 ? 1 : ntap);
-        XK_UNROLL for (int a = 0; a < XK_NACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
+            XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A < 0 ? 1 : ntap, N);
+        XK_UNROLL for (int a = 0; a < N; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
     }
 }
 
-#define XK_BLOCK_VARIANT(suffix, A_)                                                                         \
+#define XK_BLOCK_VARIANT(suffix, A_, N_)                                                                     \
     XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                     \
         XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,              \
         const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w,         \
         int64_t wstride, const int64_t *toff, int64_t ntap, const XK_T *bias, int first, int64_t nd)        \
     {                                                                                                        \
         XK_FN(xk_corr_block)(part, pstride, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, \
-                             bias, first, nd, A_);                                                           \
+                             bias, first, nd, A_, N_);                                                       \
     }
-XK_BLOCK_VARIANT(taps, 0)
-XK_BLOCK_VARIANT(tap1, -1)
-XK_BLOCK_VARIANT(rows3a1, 1)
-XK_BLOCK_VARIANT(rows3a2, 2)
-XK_BLOCK_VARIANT(rows3a4, 4)
+XK_BLOCK_VARIANT(taps, 0, XK_NACC)
+XK_BLOCK_VARIANT(tap1, -1, XK_NACC)
+XK_BLOCK_VARIANT(tap1_t4, -1, 4)  /* the narrower last tile of a run (one tap only) */
+XK_BLOCK_VARIANT(tap1_t8, -1, 8)
+XK_BLOCK_VARIANT(rows3a1, 1, XK_NACC)
+XK_BLOCK_VARIANT(rows3a2, 2, XK_NACC)
+XK_BLOCK_VARIANT(rows3a4, 4, XK_NACC)
 #undef XK_BLOCK_VARIANT
 
 /* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (wshift > 0,
@@ -244,12 +248,13 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
                                                   int64_t p0, const int64_t *ptr, int64_t n_cb,
                                                   const int64_t *chan, const int64_t *wrow, const XK_T *w,
                                                   int64_t wstride, int64_t wshift, const int64_t *toff,
-                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd)
+                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd,
+                                                  int64_t nvec)
 {
     for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (!first && lo == hi) continue;
-        for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {
+        for (int a0 = 0; a0 < nvec; a0 += XK_SACC) {
             XK_V acc[XK_SHARE][XK_SACC];
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
                 const XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
@@ -269,7 +274,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
     }
 }
 
-/* One tile (grid positions [p0, p0 + XK_TILE)) of nd <= XK_VBLOCK outputs of a
+/* One tile (grid positions [p0, p0 + nvec * XK_VL)) of nd <= XK_VBLOCK outputs of a
  * correlation over term lists, scattered to dst + dd * dst_stride:
  *   tile_dd[p] = bias[dd] + sum over channel blocks cb, terms j of (dd, cb), taps t of
  *                w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
@@ -283,9 +288,12 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
  * whole rows of wb, so loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
  * order either way, so the result does not depend on which thread runs the
  * tile (nor on wshift).  sc NULL: no scatter, the tile of output dd is
- * dst[dd * dst_stride + p0 + p] (lay and n_img unused). */
+ * dst[dd * dst_stride + p0 + p] (lay and n_img unused).  The tile is nvec vectors:
+ * XK_NACC, or 4 or 8 for the last tile of a run with one tap and no rows3 (so a run
+ * wastes less than 4 vectors on positions past its end); the positions it covers
+ * are [p0, p0 + nvec * XK_VL). */
 XK_CLONES static void XK_FN(xk_corr_tiles)(
-    const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+    const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, int64_t nvec,
     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
     const XK_T *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap, int64_t rows3,
     const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
@@ -301,19 +309,24 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     case 1: run = XK_FN(xk_corr_block_rows3a1); break;
     case 2: run = XK_FN(xk_corr_block_rows3a2); break;
     case 4: run = XK_FN(xk_corr_block_rows3a4); break;
-    default: run = ntap == 1 ? XK_FN(xk_corr_block_tap1) : XK_FN(xk_corr_block_taps); break;
+    default:
+        if (ntap != 1) run = XK_FN(xk_corr_block_taps);  /* also a phase with no taps: zeros */
+        else if (nvec <= 4) run = XK_FN(xk_corr_block_tap1_t4);
+        else if (nvec <= 8) run = XK_FN(xk_corr_block_tap1_t8);
+        else run = XK_FN(xk_corr_block_tap1);
+        break;
     }
     for (int64_t cb = 0; cb < n_cb; cb++) {
         if (wshift > 0)
             XK_FN(xk_corr_block_shared)(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
-                                        wshift, toff, ntap, bias, cb == 0, nd);
+                                        wshift, toff, ntap, bias, cb == 0, nd, nvec);
         else
             run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, bias, cb == 0,
                 nd);
     }
     if (sc)
         for (int64_t dd = 0; dd < nd; dd++)
-            XK_FN(xk_scatter)(part + dd * XK_TILE, p0, dst + dd * dst_stride, n_img, lay, sc);
+            XK_FN(xk_scatter)(part + dd * XK_TILE, p0, nvec * XK_VL, dst + dd * dst_stride, n_img, lay, sc);
 }
 
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs
@@ -368,7 +381,7 @@ XK_INLINE void XK_FN(xk_dot_streams)(XK_T *out, int64_t ostride, const XK_T *g, 
     }
 }
 
-/* grad_weight of one output over one packed group, n a multiple of XK_TILE:
+/* grad_weight of one output over one packed group, n a multiple of 2 * XK_VL:
  *   out[i * ntap + t] += sum_{p<n} g[p] * x[chan[i] * cstride + toff[t] + p]
  * for i < degree, t < ntap, taken XK_DOT_TAPS (i, t) streams at a time so that
  * each g load feeds that many FMAs.  g is 0 at grid positions

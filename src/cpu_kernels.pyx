@@ -60,13 +60,13 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                            const float *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
-                           int64_t rows3,
+                           int64_t rows3, int64_t a3,
                            const float *bias, int64_t nd, float *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
     void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                            const double *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
-                           int64_t rows3,
+                           int64_t rows3, int64_t a3,
                            const double *bias, int64_t nd, double *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
     void xk_dot_taps_f32(float *out, const float *g, const float *x, int64_t cstride, const int64_t *chan,
@@ -224,21 +224,19 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 
 
 def _row_width(width, kernel, stride, dilation, lanes):
-    """Grid width for a plane `width` positions wide: rounded up to 1, 2 or 4 vectors
-    of `lanes` for stride-1 undilated 3x3 kernels (xk_corr_rows3 then shares loads
+    """Grid width for a plane `width` positions wide: rounded up to whole vectors of
+    `lanes` for stride-1 undilated 3x3 kernels (xk_corr_rows3 then shares loads
     between kernel rows), else unchanged.  lanes 0: unchanged."""
     if lanes and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1):
-        for k in (1, 2, 4):
-            if width <= k * lanes:
-                return k * lanes
+        return _round_up(width, lanes)
     return width
 
 
 def _rows3(shift, wb, lanes):
     """For xk_corr_rows3: (wb, perm) when the taps' offsets are base + r*wb + c for r, c < 3
-    (tap perm[r*3 + c] at r, c) and wb is 1, 2 or 4 vectors of lanes; else (0, None)."""
+    (tap perm[r*3 + c] at r, c) and wb is whole vectors of lanes; else (0, None)."""
     shift = np.asarray(shift, np.int64)
-    if len(shift) != 9 or not lanes or wb % lanes or wb // lanes not in (1, 2, 4):
+    if len(shift) != 9 or not lanes or wb % lanes:
         return 0, None
     r, c = np.divmod(shift - shift.min(), wb)
     if r.max() > 2 or c.max() > 2 or len(set(zip(r.tolist(), c.tolist()))) != 9:
@@ -246,6 +244,22 @@ def _rows3(shift, wb, lanes):
     perm = np.empty(9, np.int64)
     perm[r * 3 + c] = np.arange(9)
     return wb, perm
+
+
+# Most vectors per row of an xk_corr_rows3 tile (1, 2 or 4; the tile is XK_NACC / it
+# rows high).  Measured here, one thread, 3x3 forward: 4-vector rows 1.35x faster than
+# 1-vector rows on 32-wide grids, 2-vector rows 1.2x on 16-wide ones.
+ROWS3_VECTORS = 4
+
+
+def _rows3_vectors(wb, lanes):
+    """Vectors per tile row for a rows3 grid wb wide: the largest of 4, 2, 1 (at most
+    ROWS3_VECTORS) that divides the row."""
+    n = wb // lanes
+    for a in (4, 2, 1):
+        if a <= ROWS3_VECTORS and n % a == 0:
+            return a
+    return 1
 
 
 def _rows_shared(index):
@@ -377,7 +391,7 @@ cdef void _correlate(
         const int64_t *chan, const int64_t *wrow, int64_t n_dst,
         const floating *w, int64_t wstride, int64_t wshift,            # IN: tap weights per term row
         const int64_t *tap_ptr, const int64_t *toff, int64_t n_phases, # IN: taps of each output phase
-        int64_t rows3,                                                 # IN: 0 or _rows3's wb (one phase)
+        int64_t rows3, int64_t a3,                                     # IN: 0 or _rows3's wb (one phase); vectors per tile row
         const floating *bias,                                          # IN: (n_dst,) or NULL
         floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, ...)
         const xk_scatter_t *scatter,                                   # IN: per output phase
@@ -389,13 +403,21 @@ cdef void _correlate(
 
     Work items (group, phase, tile, block of XK_VBLOCK outputs), tile-major within
     a group so that consecutive items read the same planes; every item writes its
-    own outputs, summing in list order whichever chunk runs it.
+    own outputs, summing in list order whichever chunk runs it.  A tile is XK_TILE
+    consecutive positions, or with rows3 (and wshift 0) XK_NACC / a3 grid rows of a3
+    vectors: the grid rows of a group in blocks of XK_NACC / a3, each cut into
+    columns of a3 vectors.
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
     cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
+    cdef int64_t rows_per_tile = 0, col_tiles = 1, p0
+    if rows3 > 0 and wshift == 0:
+        rows_per_tile = XK_NACC // a3
+        col_tiles = lay.wb // (a3 * lanes)
+        tiles_per_group = (group * lay.hb + rows_per_tile - 1) // rows_per_tile * col_tiles
     cdef int64_t per_group = n_phases * tiles_per_group * n_vb
     cdef int64_t total = (batch + group - 1) // group * per_group
     cdef int64_t chunk, item, packed_group, grp, g0, ng, t, d0, k, nvec
@@ -408,8 +430,14 @@ cdef void _correlate(
             g0 = grp * group
             ng = min(group, batch - g0)
             t = item // n_vb % tiles_per_group
-            if t * tile >= ng * plane:  # past the end of the last, shorter group
-                continue
+            if rows_per_tile > 0:
+                if t // col_tiles * rows_per_tile >= ng * lay.hb:  # past the end of a shorter group
+                    continue
+                p0 = t // col_tiles * rows_per_tile * lay.wb + t % col_tiles * a3 * lanes
+            else:
+                if t * tile >= ng * plane:
+                    continue
+                p0 = t * tile
             if grp != packed_group:
                 _pack_group(buf, cstride, src + g0 * src_im.img, src_im, 0, n_src, frames, n_frames, lay, ng)
                 packed_group = grp
@@ -417,15 +445,15 @@ cdef void _correlate(
             k = item % per_group // (tiles_per_group * n_vb)
             nvec = XK_NACC
             if rows3 == 0 and tap_ptr[k + 1] - tap_ptr[k] == 1:  # one tap: a narrower last tile
-                nvec = min(XK_NACC, (ng * plane - t * tile + 4 * lanes - 1) // (4 * lanes) * 4)
+                nvec = min(XK_NACC, (ng * plane - p0 + 4 * lanes - 1) // (4 * lanes) * 4)
             if floating is float:
-                xk_corr_tiles_f32(buf, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
+                xk_corr_tiles_f32(buf, cstride, p0, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
+                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
             else:
-                xk_corr_tiles_f64(buf, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3,
+                xk_corr_tiles_f64(buf, cstride, p0, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
+                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
 
@@ -630,11 +658,11 @@ cdef void _wino_correlate(
                         nvec = min(XK_NACC, (npos - t * tile) // lanes)
                         if floating is float:
                             xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
-                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
+                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, 0, NULL, nd,
                                               mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
                         else:
                             xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
-                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, NULL, nd,
+                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, 0, NULL, nd,
                                               mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
             for dd in range(d_hi - d_lo):
                 b = bias[d_lo + dd] if bias != NULL else 0
@@ -708,7 +736,12 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
-    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    cdef int64_t wshift = degree if _rows_shared(index) else 0
+    # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
+    cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
+    cdef int64_t a3 = _rows3_vectors(rows3, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else 0
+    length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
+                                                     sizeof(floating))
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
@@ -723,15 +756,13 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
     cdef const int64_t[::1] tap_ptr = np.array([0, kk], np.int64)
-    cdef int64_t wshift = degree if _rows_shared(index) else 0
-    cdef int64_t rows3 = planes.rows3
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     with nogil:
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &weight[0, 0, 0, 0], kk,
                    wshift,
-                   &tap_ptr[0], &toff[0], 1, rows3, bias_ptr,
+                   &tap_ptr[0], &toff[0], 1, rows3, a3, bias_ptr,
                    &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
 
 
@@ -755,7 +786,10 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                               stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frame = planes.frame
     cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
-    length, channel_stride, toff_arr = planes.layout(group, tile, sizeof(floating))
+    cdef int64_t rows3 = planes.rows3
+    cdef int64_t a3 = _rows3_vectors(rows3, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else 0
+    length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
+                                                     sizeof(floating))
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
@@ -773,11 +807,10 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] chan = blocked[1]
     cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
-    cdef int64_t rows3 = planes.rows3
     with nogil:
         _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk, 0,
-                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, rows3, NULL,
+                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, rows3, a3, NULL,
                    &grad_x[0, 0, 0, 0], &x_im, &scatter[0], n_chunks)
 
 

@@ -107,19 +107,20 @@ static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, int64_t n, XK_T *dst
     }
 }
 
-/* acc += the 3x3 taps of one term on a tile of XK_NACC / A grid rows of
- * wb = A * XK_VL positions, tap r*3 + c at offset r*wb + c from s0: input row
- * rho (vectors at rho*wb + c) feeds output rows rho, rho - 1 and rho - 2, so
- * each vector load serves up to three taps (A a compile-time constant: every
- * accumulator index is one).  Per output: columns c in order, rows r in order. */
-XK_INLINE void XK_FN(xk_corr_rows3)(XK_V *acc, const XK_T *s0, const XK_T *wj, const int A)
+/* acc += the 3x3 taps of one term on a tile of R = XK_NACC / A grid rows of A
+ * vectors, rows wb apart (wb a multiple of XK_VL, at least A vectors), tap r*3 + c
+ * at offset r*wb + c from s0: input row rho (vectors at rho*wb + c) feeds output
+ * rows rho, rho - 1 and rho - 2, so each vector load serves up to three taps (A a
+ * compile-time constant: every accumulator index is one).  Per output: columns c
+ * in order, rows r in order. */
+XK_INLINE void XK_FN(xk_corr_rows3)(XK_V *acc, const XK_T *s0, int64_t wb, const XK_T *wj, const int A)
 {
     const int R = XK_NACC / A;
     XK_UNROLL for (int c = 0; c < 3; c++) {
         const XK_T w0 = wj[c], w1 = wj[3 + c], w2 = wj[6 + c];
         XK_UNROLL for (int rho = 0; rho < R + 2; rho++) {
             XK_UNROLL for (int a = 0; a < A; a++) {
-                const XK_V x = XK_VLOAD(XK_V, s0 + c + (rho * A + a) * XK_VL);
+                const XK_V x = XK_VLOAD(XK_V, s0 + c + rho * wb + a * XK_VL);
                 if (rho < R) acc[rho * A + a] += w0 * x;
                 if (rho >= 1 && rho <= R) acc[(rho - 1) * A + a] += w1 * x;
                 if (rho >= 2) acc[(rho - 2) * A + a] += w2 * x;
@@ -128,14 +129,15 @@ XK_INLINE void XK_FN(xk_corr_rows3)(XK_V *acc, const XK_T *s0, const XK_T *wj, c
     }
 }
 
-/* xk_corr_terms for 3x3 taps r*3 + c at offsets toff[0] + r*wb + c, wb = A vectors. */
+/* xk_corr_terms for 3x3 taps r*3 + c at offsets toff[0] + r*wb + c, tiles of A-vector rows. */
 XK_INLINE void XK_FN(xk_corr_terms3)(XK_V *acc, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
                                      const int64_t *chan, const int64_t *wrow, int64_t lo, int64_t hi,
-                                     const XK_T *w, int64_t wstride, const int64_t *toff, const int A)
+                                     const XK_T *w, int64_t wstride, const int64_t *toff, int64_t wb,
+                                     const int A)
 {
     const XK_T *s = src + p0 + toff[0];
     for (int64_t j = lo; j < hi; j++)
-        XK_FN(xk_corr_rows3)(acc, s + chan[j] * cstride, w + wrow[j] * wstride, A);
+        XK_FN(xk_corr_rows3)(acc, s + chan[j] * cstride, wb, w + wrow[j] * wstride, A);
 }
 
 /* acc[a] += sum_{j in [lo, hi)} sum_{t<ntap} w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
@@ -201,8 +203,8 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
 XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride,
                                     int64_t p0, const int64_t *ptr, int64_t n_cb, const int64_t *chan,
                                     const int64_t *wrow, const XK_T *w, int64_t wstride, const int64_t *toff,
-                                    int64_t ntap, const XK_T *bias, int first, int64_t nd, const int A,
-                                    const int N)
+                                    int64_t ntap, int64_t wb, const XK_T *bias, int first, int64_t nd,
+                                    const int A, const int N)
 {
     for (int64_t dd = 0; dd < nd; dd++) {
         XK_V acc[XK_NACC];
@@ -216,7 +218,7 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_
             XK_UNROLL for (int a = 0; a < N; a++) acc[a] = XK_VLOAD(XK_V, keep + a * XK_VL);
         }
         if (A > 0)
-            XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A);
+            XK_FN(xk_corr_terms3)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, wb, A);
         else
             XK_FN(xk_corr_terms)(acc, src, cstride, p0, chan, wrow, lo, hi, w, wstride, toff, A < 0 ? 1 : ntap, N);
         XK_UNROLL for (int a = 0; a < N; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[a]);
@@ -227,10 +229,11 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_
     XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                     \
         XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,              \
         const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w,         \
-        int64_t wstride, const int64_t *toff, int64_t ntap, const XK_T *bias, int first, int64_t nd)        \
+        int64_t wstride, const int64_t *toff, int64_t ntap, int64_t wb, const XK_T *bias, int first,       \
+        int64_t nd)                                                                                          \
     {                                                                                                        \
         XK_FN(xk_corr_block)(part, pstride, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, \
-                             bias, first, nd, A_, N_);                                                       \
+                             wb, bias, first, nd, A_, N_);                                                   \
     }
 XK_BLOCK_VARIANT(taps, 0, XK_NACC)
 XK_BLOCK_VARIANT(tap1, -1, XK_NACC)
@@ -285,7 +288,8 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
  * dd + o's weight rows are dd's plus o * wshift: they run together, each
  * vector load feeding all of them.  rows3 = wb > 0 (from _rows3 in cpu_kernels.pyx):
  * the taps are 3x3, tap r*3 + c at offset toff[0] + r*wb + c, and the tile is
- * whole rows of wb, so loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
+ * XK_NACC / a3 grid rows of a3 vectors (a3 in 1, 2, 4; p0 its first position), so
+ * loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
  * order either way, so the result does not depend on which thread runs the
  * tile (nor on wshift).  sc NULL: no scatter, the tile of output dd is
  * dst[dd * dst_stride + p0 + p] (lay and n_img unused).  The tile is nvec vectors:
@@ -296,7 +300,7 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, int64_t nvec,
     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
     const XK_T *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap, int64_t rows3,
-    const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
+    int64_t a3, const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     XK_T local[XK_VBLOCK * XK_TILE];
@@ -304,8 +308,9 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     XK_T *part = sc ? local : dst + p0;
     const int64_t pstride = sc ? XK_TILE : dst_stride;
     void (*run)(XK_T *, int64_t, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
-                const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, const XK_T *, int, int64_t);
-    switch (rows3 / XK_VL) {
+                const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, int64_t, const XK_T *, int,
+                int64_t);
+    switch (rows3 > 0 ? a3 : 0) {
     case 1: run = XK_FN(xk_corr_block_rows3a1); break;
     case 2: run = XK_FN(xk_corr_block_rows3a2); break;
     case 4: run = XK_FN(xk_corr_block_rows3a4); break;
@@ -321,12 +326,20 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
             XK_FN(xk_corr_block_shared)(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
                                         wshift, toff, ntap, bias, cb == 0, nd, nvec);
         else
-            run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, bias, cb == 0,
-                nd);
+            run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
+                cb == 0, nd);
     }
-    if (sc)
+    if (!sc) return;
+    if (rows3 > 0 && wshift == 0 && a3 * XK_VL < rows3) {
+        /* a rows3 tile is XK_NACC / a3 rows of a3 vectors, rows3 apart in the grid */
         for (int64_t dd = 0; dd < nd; dd++)
-            XK_FN(xk_scatter)(part + dd * XK_TILE, p0, nvec * XK_VL, dst + dd * dst_stride, n_img, lay, sc);
+            for (int64_t rho = 0; rho < XK_NACC / a3; rho++)
+                XK_FN(xk_scatter)(part + dd * XK_TILE + rho * a3 * XK_VL, p0 + rho * rows3, a3 * XK_VL,
+                                  dst + dd * dst_stride, n_img, lay, sc);
+        return;
+    }
+    for (int64_t dd = 0; dd < nd; dd++)
+        XK_FN(xk_scatter)(part + dd * XK_TILE, p0, nvec * XK_VL, dst + dd * dst_stride, n_img, lay, sc);
 }
 
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs

@@ -19,6 +19,10 @@ DTYPES = (np.float64, np.float32)
 # (batch, Cin, Cout, D, (H, W), (kh, kw), stride, padding, dilation, repeats)
 CONV_CONFIGS = {
     "3x3 pad 1": (2, 6, 5, 3, (9, 8), (3, 3), 1, 1, 1, False),
+    # stride-1 3x3 grids of 3 to 9 vectors per row: tiles of 1-, 2- and 4-vector rows, several per row
+    "3x3 wide rows": (2, 5, 6, 3, (6, 40), (3, 3), 1, 1, 1, False),
+    "3x3 wider, pad 0": (1, 4, 5, 2, (5, 63), (3, 3), 1, 0, 1, True),
+    "3x3 30 wide": (3, 3, 4, 2, (7, 30), (3, 3), 1, 1, 1, False),
     "stride 2": (2, 5, 7, 2, (11, 10), (3, 3), 2, 1, 1, False),
     "stride (2,3) pad (2,0)": (3, 4, 6, 2, (11, 13), (3, 3), (2, 3), (2, 0), 1, True),
     "dilation 2": (2, 6, 4, 3, (10, 9), (3, 3), 1, 2, 2, False),
@@ -122,7 +126,8 @@ def test_xconv2d_in_groups_of_one_image(name, small_groups):
     check(conv_all(x, weight, index, bias, grad_out, geometry), expected, np.float64, name)
 
 
-@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "repeated index", "1x1 pointwise"])
+@pytest.mark.parametrize("name", ["stride (2,3) pad (2,0)", "dilation 2", "repeated index", "1x1 pointwise",
+                                  "3x3 wide rows"])
 def test_xconv2d_in_channel_blocks(name, small_blocks):
     x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS[name], seed=4)
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
@@ -176,7 +181,8 @@ def test_empty_batch_gradients_are_zero():
 # ---- determinism and concurrency --------------------------------------------------------
 
 @pytest.mark.parametrize("cfg", [CONV_CONFIGS["stride (2,3) pad (2,0)"], CONV_CONFIGS["dilation 2"],
-                                 (4, 24, 20, 6, (15, 14), (3, 3), 1, 1, 1, True)])
+                                 (4, 24, 20, 6, (15, 14), (3, 3), 1, 1, 1, True),
+                                 (3, 16, 12, 5, (9, 37), (3, 3), 1, 1, 1, False)])
 def test_bitwise_equal_at_1_and_2_threads(cfg, threads):
     case = conv_case(cfg, seed=2)
     x, weight, index, bias, grad_out, geometry = case

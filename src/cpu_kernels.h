@@ -19,8 +19,7 @@
  * XK_NACC (here) and XK_VEC_BYTES (simd.h) may be set with -D to try other
  * tile shapes; cpu_kernels.pyx reads the resulting tile sizes from here.
  *
- * The element type is a template parameter: cpu_kernels_impl.h (and
- * winograd_impl.h, the F(2x2, 3x3) transforms of stride-1 3x3 convs) is included
+ * The element type is a template parameter: cpu_kernels_impl.h is included
  * once for float (suffix _f32) and once for double (_f64).
  */
 #ifndef XKERN_CPU_KERNELS_H
@@ -85,7 +84,6 @@ typedef struct {
 #define XK_TILE XK_TILE_F32
 #define XK_FN(name) XK_CAT(name, _f32)
 #include "cpu_kernels_impl.h"
-#include "winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV
@@ -100,7 +98,6 @@ typedef struct {
 #define XK_TILE XK_TILE_F64
 #define XK_FN(name) XK_CAT(name, _f64)
 #include "cpu_kernels_impl.h"
-#include "winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV

@@ -85,18 +85,6 @@ cdef extern from "cpu_kernels.h" nogil:
                             const xk_image_t *im, int64_t len)
     float xk_sum_image_f32(const float *src, int64_t n_img, const xk_image_t *im)
     double xk_sum_image_f64(const double *src, int64_t n_img, const xk_image_t *im)
-    void xk_wino_pack_f32(float *dst, int64_t kstride, const float *src, int64_t n_img, const xk_image_t *im,
-                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t len)
-    void xk_wino_pack_f64(double *dst, int64_t kstride, const double *src, int64_t n_img, const xk_image_t *im,
-                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t len)
-    void xk_wino_input_f32(float *p, int64_t len, int64_t n)
-    void xk_wino_input_f64(double *p, int64_t len, int64_t n)
-    void xk_wino_output_f32(float *p, int64_t len, int64_t n, float bias)
-    void xk_wino_output_f64(double *p, int64_t len, int64_t n, double bias)
-    void xk_wino_scatter_f32(const float *y, int64_t len, int64_t n_img, int64_t th, int64_t tw, float *dst,
-                             const xk_image_t *im)
-    void xk_wino_scatter_f64(const double *y, int64_t len, int64_t n_img, int64_t th, int64_t tw, double *dst,
-                             const xk_image_t *im)
 
 
 ctypedef fused floating:
@@ -541,163 +529,6 @@ cdef void _weight_grads(
             g0 = g0 + group
 
 
-# ---------------------------------------------------------------- Winograd F(2x2, 3x3)
-#
-# Stride-1 undilated 3x3 X-Convs (forward and grad_input) as 16 1x1 X-Convs
-# over 2x2 output tiles (src/winograd_impl.h): a tile costs 16 products per term
-# instead of 36.  Packing (xk_wino_pack): patch entry (a, c) of every tile is plane
-# 4a + c of the channel.
-
-# False: every conv takes the direct kernels (the tests run both ways).
-WINOGRAD = True
-# Fewest terms per output for which the Winograd kernels pay: packing and transforming
-# every input channel into 16 planes costs about as much as 16 terms' products, and
-# the planes are 4x the input, so with every core busy they compete for cache and
-# memory bandwidth.  Measured here (2-core AVX2 EPYC), training step of a 3x3 layer,
-# 2 threads: 1.1x faster than direct at D = 128, equal at 64, slower below; one
-# thread: 1.3x at 64 and 128.
-WINO_MIN_TERMS = 96
-# Packed bytes per group of images for the Winograd kernels (16 planes per channel).
-WINO_PACK_BYTES = 2 << 20
-
-def _winograd(k_hw, stride, dilation, n_terms):
-    """Whether a conv takes the Winograd kernels: 3x3, stride 1, no dilation, and at least
-    WINO_MIN_TERMS terms per output (forward) or input (grad_input)."""
-    return (WINOGRAD and tuple(k_hw) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and n_terms >= WINO_MIN_TERMS)
-
-
-def _wino_weights(weight, flip):
-    """(16, Cout * D) transformed weights G w G^T (entry 4a + c first), in weight's dtype;
-    flip: of the kernel rotated by 180 degrees (grad_input is the correlation with it).
-    Elementwise sums, not a matrix product: numpy's BLAS would start its own threads,
-    which then spin against the kernels' OpenMP threads."""
-    w = np.asarray(weight, np.float64)
-    if flip:
-        w = w[:, :, ::-1, ::-1]
-
-    def rows(m, axis):  # G applied along axis (3 -> 4 entries)
-        m0, m1, m2 = (np.take(m, i, axis=axis) for i in range(3))
-        return np.stack([m0, (m0 + m1 + m2) * 0.5, (m0 - m1 + m2) * 0.5, m2], axis=axis)
-
-    u = rows(rows(w, 2), 3)  # (Cout, D, 4, 4)
-    return np.ascontiguousarray(u.reshape(u.shape[0] * u.shape[1], 16).T, dtype=np.asarray(weight).dtype)
-
-
-def _wino_group(batch, positions, bytes_per_image, unit):
-    """Images per group: within WINO_PACK_BYTES, the count whose positions (tiles of all
-    its images) fill whole units (the narrowest 1x1 tile) best; the larger count when
-    they are within 2%."""
-    most = max(1, min(batch, WINO_PACK_BYTES // max(1, bytes_per_image)))
-    fill = {g: g * positions / _round_up(g * positions, unit) for g in range(1, most + 1)}
-    return max(fill, key=lambda g: (round(fill[g], 2), g))
-
-
-cdef void _wino_correlate(
-        const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: (B, n_src, H, W)
-        int64_t pad_y, int64_t pad_x, const xk_layout_t *lay, int64_t cstride,
-        int64_t batch, int64_t group,
-        floating *packed,                                              # scratch: n_chunks * 16 * n_src * cstride
-        floating *tiles, int64_t tstride, int64_t n_vbi,               # scratch: n_chunks * 16 * n_vbi * XK_VBLOCK * tstride
-        const int64_t *ptr, int64_t n_cb,                              # IN: term lists, CSR over (n_dst, n_cb)
-        const int64_t *chan, const int64_t *wrow, int64_t n_dst,
-        const floating *u, int64_t ustride, int64_t wshift,            # IN: 16 transformed weight rows
-        const int64_t *toff,                                           # IN: {0}
-        const floating *bias,                                          # IN: (n_dst,) or NULL
-        floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, Ho, Wo)
-        int n_chunks) noexcept nogil:
-    """dst[b, d] = bias[d] + the stride-1 3x3 correlation over the terms of d, tile by tile:
-    M_k[d] = sum over terms j of u[k * ustride + wrow[j]] * V_k[chan[j]] for the 16 entries
-    k of the transformed tiles (xk_corr_tiles, one tap), then At M At^T.
-
-    Plane k of channel c is at k * kstride + c * cstride (kstride = n_src * cstride), so
-    the planes one 1x1 product reads lie close together.  Work items (group, run of n_vbi
-    blocks of XK_VBLOCK outputs); a chunk packs and transforms a group when it first
-    needs it, then runs entry k for all the item's outputs before the next k, so V_k
-    stays in cache while they read it.  Every output is summed in list order whichever
-    chunk runs it.
-    """
-    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
-    cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
-    cdef int64_t plane = lay.hb * lay.wb
-    cdef int64_t kstride = n_src * cstride, mkstride = n_vbi * XK_VBLOCK * tstride
-    cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
-    cdef int64_t per_group = (n_vb + n_vbi - 1) // n_vbi
-    cdef int64_t total = (batch + group - 1) // group * per_group
-    cdef int64_t chunk, item, packed_group, grp, g0, ng, npos, d_lo, d_hi, vbk, d0, nd, k, t, c, dd, nvec
-    cdef floating *buf
-    cdef floating *mb
-    cdef floating b
-    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
-        buf = packed + chunk * 16 * kstride
-        mb = tiles + chunk * 16 * mkstride
-        packed_group = -1
-        for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
-            grp = item // per_group
-            g0 = grp * group
-            ng = min(group, batch - g0)
-            npos = (ng * plane + 4 * lanes - 1) // (4 * lanes) * (4 * lanes)  # tiles of 4, 8 or XK_NACC vectors
-            if grp != packed_group:
-                for c in range(n_src):
-                    if floating is float:
-                        xk_wino_pack_f32(buf + c * cstride, kstride, src + g0 * src_im.img + c * src_im.chan, ng,
-                                         src_im, lay.hb, lay.wb, pad_y, pad_x, lay.len)
-                        xk_wino_input_f32(buf + c * cstride, kstride, npos)
-                    else:
-                        xk_wino_pack_f64(buf + c * cstride, kstride, src + g0 * src_im.img + c * src_im.chan, ng,
-                                         src_im, lay.hb, lay.wb, pad_y, pad_x, lay.len)
-                        xk_wino_input_f64(buf + c * cstride, kstride, npos)
-                packed_group = grp
-            d_lo = item % per_group * n_vbi * XK_VBLOCK
-            d_hi = min(n_dst, d_lo + n_vbi * XK_VBLOCK)
-            for k in range(16):
-                for vbk in range((d_hi - d_lo + XK_VBLOCK - 1) // XK_VBLOCK):
-                    d0 = d_lo + vbk * XK_VBLOCK
-                    nd = min(XK_VBLOCK, d_hi - d0)
-                    for t in range((npos + tile - 1) // tile):
-                        nvec = min(XK_NACC, (npos - t * tile) // lanes)
-                        if floating is float:
-                            xk_corr_tiles_f32(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
-                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, 0, NULL, nd,
-                                              mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
-                        else:
-                            xk_corr_tiles_f64(buf + k * kstride, cstride, t * tile, nvec, ptr + d0 * n_cb, n_cb, chan,
-                                              wrow, u + k * ustride, 1, wshift, toff, 1, 0, 0, NULL, nd,
-                                              mb + k * mkstride + (d0 - d_lo) * tstride, tstride, 1, NULL, NULL)
-            for dd in range(d_hi - d_lo):
-                b = bias[d_lo + dd] if bias != NULL else 0
-                if floating is float:
-                    xk_wino_output_f32(mb + dd * tstride, mkstride, npos, b)
-                    xk_wino_scatter_f32(mb + dd * tstride, mkstride, ng, lay.hb, lay.wb,
-                                        dst + g0 * dst_im.img + (d_lo + dd) * dst_im.chan, dst_im)
-                else:
-                    xk_wino_output_f64(mb + dd * tstride, mkstride, npos, b)
-                    xk_wino_scatter_f64(mb + dd * tstride, mkstride, ng, lay.hb, lay.wb,
-                                        dst + g0 * dst_im.img + (d_lo + dd) * dst_im.chan, dst_im)
-
-
-class _WinoPlan:
-    """Geometry of the Winograd kernels for an output of out_hw from an input padded by pad:
-    tiles th x tw per image, images per group, plane length and the stride between the
-    planes of consecutive channels (16 planes per channel, see _wino_correlate)."""
-
-    def __init__(self, out_hw, pad, batch, n_src, itemsize, lanes):
-        self.th, self.tw = (out_hw[0] + 1) // 2, (out_hw[1] + 1) // 2
-        positions = self.th * self.tw
-        self.group = _wino_group(batch, positions, n_src * 16 * positions * itemsize, 4 * lanes)
-        self.len = _round_up(self.group * positions, 4 * lanes)
-        self.cstride = _odd_lines(self.len, itemsize)
-        self.pad = (int(pad[0]), int(pad[1]))
-
-    def output_blocks(self, batch, n_dst, n_chunks):
-        """Blocks of XK_VBLOCK outputs per work item: all of them, unless that leaves
-        fewer than two items per chunk (then the outputs are split further)."""
-        n_vb = -(-n_dst // XK_VBLOCK)
-        n_groups = -(-batch // self.group)
-        splits = min(n_vb, max(1, -(-2 * n_chunks // n_groups)))
-        return -(-n_vb // splits)
-
-
 cdef int _threads(int num_threads) noexcept nogil:
     return num_threads if num_threads > 0 else xk_omp_max_threads()
 
@@ -725,9 +556,6 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef xk_layout_t lay
     cdef const floating *bias_ptr = NULL
     if batch == 0:
-        return
-    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, degree):
-        _wino_fwd(x, weight, index, bias, out, padding, num_threads)
         return
     if bias is not None:
         bias_ptr = &bias[0]
@@ -778,9 +606,6 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef xk_image_t x_im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
     cdef xk_layout_t lay
     if batch == 0:
-        return
-    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out * degree // max(1, n_in)):
-        _wino_bwd_input(grad_out, weight, index, rev, grad_x, padding, num_threads)
         return
     planes = _InputGradPlanes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
                               stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -869,77 +694,6 @@ def xconv2d_bwd_bias(const floating[:, :, :, :] grad_out, floating[::1] grad_bia
                 grad_bias[v] = xk_sum_image_f32(&grad_out[0, v, 0, 0], batch, &g_im)
             else:
                 grad_bias[v] = xk_sum_image_f64(&grad_out[0, v, 0, 0], batch, &g_im)
-
-
-# ---------------------------------------------------------------- X-Conv, Winograd path
-
-def _wino_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight, const int64_t[:, ::1] index,
-              const floating[::1] bias, floating[:, :, :, :] out, padding, int num_threads):
-    """xconv2d_fwd for 3x3, stride 1, no dilation (see _winograd)."""
-    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
-    cdef int64_t batch = x.shape[0], n_in = x.shape[1], n_out = weight.shape[0], degree = weight.shape[1]
-    cdef xk_image_t x_im = _image(x.shape, x.strides, sizeof(floating))
-    cdef xk_image_t out_im = _image(out.shape, out.strides, sizeof(floating))
-    cdef const floating *bias_ptr = NULL
-    if bias is not None:
-        bias_ptr = &bias[0]
-    dtype = np.float32 if floating is float else np.float64
-    plan = _WinoPlan((out.shape[2], out.shape[3]), padding, batch, n_in, sizeof(floating),
-                     XK_LANES_F32 if floating is float else XK_LANES_F64)
-    cdef xk_layout_t lay
-    lay.hb, lay.wb, lay.len = plan.th, plan.tw, plan.len
-    cdef int64_t cstride = plan.cstride, group = plan.group
-    cdef int64_t pad_y = plan.pad[0], pad_x = plan.pad[1]
-    cdef int n_chunks = _threads(num_threads)
-    cdef int64_t n_vbi = plan.output_blocks(batch, n_out, n_chunks)
-    cdef floating[::1] packed = _scratch(0, n_chunks * 16 * n_in * cstride, dtype)
-    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * n_vbi * XK_VBLOCK * cstride, dtype)
-    cdef const floating[:, ::1] u = _wino_weights(weight, False)
-    blocked = _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), np.asarray(index).ravel(),
-                             np.arange(n_out * degree, dtype=np.int64), n_in, tile * sizeof(floating))
-    cdef const int64_t[::1] ptr = blocked[0]
-    cdef const int64_t[::1] chan = blocked[1]
-    cdef const int64_t[::1] wrow = blocked[2]
-    cdef int64_t n_cb = blocked[3]
-    cdef int64_t wshift = degree if _rows_shared(index) else 0
-    cdef const int64_t[::1] toff = np.zeros(1, np.int64)
-    with nogil:
-        _wino_correlate(&x[0, 0, 0, 0], &x_im, n_in, pad_y, pad_x, &lay, cstride, batch, group, &packed[0],
-                        &tiles[0], cstride, n_vbi, &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &u[0, 0], n_out * degree,
-                        wshift, &toff[0], bias_ptr, &out[0, 0, 0, 0], &out_im, n_chunks)
-
-
-def _wino_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :, ::1] weight,
-                    const int64_t[:, ::1] index, rev, floating[:, :, :, :] grad_x, padding, int num_threads):
-    """xconv2d_bwd_input for 3x3, stride 1, no dilation: the correlation of grad_out with
-    the rotated kernel, padded by 2 - padding, over the reverse adjacency."""
-    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
-    cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
-    cdef int64_t n_out = weight.shape[0], degree = weight.shape[1]
-    cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
-    cdef xk_image_t x_im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
-    dtype = np.float32 if floating is float else np.float64
-    plan = _WinoPlan((grad_x.shape[2], grad_x.shape[3]), (2 - padding[0], 2 - padding[1]), batch, n_out,
-                     sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
-    cdef xk_layout_t lay
-    lay.hb, lay.wb, lay.len = plan.th, plan.tw, plan.len
-    cdef int64_t cstride = plan.cstride, group = plan.group
-    cdef int64_t pad_y = plan.pad[0], pad_x = plan.pad[1]
-    cdef int n_chunks = _threads(num_threads)
-    cdef int64_t n_vbi = plan.output_blocks(batch, n_in, n_chunks)
-    cdef floating[::1] packed = _scratch(0, n_chunks * 16 * n_out * cstride, dtype)
-    cdef floating[::1] tiles = _scratch(1, n_chunks * 16 * n_vbi * XK_VBLOCK * cstride, dtype)
-    cdef const floating[:, ::1] u = _wino_weights(weight, True)
-    blocked = _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out, tile * sizeof(floating))
-    cdef const int64_t[::1] ptr = blocked[0]
-    cdef const int64_t[::1] chan = blocked[1]
-    cdef const int64_t[::1] wrow = blocked[2]
-    cdef int64_t n_cb = blocked[3]
-    cdef const int64_t[::1] toff = np.zeros(1, np.int64)
-    with nogil:
-        _wino_correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, pad_y, pad_x, &lay, cstride, batch, group, &packed[0],
-                        &tiles[0], cstride, n_vbi, &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &u[0, 0], n_out * degree,
-                        0, &toff[0], NULL, &grad_x[0, 0, 0, 0], &x_im, n_chunks)
 
 
 # ---------------------------------------------------------------- X-Linear: the 1x1 conv of (B, C, 1, 1)

@@ -291,8 +291,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
  * XK_NACC / a3 grid rows of a3 vectors (a3 in 1, 2, 4; p0 its first position), so
  * loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
  * order either way, so the result does not depend on which thread runs the
- * tile (nor on wshift).  sc NULL: no scatter, the tile of output dd is
- * dst[dd * dst_stride + p0 + p] (lay and n_img unused).  The tile is nvec vectors:
+ * tile (nor on wshift).  The tile is nvec vectors:
  * XK_NACC, or 4 or 8 for the last tile of a run with one tap and no rows3 (so a run
  * wastes less than 4 vectors on positions past its end); the positions it covers
  * are [p0, p0 + nvec * XK_VL). */
@@ -303,10 +302,8 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     int64_t a3, const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
-    XK_T local[XK_VBLOCK * XK_TILE];
-    /* sc NULL: the tiles go straight to dst + dd * dst_stride + p0 (no scatter) */
-    XK_T *part = sc ? local : dst + p0;
-    const int64_t pstride = sc ? XK_TILE : dst_stride;
+    XK_T part[XK_VBLOCK * XK_TILE];
+    const int64_t pstride = XK_TILE;
     void (*run)(XK_T *, int64_t, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                 const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, int64_t, const XK_T *, int,
                 int64_t);
@@ -329,7 +326,6 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
             run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
                 cb == 0, nd);
     }
-    if (!sc) return;
     if (rows3 > 0 && wshift == 0 && a3 * XK_VL < rows3) {
         /* a rows3 tile is XK_NACC / a3 rows of a3 vectors, rows3 apart in the grid */
         for (int64_t dd = 0; dd < nd; dd++)

@@ -623,15 +623,17 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] toff = toff_arr
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
-    # Tap weights in the order of the phases' tap lists, so each phase's taps are contiguous.
-    cdef const floating[:, ::1] w_phased = np.ascontiguousarray(
-        np.asarray(weight).reshape(n_out * degree, kk)[:, planes.order])
     blocked = _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out,
                              (tile + int(planes.shift.max(initial=0))) * sizeof(floating))
     cdef const int64_t[::1] ptr = blocked[0]
     cdef const int64_t[::1] chan = blocked[1]
-    cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
+    # Tap weights in the order of the phases' tap lists (each phase's taps contiguous),
+    # rows in term order: read one after another, not gathered from the whole weight
+    # (terms of one input come from scattered outputs).
+    cdef const floating[:, ::1] w_phased = np.asarray(weight).reshape(n_out * degree, kk)[
+        np.asarray(blocked[2])[:, None], np.asarray(planes.order)[None, :]]
+    cdef const int64_t[::1] wrow = np.arange(len(blocked[2]), dtype=np.int64)
     with nogil:
         _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk, 0,

@@ -107,6 +107,33 @@ static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, int64_t n, XK_T *dst
     }
 }
 
+/* Write a tile of `rows` grid rows of n positions each (rows wb apart, all within one
+ * grid row, starting at position p0; tile rows n apart) where they land in dst: the
+ * xk_corr_rows3 tiles.  Grid row and image are found once and then stepped. */
+static void XK_FN(xk_scatter_rows)(const XK_T *tile, int64_t p0, int64_t rows, int64_t n, XK_T *dst,
+                                   int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+{
+    const int64_t wb = lay->wb, plane = lay->hb * lay->wb;
+    int64_t g = p0 / plane, r = (p0 - g * plane) / wb;
+    const int64_t c = p0 - g * plane - r * wb;
+    const int64_t c0 = c > sc->c_lo ? c : sc->c_lo, c1 = c + n < sc->c_hi ? c + n : sc->c_hi;
+    for (int64_t rho = 0; rho < rows && g < n_img; rho++) {
+        if (r >= sc->r_lo && r < sc->r_hi && c0 < c1) {
+            const XK_T *from = tile + rho * n - c;
+            XK_T *d = dst + sc->origin + g * sc->img + r * sc->row;
+            if (sc->col == 1) {
+                for (int64_t cc = c0; cc < c1; cc++) d[cc] = from[cc];
+            } else {
+                for (int64_t cc = c0; cc < c1; cc++) d[cc * sc->col] = from[cc];
+            }
+        }
+        if (++r == lay->hb) {
+            r = 0;
+            g++;
+        }
+    }
+}
+
 /* acc += the 3x3 taps of one term on a tile of R = XK_NACC / A grid rows of A
  * vectors, rows wb apart (wb a multiple of XK_VL, at least A vectors), tap r*3 + c
  * at offset r*wb + c from s0: input row rho (vectors at rho*wb + c) feeds output
@@ -326,12 +353,11 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
             run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
                 cb == 0, nd);
     }
-    if (rows3 > 0 && wshift == 0 && a3 * XK_VL < rows3) {
+    if (rows3 > 0 && wshift == 0) {
         /* a rows3 tile is XK_NACC / a3 rows of a3 vectors, rows3 apart in the grid */
         for (int64_t dd = 0; dd < nd; dd++)
-            for (int64_t rho = 0; rho < XK_NACC / a3; rho++)
-                XK_FN(xk_scatter)(part + dd * XK_TILE + rho * a3 * XK_VL, p0 + rho * rows3, a3 * XK_VL,
-                                  dst + dd * dst_stride, n_img, lay, sc);
+            XK_FN(xk_scatter_rows)(part + dd * XK_TILE, p0, XK_NACC / a3, a3 * XK_VL, dst + dd * dst_stride, n_img,
+                                   lay, sc);
         return;
     }
     for (int64_t dd = 0; dd < nd; dd++)

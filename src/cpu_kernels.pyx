@@ -73,8 +73,9 @@ cdef extern from "cpu_kernels.h" nogil:
                          int64_t degree, const float *mk, const int64_t *toff, int64_t ntap, int64_t n)
     void xk_dot_taps_f64(double *out, const double *g, const double *x, int64_t cstride, const int64_t *chan,
                          int64_t degree, const double *mk, const int64_t *toff, int64_t ntap, int64_t n)
-    void xk_dot_rows3_f32(float *out, const float *g, const float *x, int64_t wb, int64_t n_rows)
-    void xk_dot_rows3_f64(double *out, const double *g, const double *x, int64_t wb, int64_t n_rows)
+    void xk_dot_rows3_f32(float *out, const float *g, const float *x, int64_t wb, int64_t cols, int64_t n_rows)
+    void xk_dot_rows3_f64(double *out, const double *g, const double *x, int64_t wb, int64_t cols,
+                          int64_t n_rows)
     int xk_all_finite_f32(const float *x, int64_t n)
     int xk_all_finite_f64(const double *x, int64_t n)
     void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
@@ -212,19 +213,20 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 
 
 def _row_width(width, kernel, stride, dilation, lanes):
-    """Grid width for a plane `width` positions wide: rounded up to whole vectors of
-    `lanes` for stride-1 undilated 3x3 kernels (xk_corr_rows3 then shares loads
-    between kernel rows), else unchanged.  lanes 0: unchanged."""
+    """Grid width for a plane `width` positions wide (the output width plus kernel - 1):
+    for stride-1 undilated 3x3 kernels at least the output width rounded up to whole
+    vectors of `lanes`, so the vectors that cover a row's outputs stay in that row
+    (xk_dot_rows3); otherwise, and with lanes 0, unchanged."""
     if lanes and kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1):
-        return _round_up(width, lanes)
+        return max(width, _round_up(width - 2, lanes))
     return width
 
 
 def _rows3(shift, wb, lanes):
     """For xk_corr_rows3: (wb, perm) when the taps' offsets are base + r*wb + c for r, c < 3
-    (tap perm[r*3 + c] at r, c) and wb is whole vectors of lanes; else (0, None)."""
+    (tap perm[r*3 + c] at r, c) and lanes is given; else (0, None)."""
     shift = np.asarray(shift, np.int64)
-    if len(shift) != 9 or not lanes or wb % lanes:
+    if len(shift) != 9 or not lanes:
         return 0, None
     r, c = np.divmod(shift - shift.min(), wb)
     if r.max() > 2 or c.max() > 2 or len(set(zip(r.tolist(), c.tolist()))) != 9:
@@ -234,20 +236,22 @@ def _rows3(shift, wb, lanes):
     return wb, perm
 
 
-# Most vectors per row of an xk_corr_rows3 tile (1, 2 or 4; the tile is XK_NACC / it
-# rows high).  Measured here, one thread, 3x3 forward: 4-vector rows 1.35x faster than
-# 1-vector rows on 32-wide grids, 2-vector rows 1.2x on 16-wide ones.
-ROWS3_VECTORS = 4
+# How fast xk_corr_rows3 runs with tiles of 4, 2 and 1 vector per row (12, 6 and 3
+# rows high: wider tiles share each load between fewer kernel rows but pay the row
+# overhead less often), relative to 4.  Measured here, one thread, 3x3 forward on a
+# 32-wide grid: 36.4, 38.5 and 42.6 ms.
+ROWS3_SPEED = {4: 1.0, 2: 0.945, 1: 0.855}
 
 
-def _rows3_vectors(wb, lanes):
-    """Vectors per tile row for a rows3 grid wb wide: the largest of 4, 2, 1 (at most
-    ROWS3_VECTORS) that divides the row."""
-    n = wb // lanes
-    for a in (4, 2, 1):
-        if a <= ROWS3_VECTORS and n % a == 0:
-            return a
-    return 1
+def _rows3_vectors(out_w, lanes):
+    """(vectors per tile row, tiles per grid row) for rows3 tiles over out_w output
+    columns: the width that does the most useful work per unit of time, counting the
+    columns past out_w that the last tile of a row computes for nothing."""
+    def score(a):
+        tiles = -(-out_w // (a * lanes))
+        return ROWS3_SPEED[a] * out_w / (tiles * a * lanes)
+    a = max(ROWS3_SPEED, key=score)
+    return a, -(-out_w // (a * lanes))
 
 
 def _rows_shared(index):
@@ -267,8 +271,8 @@ class _ForwardPlanes:
     ky*dh = qy*sh + ry that is row y + qy of polyphase plane ry.  One hb x wb
     plane per used phase (frame) holds all of it, grid (r, c) = output (r, c)
     for r < Ho, c < Wo, and tap t is the flat offset slot[t] * len + shift[t].
-    Given the vector lanes, stride-1 3x3 grids get whole-vector rows (rows3 = wb,
-    see _row_width); rows3 = 0 otherwise.
+    Given the vector lanes, stride-1 3x3 grids take xk_corr_rows3 (rows3 = wb, see
+    _row_width); rows3 = 0 otherwise.
     """
 
     def __init__(self, k_hw, stride, padding, dilation, out_hw, lanes=0):
@@ -280,16 +284,18 @@ class _ForwardPlanes:
         slot = {phase: k for k, phase in enumerate(phases)}
         self.hb = out_hw[0] + max(qy)
         self.wb = _row_width(out_hw[1] + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
+        self.out_w = out_hw[1]
         self.frames = np.array([(sh, sw, r - ph, c - pw) for r, c in phases], FRAME_DTYPE)
         self.slot = [slot[(ry[ky], rx[kx])] for ky, kx in taps]
         self.shift = [qy[ky] * self.wb + qx[kx] for ky, kx in taps]
         wb3, perm = _rows3(self.shift, self.wb, lanes)
         self.rows3 = wb3 if len(phases) == 1 and perm is not None and (perm == np.arange(9)).all() else 0
 
-    def layout(self, group, tile, itemsize):
-        """(len, cstride, toff) for `group` images: plane length per frame, channel
-        stride (the frames of a channel end to end, padded), tap offsets."""
-        length = _round_up(group * self.hb * self.wb, tile) + max(self.shift)
+    def layout(self, group, tile, itemsize, slack=0):
+        """(len, cstride, toff) for `group` images: plane length per frame (positions
+        rounded up to `tile`, plus the taps' reach and `slack`), channel stride (the
+        frames of a channel end to end, padded), tap offsets."""
+        length = _round_up(group * self.hb * self.wb, tile) + max(self.shift) + slack
         toff = np.array([s * length + d for s, d in zip(self.slot, self.shift)], np.int64)
         return length, _odd_lines(len(self.frames) * length, itemsize), toff
 
@@ -312,6 +318,7 @@ class _InputGradPlanes:
         cols = (pw + w - 1) // sw - q0x + 1
         self.hb = rows + max(qy)
         self.wb = _row_width(cols + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
+        self.out_w = cols
         self.frame = np.array([(1, 1, q0y - max(qy), q0x - max(qx))], FRAME_DTYPE)
         order, tap_ptr, scatter = [], [0], []
         for r in range(sh):
@@ -334,9 +341,9 @@ class _InputGradPlanes:
         if perm is not None:  # xk_corr_rows3 wants the taps by offset
             self.order, self.shift = self.order[perm], self.shift[perm]
 
-    def layout(self, group, tile, itemsize):
-        """(len, cstride, toff) of the packed grad_out for `group` images."""
-        length = _round_up(group * self.hb * self.wb, tile) + int(self.shift.max(initial=0))
+    def layout(self, group, tile, itemsize, slack=0):
+        """(len, cstride, toff) of the packed grad_out for `group` images (see _ForwardPlanes.layout)."""
+        length = _round_up(group * self.hb * self.wb, tile) + int(self.shift.max(initial=0)) + slack
         return length, _odd_lines(length, itemsize), self.shift
 
 
@@ -379,7 +386,7 @@ cdef void _correlate(
         const int64_t *chan, const int64_t *wrow, int64_t n_dst,
         const floating *w, int64_t wstride, int64_t wshift,            # IN: tap weights per term row
         const int64_t *tap_ptr, const int64_t *toff, int64_t n_phases, # IN: taps of each output phase
-        int64_t rows3, int64_t a3,                                     # IN: 0 or _rows3's wb (one phase); vectors per tile row
+        int64_t rows3, int64_t a3, int64_t col_tiles,                  # IN: 0 or _rows3's wb (one phase); tile shape
         const floating *bias,                                          # IN: (n_dst,) or NULL
         floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, ...)
         const xk_scatter_t *scatter,                                   # IN: per output phase
@@ -394,17 +401,17 @@ cdef void _correlate(
     own outputs, summing in list order whichever chunk runs it.  A tile is XK_TILE
     consecutive positions, or with rows3 (and wshift 0) XK_NACC / a3 grid rows of a3
     vectors: the grid rows of a group in blocks of XK_NACC / a3, each cut into
-    columns of a3 vectors.
+    col_tiles columns of a3 vectors from column 0 (the last may reach past the row:
+    positions computed for nothing and not scattered).
     """
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
     cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
-    cdef int64_t rows_per_tile = 0, col_tiles = 1, p0
+    cdef int64_t rows_per_tile = 0, p0
     if rows3 > 0 and wshift == 0:
         rows_per_tile = XK_NACC // a3
-        col_tiles = lay.wb // (a3 * lanes)
         tiles_per_group = (group * lay.hb + rows_per_tile - 1) // rows_per_tile * col_tiles
     cdef int64_t per_group = n_phases * tiles_per_group * n_vb
     cdef int64_t total = (batch + group - 1) // group * per_group
@@ -477,7 +484,8 @@ cdef void _weight_grads(
     or NaN at pixels no output reads), so the extra grid positions add nothing.  Chunks own contiguous ranges of v and sum every group in batch
     order, so grad_w does not depend on the number of chunks.  A group's positions are
     rounded up to a multiple of unit.  rows3 = wb > 0: the taps are 3x3 at r * wb + c
-    (stride 1), and unmasked groups take xk_dot_rows3 (unit a multiple of XK_DOT_ROWS * wb).
+    (stride 1), and unmasked groups take xk_dot_rows3 over the columns that hold outputs
+    (unit a multiple of XK_DOT_ROWS * wb).
     """
     cdef int64_t plane = x_lay.hb * x_lay.wb
     cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v
@@ -489,6 +497,8 @@ cdef void _weight_grads(
     # Otherwise the mask is needed only for groups whose x holds Inf or NaN
     # (finite x at those positions meets g = 0 and adds exact zeros).
     cdef bint masked = x_lay.hb != g_im.height or x_lay.wb != g_im.width
+    cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
+    cdef int64_t cols3 = (g_im.width + lanes - 1) // lanes * lanes  # xk_dot_rows3: the vectors holding outputs
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         v_lo = n_out * chunk // n_chunks
         v_hi = n_out * (chunk + 1) // n_chunks
@@ -513,10 +523,10 @@ cdef void _weight_grads(
                 for e in range(v_lo * degree, v_hi * degree):
                     if floating is float:
                         xk_dot_rows3_f32(grad_w + e * 9, gbuf + (e // degree - v_lo) * g_lay.len,
-                                         xbuf + index[e] * cstride + toff[0], rows3, npos // rows3)
+                                         xbuf + index[e] * cstride + toff[0], rows3, cols3, npos // rows3)
                     else:
                         xk_dot_rows3_f64(grad_w + e * 9, gbuf + (e // degree - v_lo) * g_lay.len,
-                                         xbuf + index[e] * cstride + toff[0], rows3, npos // rows3)
+                                         xbuf + index[e] * cstride + toff[0], rows3, cols3, npos // rows3)
                 g0 = g0 + group
                 continue
             for v in range(v_lo, v_hi):
@@ -567,9 +577,10 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t wshift = degree if _rows_shared(index) else 0
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
     cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
-    cdef int64_t a3 = _rows3_vectors(rows3, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else 0
+    shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)
+    cdef int64_t a3 = shape3[0], col_tiles = shape3[1]
     length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
-                                                     sizeof(floating))
+                                                     sizeof(floating), 4 * XK_LANES_F32 if rows3 else 0)
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
@@ -590,7 +601,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &weight[0, 0, 0, 0], kk,
                    wshift,
-                   &tap_ptr[0], &toff[0], 1, rows3, a3, bias_ptr,
+                   &tap_ptr[0], &toff[0], 1, rows3, a3, col_tiles, bias_ptr,
                    &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
 
 
@@ -612,9 +623,10 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const xk_frame_t[::1] frame = planes.frame
     cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
     cdef int64_t rows3 = planes.rows3
-    cdef int64_t a3 = _rows3_vectors(rows3, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else 0
+    shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)
+    cdef int64_t a3 = shape3[0], col_tiles = shape3[1]
     length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
-                                                     sizeof(floating))
+                                                     sizeof(floating), 4 * XK_LANES_F32 if rows3 else 0)
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
@@ -637,7 +649,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     with nogil:
         _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk, 0,
-                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, rows3, a3, NULL,
+                   &tap_ptr[0], &toff[0], tap_ptr.shape[0] - 1, rows3, a3, col_tiles, NULL,
                    &grad_x[0, 0, 0, 0], &x_im, &scatter[0], n_chunks)
 
 

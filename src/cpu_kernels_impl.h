@@ -439,20 +439,21 @@ XK_CLONES static void XK_FN(xk_dot_taps)(XK_T *out, const XK_T *XK_RESTRICT g, c
 }
 
 /* grad_weight of one term of a stride-1 3x3 conv on a grid of rows of wb positions
- * (wb a multiple of XK_VL), n_rows rows (a multiple of XK_DOT_ROWS):
- *   out[ky * 3 + kx] += sum_{p < n_rows * wb} g[p] * x[p + ky * wb + kx]
+ * and n_rows rows (a multiple of XK_DOT_ROWS) whose first cols columns (whole vectors,
+ * cols <= wb) hold every nonzero of g:
+ *   out[ky * 3 + kx] += sum_{rows r, columns c < cols} g[r*wb + c] * x[r*wb + c + ky * wb + kx]
  * XK_DOT_ROWS rows of g at a time stay in registers while x is read row by row, so
  * each x vector feeds the up to three taps (ky) that pair it with one of those g
  * rows: 22 loads per 36 FMAs where xk_dot_taps needs 45.  Nine vector partial sums,
  * reduced lane by lane in a fixed order. */
 #define XK_DOT_ROWS 4
 XK_CLONES static void XK_FN(xk_dot_rows3)(XK_T *out, const XK_T *XK_RESTRICT g, const XK_T *XK_RESTRICT x,
-                                          int64_t wb, int64_t n_rows)
+                                          int64_t wb, int64_t cols, int64_t n_rows)
 {
     XK_V acc[9];
     XK_UNROLL for (int t = 0; t < 9; t++) acc[t] = XK_VSPLAT(XK_V, (XK_T)0);
     for (int64_t r0 = 0; r0 < n_rows; r0 += XK_DOT_ROWS) {
-        for (int64_t a = 0; a < wb; a += XK_VL) {
+        for (int64_t a = 0; a < cols; a += XK_VL) {
             const XK_T *gr = g + r0 * wb + a, *xr = x + r0 * wb + a;
             XK_V gv[XK_DOT_ROWS];
             XK_UNROLL for (int r = 0; r < XK_DOT_ROWS; r++) gv[r] = XK_VLOAD(XK_V, gr + r * wb);

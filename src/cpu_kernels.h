@@ -41,10 +41,13 @@
 /* Outputs per call of xk_corr_tiles: they share the L1-resident channel block. */
 #define XK_VBLOCK 32
 /* Outputs that share each vector load in xk_corr_tiles' block-expander path, and
- * vectors per output there: XK_SHARE * XK_SACC accumulators fill 16 of AVX-512's
- * 32 registers, leaving room for the weights (XK_NACC a multiple of XK_SACC). */
+ * vectors per output there: XK_SHARE * XK_SACC = 12 accumulators, the XK_SACC loads
+ * and one weight fill AVX2's 16 registers (XK_NACC a multiple of XK_SACC). */
 #define XK_SHARE 4
-#define XK_SACC 2
+#define XK_SACC 3
+#if XK_NACC % XK_SACC
+#error "XK_NACC: a multiple of XK_SACC"
+#endif
 #define XK_TILE_F32 (XK_NACC * XK_LANES_F32)
 #define XK_TILE_F64 (XK_NACC * XK_LANES_F64)
 /* Taps per pass of xk_dot_taps: each grad_out load feeds this many FMAs. */

@@ -289,7 +289,9 @@ class _ForwardPlanes:
         self.slot = [slot[(ry[ky], rx[kx])] for ky, kx in taps]
         self.shift = [qy[ky] * self.wb + qx[kx] for ky, kx in taps]
         wb3, perm = _rows3(self.shift, self.wb, lanes)
-        self.rows3 = wb3 if len(phases) == 1 and perm is not None and (perm == np.arange(9)).all() else 0
+        # rows3 also needs the vectors holding a row's outputs to stay in that row (xk_dot_rows3)
+        self.rows3 = wb3 if (len(phases) == 1 and perm is not None and (perm == np.arange(9)).all()
+                             and self.wb >= _round_up(self.out_w, lanes)) else 0
 
     def layout(self, group, tile, itemsize, slack=0):
         """(len, cstride, toff) for `group` images: plane length per frame (positions
@@ -574,7 +576,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
-    cdef int64_t wshift = degree if _rows_shared(index) else 0
+    # block expanders share loads between outputs, except where the 3x3 row tiles
+    # (which share loads between kernel rows) are faster
+    cdef int64_t wshift = degree if _rows_shared(index) and not planes.rows3 else 0
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
     cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
     shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)

@@ -211,11 +211,11 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
         const XK_T *wj = w + wrow[j] * wstride;
         for (int64_t t = 0; t < ntap; t++) {
             const XK_T *x = s + toff[t];
-            XK_V wt[XK_SHARE];
-            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) wt[o] = XK_VSPLAT(XK_V, wj[o * wo + t]);
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
-                const XK_V xv = XK_VLOAD(XK_V, x + a * XK_VL);
-                XK_UNROLL for (int o = 0; o < XK_SHARE; o++) acc[o][a] += wt[o] * xv;
+            XK_V xv[XK_SACC];  /* the loads first, then one weight at a time: 16 registers in all */
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                const XK_V wt = XK_VSPLAT(XK_V, wj[o * wo + t]);
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
             }
         }
     }
@@ -278,13 +278,12 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
                                                   int64_t p0, const int64_t *ptr, int64_t n_cb,
                                                   const int64_t *chan, const int64_t *wrow, const XK_T *w,
                                                   int64_t wstride, int64_t wshift, const int64_t *toff,
-                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd,
-                                                  int64_t nvec)
+                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd)
 {
     for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (!first && lo == hi) continue;
-        for (int a0 = 0; a0 < nvec; a0 += XK_SACC) {
+        for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
             XK_V acc[XK_SHARE][XK_SACC];
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
                 const XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
@@ -348,7 +347,7 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     for (int64_t cb = 0; cb < n_cb; cb++) {
         if (wshift > 0)
             XK_FN(xk_corr_block_shared)(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
-                                        wshift, toff, ntap, bias, cb == 0, nd, nvec);
+                                        wshift, toff, ntap, bias, cb == 0, nd);
         else
             run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
                 cb == 0, nd);

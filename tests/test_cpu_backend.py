@@ -37,6 +37,8 @@ CONV_CONFIGS = {
     "1x1 pad 2 > kernel": (1, 3, 4, 2, (3, 4), (1, 1), 1, 2, 1, True),
     "kernel = image": (2, 4, 3, 2, (5, 4), (5, 4), 1, 0, 1, False),
     "odd 1x1 image": (5, 3, 2, 2, (1, 1), (3, 3), 1, 1, 1, True),
+    # one phase whose taps look like a 3x3 stride-1 grid, but the rows are narrower than a vector
+    "stride (2,1) dilation (2,1), one column": (1, 1, 1, 1, (7, 1), (3, 3), (2, 1), (0, 1), (2, 1), False),
 }
 
 

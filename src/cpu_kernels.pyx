@@ -576,9 +576,10 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
-    # block expanders share loads between outputs, except where the 3x3 row tiles
-    # (which share loads between kernel rows) are faster
-    cdef int64_t wshift = degree if _rows_shared(index) and not planes.rows3 else 0
+    # block expanders share loads between outputs where a term has several taps that
+    # load one by one (strided 3x3, one thread: 1.3-1.4x faster); the 3x3 row tiles
+    # (loads shared between kernel rows) and 1x1's 12-vector tiles are faster unshared
+    cdef int64_t wshift = degree if _rows_shared(index) and kk > 1 and not planes.rows3 else 0
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
     cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
     shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)

@@ -296,10 +296,13 @@ def test_non_finite_pixels_the_conv_never_reads(dtype):
     check(results, expected, dtype, "non-finite unread pixels")
 
 
-@pytest.mark.parametrize("block, geometry", [(4, (1, 1, 1)), (8, (2, (2, 0), (1, 2))), (4, (1, 0, 1))])
+@pytest.mark.parametrize("block, geometry", [(4, (1, 1, 1)), (8, (2, (2, 0), (1, 2))), (4, (1, 0, 2)),
+                                             (4, (2, 1, 1))])
 def test_block_expander_rows_share_loads(block, geometry, small_blocks):
     """Index rows equal in runs of 4 or 8 take the path where those outputs share each
-    vector load; with blocks of 1 channel it also runs channel block by block."""
+    vector load (strided or dilated 3x3: several taps loaded one by one; a stride-1 3x3
+    takes the row tiles instead); with blocks of 1 channel it also runs channel block
+    by block."""
     x, weight, index, bias, grad_out, _ = conv_case((2, 9, 8 * 2, 3, (9, 8), (3, 3), 1, 1, 1, False), seed=6)
     index = np.repeat(index[::block], block, axis=0)
     geometry = tuple(_pair(v) for v in geometry)
@@ -312,8 +315,8 @@ def test_block_expander_rows_share_loads(block, geometry, small_blocks):
 
 
 def test_block_expander_bitwise_equal_at_1_and_2_threads(threads):
-    x, weight, index, bias, grad_out, geometry = conv_case((3, 16, 24, 5, (11, 10), (3, 3), 1, 1, 1, False), seed=8)
-    index = np.repeat(index[::4], 4, axis=0)
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 16, 24, 5, (11, 10), (3, 3), 2, 1, 1, False), seed=8)
+    index = np.repeat(index[::4], 4, axis=0)  # stride 2: the shared-load path
     results = {}
     for n in (1, 2):
         threads(n)

@@ -167,6 +167,12 @@ def _scratch(slot, n, dtype):
     return buf[:n]
 
 
+def release_scratch():
+    """Drop the calling thread's cached scratch buffers (the next kernel call allocates
+    them again)."""
+    _scratch_local.buffers = {}
+
+
 def _group(batch, bytes_per_image):
     """Images per packed group."""
     return max(1, min(batch, PACK_BYTES // max(1, bytes_per_image)))

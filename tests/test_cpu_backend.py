@@ -323,3 +323,20 @@ def test_block_expander_bitwise_equal_at_1_and_2_threads(threads):
         results[n] = conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry)
     for one, two in zip(results[1], results[2]):
         assert np.array_equal(one, two)
+
+
+def test_scratch_buffers_are_reused_and_released():
+    """The kernels keep their packing buffers for the thread's next call; results do
+    not depend on it, and release_scratch frees them."""
+    case = conv_case(CONV_CONFIGS["3x3 wide rows"], seed=3)
+    cpu.release_scratch()
+    first = conv_all(*case)
+    kept = {key: buf.ctypes.data for key, buf in _cpu._scratch_local.buffers.items()}
+    assert kept
+    again = conv_all(*case)
+    assert {key: buf.ctypes.data for key, buf in _cpu._scratch_local.buffers.items()} == kept
+    cpu.release_scratch()
+    assert not _cpu._scratch_local.buffers
+    for results in (again, conv_all(*case)):
+        for got, want in zip(results, first):
+            np.testing.assert_array_equal(got, want)

@@ -31,6 +31,12 @@ def openmp_enabled():
     return _cpu.openmp_enabled()
 
 
+def release_scratch():
+    """Free the packing buffers the kernels keep for this thread's next call (up to
+    _cpu.SCRATCH_KEEP_BYTES each); the next call allocates them again."""
+    _cpu.release_scratch()
+
+
 def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
     _cpu.xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation, requested_threads())
 

@@ -4,8 +4,8 @@ CPU (Linux): the growth of the process's resident-set high-water mark.  Before t
 allocator hands its free pages back to the kernel (glibc malloc_trim), the high-water mark is
 reset (writing 5 to /proc/self/clear_refs), and VmRSS is read; after it, VmHWM.  The
 difference counts every page the call touches for the first time: torch's and numpy's
-buffers, kernel scratch memory, the outputs it returns.  Data that existed before (inputs,
-parameters) is not counted.  Accuracy: some tens of 4 KiB pages (the kernel keeps RSS
+buffers, kernel scratch memory (xkern's CPU kernels' cached buffers are released first), the
+outputs it returns.  Data that existed before (inputs, parameters) is not counted.  Accuracy: some tens of 4 KiB pages (the kernel keeps RSS
 counters per CPU and /proc reports them approximately).
 CUDA: growth of torch.cuda.max_memory_allocated (torch's caching allocator only).
 """
@@ -24,6 +24,16 @@ def _trim_heap():
     trim = getattr(_libc, "malloc_trim", None) if _libc else None
     if trim is not None:
         trim(0)
+
+
+def _release_kernel_scratch():
+    """xkern's CPU kernels keep their packing buffers between calls; free them, so that
+    a step's peak counts them like torch's workspaces (freed after every call)."""
+    try:
+        from ..backends import cpu
+    except ImportError:
+        return
+    cpu.release_scratch()
 
 
 def _status_kib(*fields):
@@ -62,6 +72,7 @@ def peak_bytes(fn, *, device="cpu", sync=None):
     if not rss_peak_supported():
         return None
     gc.collect()
+    _release_kernel_scratch()
     _trim_heap()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

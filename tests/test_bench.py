@@ -250,3 +250,14 @@ def test_asv_setup_runs_or_skips():
     if not torch.cuda.is_available():
         with pytest.raises(NotImplementedError):
             asv.XConv().setup("L1", 8, "dense", "cuda")
+
+
+def test_interleaved_timing_takes_samples_in_turns():
+    order = []
+    fns = [lambda: order.append("a"), lambda: order.append("b")]
+    timings = timing.measure_interleaved(fns, repeats=3, sample_time=0.0, warmup=1)
+    assert [t.repeats for t in timings] == [3, 3] and [t.number for t in timings] == [1, 1]
+    # warm-up a, b; one calibration call each; then a, b, a, b, a, b
+    assert order == ["a", "b", "a", "b"] + ["a", "b"] * 3
+    with pytest.raises(ValueError, match="one sync per callable"):
+        timing.measure_interleaved(fns, syncs=[None])

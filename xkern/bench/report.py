@@ -154,7 +154,8 @@ def _header_lines(result):
         f"versions: xkern {m['xkern']}, torch {m['torch']}, numpy {m['numpy']}, python {m['python']}",
         f"threads: torch {m['torch_threads']}, xkern {m['xkern_threads']}; device {m['device']}, {m['dtype']}",
         f"timing: median over {m['repeats']} samples of back-to-back calls, each sample >= "
-        f"{m['sample_time'] * 1e3:.0f} ms, after a warm-up call",
+        f"{m['sample_time'] * 1e3:.0f} ms, after a warm-up call; the implementations of a layer "
+        "(or an X-Net and its twin) sampled in turns",
     ]
     if m["layers"]:
         lines += ["layers: " + "; ".join(f"{k} = {v}" for k, v in m["layers"].items()),

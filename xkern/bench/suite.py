@@ -1,8 +1,10 @@
 """The sweeps behind `python -m xkern bench`: every config x implementation x pass; model pairs.
 
 Implementations that cannot depend on part of a config are measured once and shared:
-dense ignores C and block, grouped and masked ignore block.  Within a config the
-implementations run back to back, so a change in machine load hits them alike.
+dense ignores C and block, grouped and masked ignore block.  All the implementations the
+configs of one layer need are timed in turns, one sample of each after the other
+(timing.measure_interleaved), so a change in machine load hits them alike; an X-Net and
+its dense twin likewise.
 """
 import datetime
 import os
@@ -63,15 +65,31 @@ def _share_key(impl, config):
     return (impl, config.layer, config.compression, config.block)
 
 
-def _measure(impl, problem, xkern_backend, device, passes, repeats, sample_time, with_memory):
-    """Timings (and step memory) of one implementation; the Case dies on return, freeing its tensors."""
-    case = baselines.build_case(impl, problem, xkern_backend=xkern_backend)
-    out = {"api": case.api, "param_bytes": case.param_bytes}
+def _measure_layer(jobs, xkern_backend, device, passes, repeats, sample_time, with_memory, log):
+    """{key: timings and step memory, or {"skipped": reason}} for jobs [(key, impl, problem)]:
+    every implementation the configs of one layer need, their samples of each pass taken
+    in turns (timing.measure_interleaved), so that a slow spell of the machine does not
+    fall on one of them.  The cases die on return, freeing their tensors."""
+    out, cases = {}, {}
+    for key, impl, problem in jobs:
+        try:
+            case = baselines.build_case(impl, problem, xkern_backend=xkern_backend)
+        except NotImplementedError as exc:
+            out[key] = {"skipped": str(exc)}
+            log(f"{impl}: skipped ({exc})")
+            continue
+        cases[key] = case
+        out[key] = {"api": case.api, "param_bytes": case.param_bytes}
+    keys = list(cases)
     for name in passes:
-        fn = case.forward if name == "forward" else case.step
-        out[name] = timing.measure(fn, repeats=repeats, sample_time=sample_time, sync=case.sync)._asdict()
+        fns = [cases[k].forward if name == "forward" else cases[k].step for k in keys]
+        timings = timing.measure_interleaved(fns, repeats=repeats, sample_time=sample_time,
+                                             syncs=[cases[k].sync for k in keys])
+        for key, t in zip(keys, timings):
+            out[key][name] = t._asdict()
     if with_memory:
-        out["step_peak_bytes"] = memory.peak_bytes(case.step, device=device, sync=case.sync)
+        for key in keys:
+            out[key]["step_peak_bytes"] = memory.peak_bytes(cases[key].step, device=device, sync=cases[key].sync)
     return out
 
 
@@ -95,27 +113,33 @@ def run(configs, *, impls=baselines.IMPLS, passes=PASSES, device="cpu", xkern_ba
                  layers={c.layer.name: c.layer.describe() for c in configs}, with_memory=with_memory,
                  command=command)
     shared, results, skipped = {}, [], []
+    layers = []  # configs grouped by layer, in order
     for config in configs:
-        problem = None
-        for impl in impls:
-            key = _share_key(impl, config)
-            if key not in shared:
+        if not layers or layers[-1][0].layer != config.layer:
+            layers.append([])
+        layers[-1].append(config)
+    for layer_configs in layers:
+        jobs = []
+        for config in layer_configs:
+            problem = None
+            for impl in impls:
+                key = _share_key(impl, config)
+                if key in shared or any(key == job[0] for job in jobs):
+                    continue
                 if problem is None:
                     problem = baselines.make_problem(config, device=device, dtype=dtype, seed=seed)
-                try:
-                    shared[key] = _measure(impl, problem, xkern_backend, device, passes, repeats,
-                                           sample_time, with_memory)
-                except NotImplementedError as exc:
-                    shared[key] = {"skipped": str(exc)}
-                    log(f"{impl}: skipped ({exc})")
-            entry = shared[key]
-            where = dict(layer=config.layer.name, C=config.compression, block=config.block)
-            if "skipped" in entry:
-                skipped.append(dict(where, impl=impl, reason=entry["skipped"]))
-                continue
-            results.append(dict(where, D=config.degree, cin=config.layer.cin, impl=impl, **entry))
-            log(f"{config.layer.name} C={config.compression} block={config.block} {impl:8s} " +
-                "  ".join(f"{name} {entry[name]['median'] * 1e3:.3f} ms" for name in passes))
+                jobs.append((key, impl, problem))
+        shared.update(_measure_layer(jobs, xkern_backend, device, passes, repeats, sample_time, with_memory, log))
+        for config in layer_configs:
+            for impl in impls:
+                entry = shared[_share_key(impl, config)]
+                where = dict(layer=config.layer.name, C=config.compression, block=config.block)
+                if "skipped" in entry:
+                    skipped.append(dict(where, impl=impl, reason=entry["skipped"]))
+                    continue
+                results.append(dict(where, D=config.degree, cin=config.layer.cin, impl=impl, **entry))
+                log(f"{config.layer.name} C={config.compression} block={config.block} {impl:8s} " +
+                    "  ".join(f"{name} {entry[name]['median'] * 1e3:.3f} ms" for name in passes))
     return {"meta": meta, "results": results, "skipped": skipped}
 
 
@@ -133,15 +157,18 @@ def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.flo
     for pair in pairs:
         batch = pair.quick_batch if quick else pair.batch
         row = dict(x=pair.x_name, dense=pair.dense_name, batch=batch, input=list(pair.input_shape))
-        for role, name in (("x_stats", pair.x_name), ("dense_stats", pair.dense_name)):
-            case, counts = models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed)
-            stats = dict(step=timing.measure(case.step, repeats=repeats, sample_time=sample_time,
-                                             sync=case.sync)._asdict(),
-                         param_bytes=case.param_bytes, macs=counts["macs"])
+        roles = (("x_stats", pair.x_name), ("dense_stats", pair.dense_name))
+        built = [models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed)
+                 for _, name in roles]
+        # the two models' samples in turns (see timing.measure_interleaved)
+        steps = timing.measure_interleaved([case.step for case, _ in built], repeats=repeats,
+                                           sample_time=sample_time, syncs=[case.sync for case, _ in built])
+        for (role, name), (case, counts), step in zip(roles, built, steps):
+            stats = dict(step=step._asdict(), param_bytes=case.param_bytes, macs=counts["macs"])
             if with_memory:
                 stats["step_peak_bytes"] = memory.peak_bytes(case.step, device=device, sync=case.sync)
-            del case
             row[role] = stats
             log(f"{name} batch {batch}: step {stats['step']['median'] * 1e3:.1f} ms")
+        del built
         rows.append(row)
     return {"meta": meta, "results": [], "skipped": [], "models": rows}

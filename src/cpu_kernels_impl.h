@@ -135,9 +135,10 @@ static void XK_FN(xk_scatter_rows)(const XK_T *tile, int64_t p0, int64_t rows, i
 }
 
 /* acc += the 3x3 taps of one term on a tile of R = XK_NACC / A grid rows of A
- * vectors, rows wb apart (wb a multiple of XK_VL, at least A vectors), tap r*3 + c
- * at offset r*wb + c from s0: input row rho (vectors at rho*wb + c) feeds output
- * rows rho, rho - 1 and rho - 2, so each vector load serves up to three taps (A a
+ * vectors, rows wb apart (any wb: a tile reaching past the end of a row computes
+ * positions of the next one, which its scatter drops), tap r*3 + c at offset
+ * r*wb + c from s0: input row rho (vectors at rho*wb + c) feeds output rows rho,
+ * rho - 1 and rho - 2, so each vector load serves up to three taps (A a
  * compile-time constant: every accumulator index is one).  Per output: columns c
  * in order, rows r in order. */
 XK_INLINE void XK_FN(xk_corr_rows3)(XK_V *acc, const XK_T *s0, int64_t wb, const XK_T *wj, const int A)

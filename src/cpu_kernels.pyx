@@ -17,9 +17,12 @@ alone, so results are bitwise the same at any thread count.
 
 Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
 polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
-strided conv is a stride-1 correlation on planes.  Stride-1 3x3 planes have rows
-of whole vectors, so one load serves three kernel rows; block expanders (index
-rows equal in runs of XK_SHARE) let those outputs share every load.  grad_input is the
+strided conv is a stride-1 correlation on planes.  Stride-1 3x3 convs run in tiles
+of grid rows (xk_corr_rows3), so one load serves three kernel rows, and their
+grad_weight keeps rows of grad_out in registers (xk_dot_rows3); block expanders
+(index rows equal in runs of XK_SHARE) let those outputs share every load where a
+kernel has several taps and no row tiles.  Packing buffers are kept per thread
+between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 """

@@ -29,6 +29,7 @@ gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 
+import functools
 import threading
 
 import numpy as np
@@ -358,6 +359,42 @@ class _InputGradPlanes:
         return length, _odd_lines(length, itemsize), self.shift
 
 
+def _frozen(planes):
+    """planes with its arrays made read-only (instances are shared through the caches below)."""
+    for value in vars(planes).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return planes
+
+
+def _pair(v):
+    return tuple(int(a) for a in v)
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_planes_cached(k_hw, stride, padding, dilation, out_hw, lanes):
+    return _frozen(_ForwardPlanes(k_hw, stride, padding, dilation, out_hw, lanes))
+
+
+def _forward_planes(k_hw, stride, padding, dilation, out_hw, lanes):
+    """_ForwardPlanes(...), built once per geometry: building one costs up to ~40 us,
+    which is most of a small layer's call."""
+    return _forward_planes_cached(_pair(k_hw), _pair(stride), _pair(padding), _pair(dilation), _pair(out_hw),
+                                  int(lanes))
+
+
+@functools.lru_cache(maxsize=256)
+def _input_grad_planes_cached(x_hw, k_hw, stride, padding, dilation, img_row_col, lanes):
+    img, row, col = img_row_col
+    return _frozen(_InputGradPlanes(x_hw, k_hw, stride, padding, dilation, dict(img=img, row=row, col=col), lanes))
+
+
+def _input_grad_planes(x_hw, k_hw, stride, padding, dilation, x_img, lanes):
+    """_InputGradPlanes(...), built once per geometry and grad_x strides."""
+    return _input_grad_planes_cached(_pair(x_hw), _pair(k_hw), _pair(stride), _pair(padding), _pair(dilation),
+                                     (int(x_img["img"]), int(x_img["row"]), int(x_img["col"])), int(lanes))
+
+
 # ---------------------------------------------------------------- engines
 #
 # One parallel region per kernel: prange over n_chunks chunks (one per thread),
@@ -580,8 +617,8 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         return
     if bias is not None:
         bias_ptr = &bias[0]
-    planes = _ForwardPlanes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
-                            (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
+    planes = _forward_planes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
+                             (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
@@ -632,8 +669,8 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef xk_layout_t lay
     if batch == 0:
         return
-    planes = _InputGradPlanes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
-                              stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
+    planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
+                                stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frame = planes.frame
     cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
     cdef int64_t rows3 = planes.rows3
@@ -681,8 +718,8 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     if batch == 0:
         np.asarray(grad_weight)[...] = 0
         return
-    planes = _ForwardPlanes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
-                            (grad_out.shape[2], grad_out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
+    planes = _forward_planes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
+                             (grad_out.shape[2], grad_out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef const xk_frame_t[::1] g_frame = np.array([(1, 1, 0, 0)], FRAME_DTYPE)
     cdef int64_t n_frames = len(planes.frames)

@@ -395,6 +395,16 @@ def _input_grad_planes(x_hw, k_hw, stride, padding, dilation, x_img, lanes):
                                      (int(x_img["img"]), int(x_img["row"]), int(x_img["col"])), int(lanes))
 
 
+def _tiling(planes, rows3, group, tile, itemsize, lanes):
+    """(a3, col_tiles, len, cstride, toff) for _correlate over planes: with rows3, tiles of
+    XK_NACC / a3 grid rows of a3 vectors (_rows3_vectors) and planes long enough for a
+    row's last tile reaching past it; else a3 = 0 and flat tiles of `tile` positions."""
+    if not rows3:
+        return (0, 0) + tuple(planes.layout(group, tile, itemsize))
+    a3, col_tiles = _rows3_vectors(planes.out_w, lanes)
+    return (a3, col_tiles) + tuple(planes.layout(group, XK_NACC // a3 * rows3, itemsize, 4 * lanes))
+
+
 # ---------------------------------------------------------------- engines
 #
 # One parallel region per kernel: prange over n_chunks chunks (one per thread),
@@ -628,10 +638,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t wshift = degree if _rows_shared(index) and kk > 1 and not planes.rows3 else 0
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
     cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
-    shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)
-    cdef int64_t a3 = shape3[0], col_tiles = shape3[1]
-    length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
-                                                     sizeof(floating), 4 * XK_LANES_F32 if rows3 else 0)
+    tiling = _tiling(planes, rows3, group, tile, sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t a3 = tiling[0], col_tiles = tiling[1]
+    length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
@@ -674,10 +683,9 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const xk_frame_t[::1] frame = planes.frame
     cdef int64_t group = _group(batch, n_out * planes.hb * planes.wb * sizeof(floating))
     cdef int64_t rows3 = planes.rows3
-    shape3 = _rows3_vectors(planes.out_w, XK_LANES_F32 if floating is float else XK_LANES_F64) if rows3 else (0, 0)
-    cdef int64_t a3 = shape3[0], col_tiles = shape3[1]
-    length, channel_stride, toff_arr = planes.layout(group, XK_NACC // a3 * rows3 if rows3 else tile,
-                                                     sizeof(floating), 4 * XK_LANES_F32 if rows3 else 0)
+    tiling = _tiling(planes, rows3, group, tile, sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t a3 = tiling[0], col_tiles = tiling[1]
+    length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)

@@ -222,13 +222,13 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
     }
 }
 
-/* For dd < nd: part[dd] (N vectors; bias[dd] or 0 when first) += the terms
+/* For dd < nd: part[dd] (at part + dd * XK_TILE, N vectors; bias[dd] or 0 when first) += the terms
  * j in [ptr[dd * n_cb], ptr[dd * n_cb + 1]) of output dd: A > 0, xk_corr_terms3 (rows of
  * A vectors, N = XK_NACC); A = 0, xk_corr_terms; A < 0, xk_corr_terms with one tap.
  * Inlined into one small cloned function per tap pattern and width (below): in one
  * large function the compiler spilled the loop's pointers to the stack, which cost
  * 20-30% in the inner loop. */
-XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride,
+XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride,
                                     int64_t p0, const int64_t *ptr, int64_t n_cb, const int64_t *chan,
                                     const int64_t *wrow, const XK_T *w, int64_t wstride, const int64_t *toff,
                                     int64_t ntap, int64_t wb, const XK_T *bias, int first, int64_t nd,
@@ -236,7 +236,7 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_
 {
     for (int64_t dd = 0; dd < nd; dd++) {
         XK_V acc[XK_NACC];
-        XK_T *keep = part + dd * pstride;
+        XK_T *keep = part + dd * XK_TILE;
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (first) {
             const XK_T b = bias ? bias[dd] : (XK_T)0;
@@ -255,12 +255,12 @@ XK_INLINE void XK_FN(xk_corr_block)(XK_T *part, int64_t pstride, const XK_T *XK_
 
 #define XK_BLOCK_VARIANT(suffix, A_, N_)                                                                     \
     XK_CLONES static void XK_FN(xk_corr_block_##suffix)(                                                     \
-        XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,              \
+        XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,                               \
         const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow, const XK_T *w,         \
         int64_t wstride, const int64_t *toff, int64_t ntap, int64_t wb, const XK_T *bias, int first,       \
         int64_t nd)                                                                                          \
     {                                                                                                        \
-        XK_FN(xk_corr_block)(part, pstride, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap, \
+        XK_FN(xk_corr_block)(part, src, cstride, p0, ptr, n_cb, chan, wrow, w, wstride, toff, ntap,          \
                              wb, bias, first, nd, A_, N_);                                                   \
     }
 XK_BLOCK_VARIANT(taps, 0, XK_NACC)
@@ -274,8 +274,7 @@ XK_BLOCK_VARIANT(rows3a4, 4, XK_NACC)
 
 /* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (wshift > 0,
  * see xk_corr_tiles): each run's outputs share every vector load (xk_corr_shared). */
-XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, const XK_T *XK_RESTRICT src,
-                                                  int64_t cstride,
+XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride,
                                                   int64_t p0, const int64_t *ptr, int64_t n_cb,
                                                   const int64_t *chan, const int64_t *wrow, const XK_T *w,
                                                   int64_t wstride, int64_t wshift, const int64_t *toff,
@@ -287,7 +286,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
         for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
             XK_V acc[XK_SHARE][XK_SACC];
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                const XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
+                const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
                 const XK_T b = bias ? bias[dd + o] : (XK_T)0;
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
                     if (first) acc[o][a] = XK_VSPLAT(XK_V, b);
@@ -297,7 +296,7 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, int64_t pstride, c
             XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride, wshift,
                                   toff, ntap);
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                XK_T *keep = part + (dd + o) * pstride + a0 * XK_VL;
+                XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
             }
         }
@@ -330,8 +329,7 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     XK_T part[XK_VBLOCK * XK_TILE];
-    const int64_t pstride = XK_TILE;
-    void (*run)(XK_T *, int64_t, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+    void (*run)(XK_T *, const XK_T *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                 const int64_t *, const XK_T *, int64_t, const int64_t *, int64_t, int64_t, const XK_T *, int,
                 int64_t);
     switch (rows3 > 0 ? a3 : 0) {
@@ -347,10 +345,10 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
     }
     for (int64_t cb = 0; cb < n_cb; cb++) {
         if (wshift > 0)
-            XK_FN(xk_corr_block_shared)(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
+            XK_FN(xk_corr_block_shared)(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
                                         wshift, toff, ntap, bias, cb == 0, nd);
         else
-            run(part, pstride, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
+            run(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
                 cb == 0, nd);
     }
     if (rows3 > 0 && wshift == 0) {

@@ -66,12 +66,12 @@ def _share_key(impl, config):
 
 
 def _measure_layer(jobs, xkern_backend, device, passes, repeats, sample_time, with_memory, log):
-    """{key: timings and step memory, or {"skipped": reason}} for jobs [(key, impl, problem)]:
+    """{key: timings and step memory, or {"skipped": reason}} for jobs {key: (impl, problem)}:
     every implementation the configs of one layer need, their samples of each pass taken
     in turns (timing.measure_interleaved), so that a slow spell of the machine does not
     fall on one of them.  The cases die on return, freeing their tensors."""
     out, cases = {}, {}
-    for key, impl, problem in jobs:
+    for key, (impl, problem) in jobs.items():
         try:
             case = baselines.build_case(impl, problem, xkern_backend=xkern_backend)
         except NotImplementedError as exc:
@@ -119,16 +119,16 @@ def run(configs, *, impls=baselines.IMPLS, passes=PASSES, device="cpu", xkern_ba
             layers.append([])
         layers[-1].append(config)
     for layer_configs in layers:
-        jobs = []
+        jobs = {}  # share key -> (impl, problem), in order
         for config in layer_configs:
             problem = None
             for impl in impls:
                 key = _share_key(impl, config)
-                if key in shared or any(key == job[0] for job in jobs):
+                if key in shared or key in jobs:
                     continue
                 if problem is None:
                     problem = baselines.make_problem(config, device=device, dtype=dtype, seed=seed)
-                jobs.append((key, impl, problem))
+                jobs[key] = (impl, problem)
         shared.update(_measure_layer(jobs, xkern_backend, device, passes, repeats, sample_time, with_memory, log))
         for config in layer_configs:
             for impl in impls:

@@ -8,9 +8,26 @@ import os
 # barrier made them ~100x slower (127 ms instead of 1 ms per call, measured on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-# The CUDA tests run in Numba's simulator unless XKERN_CUDA_REAL=1 says a GPU is there; numba
-# reads this once, at import, so it is set before any test module can import numba.
-if os.environ.get("XKERN_CUDA_REAL") != "1":
+
+
+def _cuda_gpu_present():
+    """True when torch sees a CUDA GPU and numba is installed to drive it."""
+    import importlib.util
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# The CUDA tests run on the GPU when there is one (XKERN_CUDA_REAL=1, which is also how to
+# say so explicitly) and in Numba's simulator otherwise (XKERN_CUDA_REAL=0 forces it).  numba
+# reads NUMBA_ENABLE_CUDASIM once, at import, so it is set before any test module imports numba.
+if "XKERN_CUDA_REAL" not in os.environ:
+    os.environ["XKERN_CUDA_REAL"] = "1" if _cuda_gpu_present() else "0"
+if os.environ["XKERN_CUDA_REAL"] != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 from hypothesis import settings

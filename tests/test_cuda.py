@@ -1,8 +1,9 @@
 """CUDA backend against the torch float64 oracle, on tiny shapes.
 
 Without a GPU the kernels run in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1,
-set here before numba is imported).  With XKERN_CUDA_REAL=1 they run on the
-GPU, and torch CUDA tensors and CuPy arrays are checked as well.
+set here before numba is imported).  With XKERN_CUDA_REAL=1 (conftest.py sets it
+when torch sees a GPU) they run on the GPU, and torch CUDA tensors and CuPy arrays
+are checked as well.
 """
 import os
 import sys

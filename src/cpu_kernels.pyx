@@ -232,6 +232,17 @@ def _row_width(width, kernel, stride, dilation, lanes):
     return width
 
 
+def _stacked_rows(r_out, reach, off, h_src):
+    """Grid rows per image for planes of consecutive source rows (row step 1) stacked
+    image after image: r_out output rows whose taps read up to `reach` rows further,
+    plane row a holding source row a + off of h_src rows.  The rows that the last outputs
+    read past the image may be the next image's leading zero rows (its top padding,
+    -off of them) instead of rows of their own, as long as every source row that is read
+    stays in its image: 3x3 'same' convs stack H + 1 rows per image, not H + 2."""
+    top = max(0, -off)
+    return max(r_out, r_out + reach - top, min(r_out + reach, top + h_src))
+
+
 def _rows3(shift, wb, lanes):
     """For xk_corr_rows3: (wb, perm) when the taps' offsets are base + r*wb + c for r, c < 3
     (tap perm[r*3 + c] at r, c) and lanes is given; else (0, None)."""
@@ -293,6 +304,8 @@ class _ForwardPlanes:
         phases = sorted({(ry[ky], rx[kx]) for ky, kx in taps})
         slot = {phase: k for k, phase in enumerate(phases)}
         self.hb = out_hw[0] + max(qy)
+        if sh == 1:  # x's height is then out_h + (kh - 1) * dh - 2 * ph
+            self.hb = _stacked_rows(out_hw[0], max(qy), -ph, out_hw[0] + (kh - 1) * dh - 2 * ph)
         self.wb = _row_width(out_hw[1] + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
         self.out_w = out_hw[1]
         self.frames = np.array([(sh, sw, r - ph, c - pw) for r, c in phases], FRAME_DTYPE)
@@ -329,6 +342,8 @@ class _InputGradPlanes:
         rows = (ph + h - 1) // sh - q0y + 1
         cols = (pw + w - 1) // sw - q0x + 1
         self.hb = rows + max(qy)
+        if sh == 1:  # grad_out's height is then h + 2 * ph - (kh - 1) * dh
+            self.hb = _stacked_rows(rows, max(qy), q0y - max(qy), h + 2 * ph - (kh - 1) * dh)
         self.wb = _row_width(cols + max(qx), (kh, kw), (sh, sw), (dh, dw), lanes)
         self.out_w = cols
         self.frame = np.array([(1, 1, q0y - max(qy), q0x - max(qx))], FRAME_DTYPE)

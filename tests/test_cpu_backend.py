@@ -23,6 +23,10 @@ CONV_CONFIGS = {
     "3x3 wide rows": (2, 5, 6, 3, (6, 40), (3, 3), 1, 1, 1, False),
     "3x3 wider, pad 0": (1, 4, 5, 2, (5, 63), (3, 3), 1, 0, 1, True),
     "3x3 30 wide": (3, 3, 4, 2, (7, 30), (3, 3), 1, 1, 1, False),
+    # images stacked fewer than Ho + kh - 1 grid rows apart, the next one's top padding
+    # standing in for the bottom rows (Ho + 1 at pad 1, Ho at pad 2, Ho + 3 here)
+    "3x3 pad 2, images Ho rows apart": (4, 4, 5, 2, (6, 7), (3, 3), 1, 2, 1, False),
+    "5x5 pad 1 dilation (2,1) stride (1,2)": (3, 5, 4, 3, (9, 11), (5, 5), (1, 2), 1, (2, 1), False),
     "stride 2": (2, 5, 7, 2, (11, 10), (3, 3), 2, 1, 1, False),
     "stride (2,3) pad (2,0)": (3, 4, 6, 2, (11, 13), (3, 3), (2, 3), (2, 0), 1, True),
     "dilation 2": (2, 6, 4, 3, (10, 9), (3, 3), 1, 2, 2, False),

@@ -344,3 +344,23 @@ def test_scratch_buffers_are_reused_and_released():
     for results in (again, conv_all(*case)):
         for got, want in zip(results, first):
             np.testing.assert_array_equal(got, want)
+
+
+def test_term_lists_follow_an_index_changed_in_place():
+    """The kernels keep the term lists of the graphs they saw last, keyed on a sample of
+    the index's entries.  An index edited in place between calls, also at an entry the
+    sample skips, must give the new graph's results, and the old graph its own again."""
+    x, weight, index, bias, grad_out, geometry = conv_case((2, 9, 40, 4, (6, 5), (3, 3), 1, 1, 1, False), seed=5)
+    original = index.copy()
+    check(conv_all(x, weight, index, bias, grad_out, geometry),
+          conv2d_oracle(x, weight, original, bias, *geometry, grad_out), np.float64, "first graph")
+    flat = index.reshape(-1)
+    step = max(1, flat.size // 64)
+    assert step > 1  # entry 1 is then not in the key
+    row = flat[:4].tolist()
+    flat[1] = next(u for u in range(x.shape[1]) if u not in row)
+    check(conv_all(x, weight, index, bias, grad_out, geometry),
+          conv2d_oracle(x, weight, index, bias, *geometry, grad_out), np.float64, "edited in place")
+    check(conv_all(x, weight, original, bias, grad_out, geometry),
+          conv2d_oracle(x, weight, original, bias, *geometry, grad_out), np.float64, "first graph again")
+    assert len(_cpu._terms_cache) <= _cpu.TERMS_CACHE_SIZE

@@ -12,7 +12,7 @@ import xkern
 from xkern.__main__ import main
 from xkern.bench import baselines, layers, memory, models, report, suite, timing
 
-from testing import dense_weight
+from testing import dense_weight, run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -182,6 +182,7 @@ def test_cli_prints_the_tables_and_writes_files(tmp_path, capsys, restore_thread
     assert sum(line.startswith("T1 ") for line in lines) == 2 * 3    # 2 blocks x (forward, step, memory)
     assert sum(line.startswith("geomean block") for line in lines) == 2 * 2
     assert "threads: torch 1, xkern 1" in out
+    assert "allocator: glibc malloc defaults" in out
     saved = json.loads(files["json"].read_text())
     assert {(r["impl"], r["block"]) for r in saved["results"]} == {
         (i, b) for i in baselines.IMPLS for b in (1, 4)}
@@ -191,6 +192,26 @@ def test_cli_prints_the_tables_and_writes_files(tmp_path, capsys, restore_thread
     # a saved run renders to the same tables without timing anything
     assert main(["bench", "--from-json", str(files["json"])]) == 0
     assert capsys.readouterr().out == out
+
+
+def test_cli_keep_freed_memory_changes_the_allocator_and_says_so():
+    """--keep-freed-memory sets glibc's malloc thresholds for the whole process (so in a child
+    process here): afterwards, a freed 16 MiB block is reused without a page fault."""
+    out = run_python(
+        "import resource, sys, numpy as np\n"
+        "from xkern.__main__ import main\n"
+        "code = main(sys.argv[1:])\n"
+        "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "np.ones(4 << 20, np.float32)\n"
+        "before = faults()\n"
+        "for _ in range(3): np.ones(4 << 20, np.float32)\n"
+        "print('exit', code, 'faults', faults() - before)\n",
+        *TINY, "--keep-freed-memory")
+    assert "allocator: glibc malloc keeping freed memory" in out
+    assert "--keep-freed-memory" in out  # in the recorded command
+    words = out.split()
+    assert words[words.index("exit") + 1] == "0"
+    assert int(words[words.index("faults") + 1]) < 100  # ~500 here without the flag
 
 
 def test_cli_rejects_a_bad_config(capsys, restore_threads):

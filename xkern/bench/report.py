@@ -167,6 +167,8 @@ def _header_lines(result):
                      "workspaces, a masked layer's dense weight), not counting inputs and parameters")
     elif m.get("memory"):
         lines.append("memory: growth of torch.cuda.max_memory_allocated during one step")
+    if m.get("allocator"):
+        lines.append(f"allocator: {m['allocator']}")
     if m.get("command"):
         lines.append(f"command: {m['command']}")
     if m.get("load_avg") and m["load_avg"][0] > 0.5 * m["cores"]:

@@ -758,6 +758,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
+    # keyed on index: rev is its reverse adjacency over n_in inputs (the kernel contract)
     blocked = _cached_terms("input", index, (n_in, window),
                             lambda: _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out, window))
     cdef const int64_t[::1] ptr = blocked[0]

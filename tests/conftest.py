@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
-
 def _cuda_gpu_present():
     """True when torch sees a CUDA GPU and numba is installed to drive it."""
     import importlib.util

@@ -16,7 +16,7 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest on 64-bit: larger blocks always come from mmap
-TRIM_THRESHOLD = 1 << 62
+TRIM_THRESHOLD_MAX = 2 ** 31 - 1  # mallopt takes an int
 
 
 def keep_freed():
@@ -27,10 +27,9 @@ def keep_freed():
     libc = ctypes.CDLL(name) if name else None
     mallopt = getattr(libc, "mallopt", None) if libc is not None else None
     if mallopt is None:
-        raise RuntimeError("--keep-freed-memory needs glibc's mallopt, which this C library lacks")
+        raise RuntimeError("keeping freed memory needs glibc's mallopt, which this C library lacks")
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    trim = ctypes.c_int(min(TRIM_THRESHOLD, 2 ** 31 - 1)).value
-    if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and mallopt(M_TRIM_THRESHOLD, trim)):
+    if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX)):
         raise RuntimeError("glibc mallopt refused the thresholds")
     return "glibc malloc keeping freed memory (mallopt: mmap threshold 32 MiB, no trimming)"
 

@@ -227,15 +227,19 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 # costs 0.05-0.5 ms per call at the reference layers (Cout * D = 8K-74K terms), and a
 # net's graphs do not change while it trains.
 TERMS_CACHE_SIZE = 64
+# Graphs with at most this many edges are rebuilt each call: cheaper than the look-up (~4 us).
+TERMS_CACHE_MIN = 1024
 _terms_cache = OrderedDict()
 _terms_lock = threading.Lock()
 
 
 def _cached_terms(kind, index, extra, make):
-    """make() for the graph `index` (and the hashable `extra` it depends on), from the cache
+    """make() for the (Cout, D) graph `index` (and the hashable `extra` it depends on), from the cache
     when an equal index was seen: the key holds evenly spaced entries of the index, and a
     hit is confirmed against a private copy of the whole index.  The arrays made are
     copied and made read-only: they are shared between calls."""
+    if index.shape[0] * index.shape[1] <= TERMS_CACHE_MIN:
+        return make()
     flat = np.asarray(index).ravel()
     key = (kind, np.shape(index), extra, flat[::max(1, flat.size // 64)].tobytes())
     with _terms_lock:

@@ -223,14 +223,123 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
     return blocked_ptr, blocked_chan, blocked_wrow, n_cb
 
 
+# ---------------------------------------------------------------- argument checks
+#
+# xkern.ops validates every argument before it calls a kernel; these checks are the last
+# line for direct callers of the backend: what the kernels index with must fit together,
+# so that a mistake is a ValueError naming the argument, never an out-of-bounds access.
+# Shapes are checked on every call (a few C comparisons); index entries and the reverse
+# adjacency once per graph (through the term cache, or each call for small graphs).
+
+def _geometry(stride, padding, dilation):
+    """The three (h, w) int pairs, checked."""
+    pairs = []
+    for name, value, least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        try:
+            a, b = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a pair of ints, got {value!r}") from None
+        if a < least or b < least:
+            raise ValueError(f"{name} must be >= {least}, got {value!r}")
+        pairs.append((a, b))
+    return pairs
+
+
+cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py_ssize_t *index,
+                     const Py_ssize_t *result, stride, padding, dilation, tuple names) except -1:
+    """ValueError naming the argument unless image (B, Cin, H, W), kernel (Cout, D, kh, kw),
+    index (Cout, D) and result (B, Cout, Ho, Wo) fit the geometry; names: the arguments
+    that hold image, kernel and result in this kernel's signature.  (C comparisons: the
+    messages are only built for a failure.)"""
+    cdef Py_ssize_t sh, sw, ph, pw, dh, dw, ho, wo
+    try:
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+    except (TypeError, ValueError, OverflowError):
+        _geometry(stride, padding, dilation)  # raises, naming the argument
+        raise
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
+        _geometry(stride, padding, dilation)
+    im, ke, re = names
+    if index[0] != kernel[0] or index[1] != kernel[1]:
+        raise ValueError(f"index has shape {(index[0], index[1])}, {ke} has (Cout, D) = {(kernel[0], kernel[1])}")
+    ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1
+    wo = (image[3] + 2 * pw - dw * (kernel[3] - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{ke}'s {kernel[2]}x{kernel[3]} kernel does not fit {im}'s {image[2]}x{image[3]} "
+                         "image with this padding and dilation")
+    if result[0] != image[0] or result[1] != kernel[0] or result[2] != ho or result[3] != wo:
+        raise ValueError(f"{re} has shape {(result[0], result[1], result[2], result[3])}, expected (B, Cout, Ho, Wo) "
+                         f"= {(image[0], kernel[0], ho, wo)}")
+    return 0
+
+
+def _check_index(const int64_t[::1] flat, int64_t n_in):
+    """ValueError unless every entry of the (flattened) index is in [0, n_in)."""
+    cdef int64_t j, bad = -1
+    with nogil:
+        for j in range(flat.shape[0]):
+            if flat[j] < 0 or flat[j] >= n_in:
+                bad = j
+                break
+    if bad >= 0:
+        raise ValueError(f"index entries must lie in [0, {n_in}) (the input channels); entry {bad} is {flat[bad]}")
+
+
+def _check_reverse(const int64_t[::1] flat, const int64_t[::1] ptr, const int64_t[::1] edge, int64_t n_in):
+    """ValueError unless (ptr, edge) is the reverse adjacency of the flattened index: ptr
+    (n_in + 1,) from 0 to len(flat), edge a permutation of the edge ids that lists under
+    u the edges whose index entry is u."""
+    cdef int64_t u, k, e, n = flat.shape[0], bad = 0
+    if ptr.shape[0] != n_in + 1 or edge.shape[0] != n:
+        raise ValueError(f"rev must hold ptr of length {n_in + 1} and edge of length {n} (the edges of index); "
+                         f"got {ptr.shape[0]} and {edge.shape[0]}")
+    seen = np.zeros(n, np.uint8)
+    cdef unsigned char[::1] hit = seen
+    with nogil:
+        if ptr[0] != 0 or ptr[n_in] != n:
+            bad = 1
+        for u in range(n_in):
+            if bad:
+                break
+            if ptr[u + 1] < ptr[u] or ptr[u + 1] > n:
+                bad = 1
+                break
+            for k in range(ptr[u], ptr[u + 1]):
+                e = edge[k]
+                if e < 0 or e >= n or hit[e] or flat[e] != u:
+                    bad = 1
+                    break
+                hit[e] = 1
+    if bad:
+        raise ValueError("rev is not the reverse adjacency of index (xkern.ops.adjacency.reverse_adjacency)")
+
+
 # Term lists of the graphs seen last, memoised on the index's contents: building them
 # costs 0.05-0.5 ms per call at the reference layers (Cout * D = 8K-74K terms), and a
 # net's graphs do not change while it trains.
-TERMS_CACHE_SIZE = 64
+# At most this many entries (two per X layer: forward and grad_input) and bytes (an entry
+# of a graph of n edges holds about 32 n bytes: 4 MiB for 512 x 256).
+TERMS_CACHE_SIZE = 512
+TERMS_CACHE_BYTES = 256 << 20
 # Graphs with at most this many edges are rebuilt each call: cheaper than the look-up (~4 us).
 TERMS_CACHE_MIN = 1024
 _terms_cache = OrderedDict()
+_terms_bytes = 0
 _terms_lock = threading.Lock()
+
+
+def _entry_bytes(entry):
+    return entry[0].nbytes + sum(a.nbytes for a in entry[1] if isinstance(a, np.ndarray))
+
+
+def clear_term_cache():
+    """Forget the memoised term lists (the next call of each graph builds them again)."""
+    global _terms_bytes
+    with _terms_lock:
+        _terms_cache.clear()
+        _terms_bytes = 0
 
 
 def _cached_terms(kind, index, extra, make):
@@ -253,12 +362,36 @@ def _cached_terms(kind, index, extra, make):
     for a in made:
         if isinstance(a, np.ndarray):
             a.flags.writeable = False
+    entry = (flat.copy(), made)
+    global _terms_bytes
     with _terms_lock:
-        _terms_cache[key] = (flat.copy(), made)
-        _terms_cache.move_to_end(key)
-        while len(_terms_cache) > TERMS_CACHE_SIZE:
-            _terms_cache.popitem(last=False)
+        old = _terms_cache.pop(key, None)
+        if old is not None:
+            _terms_bytes -= _entry_bytes(old)
+        _terms_cache[key] = entry
+        _terms_bytes += _entry_bytes(entry)
+        while len(_terms_cache) > 1 and (len(_terms_cache) > TERMS_CACHE_SIZE or _terms_bytes > TERMS_CACHE_BYTES):
+            _terms_bytes -= _entry_bytes(_terms_cache.popitem(last=False)[1])
     return made
+
+
+def _forward_terms(index, int64_t n_in, int64_t window):
+    """The forward's term lists (output v reads index[v, :]), blocked; index (an array) checked."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    return _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), flat,
+                          np.arange(n_out * degree, dtype=np.int64), n_in, window)
+
+
+def _input_terms(index, rev, int64_t n_in, int64_t window):
+    """grad_input's term lists (input u gathers the edges rev lists under it), blocked;
+    index (an array) and rev checked."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    _check_reverse(flat, rev.ptr, rev.edge, n_in)
+    degree = index.shape[1]
+    return _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, index.shape[0], window)
 
 
 def _gather_rows(const floating[:, ::1] src, const int64_t[::1] rows, const int64_t[::1] cols):
@@ -689,6 +822,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef xk_image_t out_im = _image(out.shape, out.strides, sizeof(floating))
     cdef xk_layout_t lay
     cdef const floating *bias_ptr = NULL
+    _check_conv(x.shape, weight.shape, index.shape, out.shape, stride, padding, dilation, ("x", "weight", "out"))
+    if bias is not None and bias.shape[0] != n_out:
+        raise ValueError(f"bias has length {bias.shape[0]}, weight has Cout = {n_out}")
     if batch == 0:
         return
     if bias is not None:
@@ -714,9 +850,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
                                                np.float32 if floating is float else np.float64)
     cdef const int64_t[::1] toff = toff_arr
     window = n_frames * (tile + max(planes.shift)) * sizeof(floating)
-    blocked = _cached_terms("forward", index, (n_in, window), lambda: _blocked_terms(
-        np.arange(0, n_out * degree + 1, degree, dtype=np.int64), np.asarray(index).ravel(),
-        np.arange(n_out * degree, dtype=np.int64), n_in, window))
+    blocked = _cached_terms("forward", index, (n_in, window), lambda: _forward_terms(np.asarray(index), n_in, window))
     cdef const int64_t[::1] ptr = blocked[0]
     cdef const int64_t[::1] chan = blocked[1]
     cdef const int64_t[::1] wrow = blocked[2]
@@ -743,6 +877,8 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
     cdef xk_image_t x_im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
     cdef xk_layout_t lay
+    _check_conv(grad_x.shape, weight.shape, index.shape, grad_out.shape, stride, padding, dilation,
+                ("grad_x", "weight", "grad_out"))
     if batch == 0:
         return
     planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
@@ -762,9 +898,8 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
-    # keyed on index: rev is its reverse adjacency over n_in inputs (the kernel contract)
-    blocked = _cached_terms("input", index, (n_in, window),
-                            lambda: _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, n_out, window))
+    # keyed on index: rev is its reverse adjacency over n_in inputs (checked when the lists are made)
+    blocked = _cached_terms("input", index, (n_in, window), lambda: _input_terms(np.asarray(index), rev, n_in, window))
     cdef const int64_t[::1] ptr = blocked[0]
     cdef const int64_t[::1] chan = blocked[1]
     cdef int64_t n_cb = blocked[3]
@@ -792,6 +927,9 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef xk_image_t x_im = _image(x.shape, x.strides, sizeof(floating))
     cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
     cdef xk_layout_t x_lay, g_lay
+    _check_conv(x.shape, grad_weight.shape, index.shape, grad_out.shape, stride, padding, dilation,
+                ("x", "grad_weight", "grad_out"))
+    _check_index(np.asarray(index).ravel(), n_in)  # (one pass over Cout * D entries: ~1 ns each)
     if batch == 0:
         np.asarray(grad_weight)[...] = 0
         return

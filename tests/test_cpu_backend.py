@@ -365,3 +365,71 @@ def test_term_lists_follow_an_index_changed_in_place():
     check(conv_all(x, weight, original, bias, grad_out, geometry),
           conv2d_oracle(x, weight, original, bias, *geometry, grad_out), np.float64, "first graph again")
     assert len(_cpu._terms_cache) <= _cpu.TERMS_CACHE_SIZE
+    assert _cpu._terms_bytes == sum(_cpu._entry_bytes(e) for e in _cpu._terms_cache.values())
+
+
+def test_term_cache_keeps_to_its_byte_budget(monkeypatch):
+    """Past TERMS_CACHE_BYTES the least recently used graphs go (the newest always stays)."""
+    _cpu.clear_term_cache()
+    monkeypatch.setattr(_cpu, "TERMS_CACHE_BYTES", 1)
+    for seed in range(3):
+        case = conv_case((1, 9, 300, 4, (4, 3), (3, 3), 1, 1, 1, False), seed=seed)
+        check(conv_all(*case), conv2d_oracle(*case[:4], *case[5], case[4]), np.float64, f"graph {seed}")
+        assert len(_cpu._terms_cache) == 1
+        assert _cpu._terms_bytes == sum(_cpu._entry_bytes(e) for e in _cpu._terms_cache.values())
+    _cpu.clear_term_cache()
+    assert _cpu._terms_bytes == 0 and not _cpu._terms_cache
+
+
+@pytest.mark.parametrize("edges", [40, 1200])  # rebuilt each call / through the term cache
+def test_raw_kernels_reject_arrays_that_do_not_fit(edges):
+    """The backend functions (no validation in front of them here) raise ValueError naming
+    the argument where the arrays would make the kernels read or write out of bounds."""
+    n_out = edges // 4
+    x, weight, index, bias, grad_out, _ = conv_case((2, 9, n_out, 4, (6, 5), (3, 3), 1, 1, 1, False), seed=6)
+    geometry = ((1, 1), (1, 1), (1, 1))
+    out = np.empty_like(grad_out)
+    gx, gw = np.empty_like(x), np.empty_like(weight)
+    rev = reverse_adjacency(index, 9)
+
+    def fwd(x=x, weight=weight, index=index, bias=bias, out=out, geometry=geometry):
+        cpu.xconv2d_fwd(x, weight, index, bias, out, *geometry)
+
+    def gin(grad_out=grad_out, index=index, rev=rev, grad_x=gx):
+        cpu.xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, *geometry)
+
+    def gwt(index=index, grad_weight=gw):
+        cpu.xconv2d_bwd_weight(grad_out, x, index, grad_weight, *geometry)
+
+    fwd(), gin(), gwt()  # all fit
+    too_big = index.copy()
+    too_big.reshape(-1)[-1] = 9
+    negative = index.copy()
+    negative.reshape(-1)[1] = -1
+    other = index.copy()  # another graph: its reverse adjacency does not fit index
+    other.reshape(-1)[1] = (index.reshape(-1)[1] + 1) % 9
+    cases = [
+        (lambda: fwd(index=np.ascontiguousarray(index[1:])), "index has shape"),
+        (lambda: fwd(index=too_big), r"index entries must lie in \[0, 9\)"),
+        (lambda: fwd(index=negative), "entry 1 is -1"),
+        (lambda: fwd(out=out[:, 1:].copy()), "out has shape"),
+        (lambda: fwd(out=out[:1].copy()), "out has shape"),
+        (lambda: fwd(bias=bias[1:].copy()), "bias has length"),
+        (lambda: fwd(geometry=((0, 1), (1, 1), (1, 1))), "stride must be >= 1"),
+        (lambda: fwd(geometry=((1, 1), (-1, 1), (1, 1))), "padding must be >= 0"),
+        (lambda: fwd(geometry=((1, 1), (1,), (1, 1))), "padding must be a pair of ints"),
+        (lambda: fwd(geometry=((1, 1), (0, 0), (4, 1)), out=np.empty((2, n_out, 0, 5))), "does not fit x's 6x5"),
+        (lambda: gin(index=too_big), "index entries"),
+        (lambda: gin(rev=reverse_adjacency(other, 9)), "rev is not the reverse adjacency"),
+        (lambda: gin(rev=rev._replace(ptr=rev.ptr[:-1])), "rev must hold ptr of length 10"),
+        (lambda: gin(grad_x=gx[:, :, 1:].copy()), "grad_out has shape"),
+        (lambda: gwt(index=too_big), "index entries"),
+        (lambda: gwt(grad_weight=np.empty((n_out + 1, 4, 3, 3))), "index has shape"),
+    ]
+    for call, message in cases:
+        # rev is read (and checked) when grad_input builds its term lists; a graph it has
+        # cached lists for does not read rev again
+        _cpu.clear_term_cache()
+        with pytest.raises(ValueError, match=message):
+            call()
+    fwd(), gin(), gwt()  # and the good arrays still work afterwards

@@ -15,5 +15,7 @@ same signatures; output buffers arrive uninitialised and every element is writte
 Shapes: x (B, Cin, H, W) or (B, Cin); weight (Cout, D, kh, kw) or (Cout, D);
 index (Cout, D) int64 host array; bias (Cout,) or None; rev the
 xkern.ops.adjacency.ReverseAdjacency of index (host arrays); stride, padding,
-dilation (h, w) int pairs.  No checks here: xkern.ops validates first.
+dilation (h, w) int pairs.  xkern.ops validates every argument first; the compiled cpu
+backend also checks that shapes, index entries and rev fit together (ValueError naming the
+argument), so that a direct call cannot make its kernels read or write out of bounds.
 """

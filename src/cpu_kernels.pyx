@@ -965,6 +965,8 @@ def xconv2d_bwd_bias(const floating[:, :, :, :] grad_out, floating[::1] grad_bia
     """grad_bias (Cout,) = grad_out (B, Cout, Ho, Wo) summed over B, Ho, Wo."""
     cdef int64_t batch = grad_out.shape[0], v
     cdef xk_image_t g_im = _image(grad_out.shape, grad_out.strides, sizeof(floating))
+    if grad_bias.shape[0] != grad_out.shape[1]:
+        raise ValueError(f"grad_bias has length {grad_bias.shape[0]}, grad_out has Cout = {grad_out.shape[1]}")
     if batch == 0:
         grad_bias[:] = 0
         return

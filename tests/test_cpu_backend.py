@@ -425,6 +425,7 @@ def test_raw_kernels_reject_arrays_that_do_not_fit(edges):
         (lambda: gin(grad_x=gx[:, :, 1:].copy()), "grad_out has shape"),
         (lambda: gwt(index=too_big), "index entries"),
         (lambda: gwt(grad_weight=np.empty((n_out + 1, 4, 3, 3))), "index has shape"),
+        (lambda: cpu.xconv2d_bwd_bias(grad_out, np.empty(n_out - 1)), "grad_bias has length"),
     ]
     for call, message in cases:
         # rev is read (and checked) when grad_input builds its term lists; a graph it has

@@ -64,6 +64,16 @@ static void XK_FN(xk_pack_points)(XK_T *XK_RESTRICT dst, int64_t cstride, const 
     for (int64_t c = 0; c < n_chan; c++) memset(dst + c * cstride + n_img, 0, (size_t)(len - n_img) * sizeof(XK_T));
 }
 
+/* d[cc * col] <- from[cc] for columns cc in [c0, c1): one row segment of a scatter. */
+XK_INLINE void XK_FN(xk_copy_row)(XK_T *d, const XK_T *from, int64_t c0, int64_t c1, int64_t col)
+{
+    if (col == 1) {
+        for (int64_t cc = c0; cc < c1; cc++) d[cc] = from[cc];
+    } else {
+        for (int64_t cc = c0; cc < c1; cc++) d[cc * col] = from[cc];
+    }
+}
+
 /* Write the tile of grid positions [p0, p0 + n) that land in dst.
  * The grid is n_img images of hb x wb; walk it row segment by row segment. */
 static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, int64_t n, XK_T *dst, int64_t n_img,
@@ -89,11 +99,7 @@ static void XK_FN(xk_scatter)(const XK_T *tile, int64_t p0, int64_t n, XK_T *dst
             const int64_t c1 = c + run < sc->c_hi ? c + run : sc->c_hi;
             const int64_t base = sc->origin + g * sc->img + r * sc->row;
             const XK_T *from = tile + q - c;
-            if (sc->col == 1) {
-                for (int64_t cc = c0; cc < c1; cc++) dst[base + cc] = from[cc];
-            } else {
-                for (int64_t cc = c0; cc < c1; cc++) dst[base + cc * sc->col] = from[cc];
-            }
+            XK_FN(xk_copy_row)(dst + base, from, c0, c1, sc->col);
         }
         q += run;
         c += run;
@@ -121,11 +127,7 @@ static void XK_FN(xk_scatter_rows)(const XK_T *tile, int64_t p0, int64_t rows, i
         if (r >= sc->r_lo && r < sc->r_hi && c0 < c1) {
             const XK_T *from = tile + rho * n - c;
             XK_T *d = dst + sc->origin + g * sc->img + r * sc->row;
-            if (sc->col == 1) {
-                for (int64_t cc = c0; cc < c1; cc++) d[cc] = from[cc];
-            } else {
-                for (int64_t cc = c0; cc < c1; cc++) d[cc * sc->col] = from[cc];
-            }
+            XK_FN(xk_copy_row)(d, from, c0, c1, sc->col);
         }
         if (++r == lay->hb) {
             r = 0;

@@ -231,9 +231,9 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 # Shapes are checked on every call (a few C comparisons); index entries and the reverse
 # adjacency once per graph (through the term cache, or each call for small graphs).
 
-def _geometry(stride, padding, dilation):
-    """The three (h, w) int pairs, checked."""
-    pairs = []
+def _check_geometry(stride, padding, dilation):
+    """ValueError naming the argument unless stride and dilation are pairs of ints >= 1 and
+    padding a pair of ints >= 0 (_check_conv's slow path, for the message)."""
     for name, value, least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
         try:
             a, b = (int(v) for v in value)
@@ -241,8 +241,6 @@ def _geometry(stride, padding, dilation):
             raise ValueError(f"{name} must be a pair of ints, got {value!r}") from None
         if a < least or b < least:
             raise ValueError(f"{name} must be >= {least}, got {value!r}")
-        pairs.append((a, b))
-    return pairs
 
 
 cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py_ssize_t *index,
@@ -257,10 +255,10 @@ cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py
         ph, pw = padding
         dh, dw = dilation
     except (TypeError, ValueError, OverflowError):
-        _geometry(stride, padding, dilation)  # raises, naming the argument
+        _check_geometry(stride, padding, dilation)  # raises, naming the argument
         raise
     if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
-        _geometry(stride, padding, dilation)
+        _check_geometry(stride, padding, dilation)
     im, ke, re = names
     if index[0] != kernel[0] or index[1] != kernel[1]:
         raise ValueError(f"index has shape {(index[0], index[1])}, {ke} has (Cout, D) = {(kernel[0], kernel[1])}")

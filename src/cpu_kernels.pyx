@@ -20,8 +20,8 @@ polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
 strided conv is a stride-1 correlation on planes.  Stride-1 3x3 convs run in tiles
 of grid rows (xk_corr_rows3), so one load serves three kernel rows, and their
 grad_weight keeps rows of grad_out in registers (xk_dot_rows3); block expanders
-(index rows equal in runs of XK_SHARE) let those outputs share every load where a
-kernel has several taps and no row tiles.  Packing buffers are kept per thread
+(index rows equal in runs of XK_SHARE) let those outputs share every load in the
+forward, except where stride-1 3x3 row tiles share loads between kernel rows.  Packing buffers are kept per thread
 between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
@@ -46,6 +46,7 @@ cdef extern from "cpu_kernels.h" nogil:
         XK_TILE_F64
         XK_VBLOCK
         XK_SHARE
+        XK_SACC
         XK_LANES_F32
         XK_LANES_F64
 
@@ -64,13 +65,13 @@ cdef extern from "cpu_kernels.h" nogil:
                      const xk_layout_t *lay, const xk_frame_t *fr)
     void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-                           const float *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
+                           const float *w, int64_t wstride, int64_t shared, const int64_t *toff, int64_t ntap,
                            int64_t rows3, int64_t a3,
                            const float *bias, int64_t nd, float *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
     void xk_corr_tiles_f64(const double *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-                           const double *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap,
+                           const double *w, int64_t wstride, int64_t shared, const int64_t *toff, int64_t ntap,
                            int64_t rows3, int64_t a3,
                            const double *bias, int64_t nd, double *dst, int64_t dst_stride,
                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
@@ -373,13 +374,25 @@ def _cached_terms(kind, index, extra, make):
     return made
 
 
-def _forward_terms(index, int64_t n_in, int64_t window):
-    """The forward's term lists (output v reads index[v, :]), blocked; index (an array) checked."""
+def _forward_terms(index, int64_t n_in, int64_t window, int64_t share):
+    """The forward's term lists (output v reads index[v, :]), blocked; index (an array) checked.
+    Term (v, d)'s weight row is v * D + d, or with share > 1 (the shared-load path, whose
+    weights _shared_weights interleaves by output) (v // share) * D + d."""
     flat = index.ravel()
     _check_index(flat, n_in)
     n_out, degree = index.shape[0], index.shape[1]
-    return _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), flat,
-                          np.arange(n_out * degree, dtype=np.int64), n_in, window)
+    rows = np.arange(n_out * degree, dtype=np.int64)
+    if share > 1:
+        rows = rows // (share * degree) * degree + rows % degree
+    return _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), flat, rows, n_in, window)
+
+
+def _shared_weights(weight):
+    """weight (Cout, D, kh, kw) as (Cout / XK_SHARE, D, kh * kw, XK_SHARE), flat: the
+    XK_SHARE outputs of a run next to each other for every term and tap (xk_corr_shared)."""
+    w = np.asarray(weight)
+    runs = w.reshape(w.shape[0] // XK_SHARE, XK_SHARE, w.shape[1], w.shape[2] * w.shape[3])
+    return np.ascontiguousarray(runs.transpose(0, 2, 3, 1)).reshape(-1)
 
 
 def _input_terms(index, rev, int64_t n_in, int64_t window):
@@ -639,7 +652,7 @@ cdef void _correlate(
         floating *packed,                                              # scratch: n_chunks * n_src * cstride
         const int64_t *ptr, int64_t n_cb,                              # IN: term lists, CSR over (n_dst, n_cb)
         const int64_t *chan, const int64_t *wrow, int64_t n_dst,
-        const floating *w, int64_t wstride, int64_t wshift,            # IN: tap weights per term row
+        const floating *w, int64_t wstride, int64_t shared,            # IN: tap weights per term row
         const int64_t *tap_ptr, const int64_t *toff, int64_t n_phases, # IN: taps of each output phase
         int64_t rows3, int64_t a3, int64_t col_tiles,                  # IN: 0 or _rows3's wb (one phase); tile shape
         const floating *bias,                                          # IN: (n_dst,) or NULL
@@ -648,13 +661,14 @@ cdef void _correlate(
         int n_chunks) noexcept nogil:
     """dst[b, d] = bias[d] + sum over terms j of d and taps t of each output phase of
     w[wrow[j] * wstride + tap] * plane(chan[j])[toff[t] + position].
-    wshift > 0: destinations come in runs of XK_SHARE with equal channel lists and
-    weight rows wshift apart (xk_corr_tiles), n_dst a multiple of XK_SHARE.
+    shared: destinations come in runs of XK_SHARE with equal channel lists, the
+    weights interleaved by output (xk_corr_shared, _shared_weights), n_dst a
+    multiple of XK_SHARE.
 
     Work items (group, phase, tile, block of XK_VBLOCK outputs), tile-major within
     a group so that consecutive items read the same planes; every item writes its
     own outputs, summing in list order whichever chunk runs it.  A tile is XK_TILE
-    consecutive positions, or with rows3 (and wshift 0) XK_NACC / a3 grid rows of a3
+    consecutive positions, or with rows3 (and not shared) XK_NACC / a3 grid rows of a3
     vectors: the grid rows of a group in blocks of XK_NACC / a3, each cut into
     col_tiles columns of a3 vectors from column 0 (the last may reach past the row:
     positions computed for nothing and not scattered).
@@ -665,7 +679,7 @@ cdef void _correlate(
     cdef int64_t n_vb = (n_dst + XK_VBLOCK - 1) // XK_VBLOCK
     cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
     cdef int64_t rows_per_tile = 0, p0
-    if rows3 > 0 and wshift == 0:
+    if rows3 > 0 and not shared:
         rows_per_tile = XK_NACC // a3
         tiles_per_group = (group * lay.hb + rows_per_tile - 1) // rows_per_tile * col_tiles
     cdef int64_t per_group = n_phases * tiles_per_group * n_vb
@@ -698,12 +712,12 @@ cdef void _correlate(
                 nvec = min(XK_NACC, (ng * plane - p0 + 4 * lanes - 1) // (4 * lanes) * 4)
             if floating is float:
                 xk_corr_tiles_f32(buf, cstride, p0, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
+                                  w + tap_ptr[k], wstride, shared, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
             else:
                 xk_corr_tiles_f64(buf, cstride, p0, nvec, ptr + d0 * n_cb, n_cb, chan, wrow,
-                                  w + tap_ptr[k], wstride, wshift, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
+                                  w + tap_ptr[k], wstride, shared, toff + tap_ptr[k], tap_ptr[k + 1] - tap_ptr[k], rows3, a3,
                                   bias + d0 if bias != NULL else NULL, min(XK_VBLOCK, n_dst - d0),
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
 
@@ -832,12 +846,11 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const xk_frame_t[::1] frames = planes.frames
     cdef int64_t n_frames = len(planes.frames)
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
-    # block expanders share loads between outputs where a term has several taps that
-    # load one by one (strided 3x3, one thread: 1.3-1.4x faster); the 3x3 row tiles
-    # (loads shared between kernel rows) and 1x1's 12-vector tiles are faster unshared
-    cdef int64_t wshift = degree if _rows_shared(index) and kk > 1 and not planes.rows3 else 0
+    # block expanders (index rows equal in runs of XK_SHARE): those outputs share every
+    # vector load, except on stride-1 3x3, whose row tiles share loads between kernel rows
+    cdef bint shared = _rows_shared(index) and not planes.rows3
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
-    cdef int64_t rows3 = planes.rows3 if wshift == 0 else 0
+    cdef int64_t rows3 = planes.rows3 if not shared else 0
     tiling = _tiling(planes, rows3, group, tile, sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef int64_t a3 = tiling[0], col_tiles = tiling[1]
     length, channel_stride, toff_arr = tiling[2:]
@@ -847,8 +860,16 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef floating[::1] packed = _scratch(0, n_chunks * n_in * cstride,
                                                np.float32 if floating is float else np.float64)
     cdef const int64_t[::1] toff = toff_arr
-    window = n_frames * (tile + max(planes.shift)) * sizeof(floating)
-    blocked = _cached_terms("forward", index, (n_in, window), lambda: _forward_terms(np.asarray(index), n_in, window))
+    # the channels one channel block reads per tile (or, shared, per XK_SACC vectors of it)
+    window = n_frames * ((XK_SACC * tile // XK_NACC if shared else tile) + max(planes.shift)) * sizeof(floating)
+    cdef int64_t share = XK_SHARE if shared else 1
+    blocked = _cached_terms("forward", index, (n_in, window, share),
+                            lambda: _forward_terms(np.asarray(index), n_in, window, share))
+    cdef const floating[::1] w_flat
+    if shared:
+        w_flat = _shared_weights(weight)
+    else:
+        w_flat = np.asarray(weight).reshape(-1)
     cdef const int64_t[::1] ptr = blocked[0]
     cdef const int64_t[::1] chan = blocked[1]
     cdef const int64_t[::1] wrow = blocked[2]
@@ -858,8 +879,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     with nogil:
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
-                   &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &weight[0, 0, 0, 0], kk,
-                   wshift,
+                   &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &w_flat[0], kk * share, shared,
                    &tap_ptr[0], &toff[0], 1, rows3, a3, col_tiles, bias_ptr,
                    &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
 

@@ -200,15 +200,29 @@ XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int6
 }
 
 /* The XK_SHARE outputs o < XK_SHARE of one block of outputs that read the same
- * channels (block expanders): term j of output o is chan[j] with weight row
- * wrow[j] + o * wshift.  acc[o] += those terms on XK_SACC vectors from p0, in
- * list order; each vector load feeds XK_SHARE FMAs. */
+ * channels (block expanders): term j of the block is chan[j], its weights for
+ * tap t and output o are w[wrow[j] * wstride + t * XK_SHARE + o] (interleaved by
+ * output, so that one base pointer reaches all of them).  acc[o] += those terms on
+ * XK_SACC vectors from p0, in list order; each vector load feeds XK_SHARE FMAs. */
 XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK_RESTRICT src, int64_t cstride,
                                      int64_t p0, const int64_t *chan, const int64_t *wrow, int64_t lo,
-                                     int64_t hi, const XK_T *w, int64_t wstride, int64_t wshift,
-                                     const int64_t *toff, int64_t ntap)
+                                     int64_t hi, const XK_T *w, int64_t wstride, const int64_t *toff,
+                                     int64_t ntap)
 {
-    const int64_t wo = wshift * wstride;
+    if (ntap == 1) {  /* 1x1: no tap loop (its control cost more than the FMAs' issue) */
+        const XK_T *s = src + p0 + toff[0];
+        for (int64_t j = lo; j < hi; j++) {
+            const XK_T *x = s + chan[j] * cstride;
+            const XK_T *wj = w + wrow[j] * wstride;
+            XK_V xv[XK_SACC];
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                const XK_V wt = XK_VSPLAT(XK_V, wj[o]);
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
+            }
+        }
+        return;
+    }
     for (int64_t j = lo; j < hi; j++) {
         const XK_T *s = src + chan[j] * cstride + p0;
         const XK_T *wj = w + wrow[j] * wstride;
@@ -217,7 +231,7 @@ XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK
             XK_V xv[XK_SACC];  /* the loads first, then one weight at a time: 16 registers in all */
             XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
             XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                const XK_V wt = XK_VSPLAT(XK_V, wj[o * wo + t]);
+                const XK_V wt = XK_VSPLAT(XK_V, wj[t * XK_SHARE + o]);
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
             }
         }
@@ -274,33 +288,31 @@ XK_BLOCK_VARIANT(rows3a2, 2, XK_NACC)
 XK_BLOCK_VARIANT(rows3a4, 4, XK_NACC)
 #undef XK_BLOCK_VARIANT
 
-/* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (wshift > 0,
- * see xk_corr_tiles): each run's outputs share every vector load (xk_corr_shared). */
+/* xk_corr_block for outputs in runs of XK_SHARE with equal channel lists (shared,
+ * see xk_corr_tiles), on the XK_SACC vectors of the tile from vector a0: each run's
+ * outputs share every vector load (xk_corr_shared). */
 XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RESTRICT src, int64_t cstride,
                                                   int64_t p0, const int64_t *ptr, int64_t n_cb,
                                                   const int64_t *chan, const int64_t *wrow, const XK_T *w,
-                                                  int64_t wstride, int64_t wshift, const int64_t *toff,
-                                                  int64_t ntap, const XK_T *bias, int first, int64_t nd)
+                                                  int64_t wstride, const int64_t *toff, int64_t ntap,
+                                                  const XK_T *bias, int first, int64_t nd, int64_t a0)
 {
     for (int64_t dd = 0; dd < nd; dd += XK_SHARE) {
         const int64_t lo = ptr[dd * n_cb], hi = ptr[dd * n_cb + 1];
         if (!first && lo == hi) continue;
-        for (int a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
-            XK_V acc[XK_SHARE][XK_SACC];
-            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
-                const XK_T b = bias ? bias[dd + o] : (XK_T)0;
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
-                    if (first) acc[o][a] = XK_VSPLAT(XK_V, b);
-                    else acc[o][a] = XK_VLOAD(XK_V, keep + a * XK_VL);
-                }
+        XK_V acc[XK_SHARE][XK_SACC];
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+            const XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+            const XK_T b = bias ? bias[dd + o] : (XK_T)0;
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
+                if (first) acc[o][a] = XK_VSPLAT(XK_V, b);
+                else acc[o][a] = XK_VLOAD(XK_V, keep + a * XK_VL);
             }
-            XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride, wshift,
-                                  toff, ntap);
-            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
-            }
+        }
+        XK_FN(xk_corr_shared)(acc, src, cstride, p0 + a0 * XK_VL, chan, wrow, lo, hi, w, wstride, toff, ntap);
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+            XK_T *keep = part + (dd + o) * XK_TILE + a0 * XK_VL;
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, keep + a * XK_VL, acc[o][a]);
         }
     }
 }
@@ -311,22 +323,23 @@ XK_CLONES static void XK_FN(xk_corr_block_shared)(XK_T *part, const XK_T *XK_RES
  *                w[wrow[j]*wstride + t] * src[chan[j]*cstride + toff[t] + p0 + p]
  * Terms are grouped by channel block (ptr: CSR over (dd, cb), dd-major) so that
  * the planes the nd outputs read in one block stay in L1; partial sums wait in
- * part between blocks.  With wshift > 0, every XK_SHARE consecutive outputs
- * (from 0; nd a multiple of XK_SHARE) have the same channel lists and output
- * dd + o's weight rows are dd's plus o * wshift: they run together, each
- * vector load feeding all of them.  rows3 = wb > 0 (from _rows3 in cpu_kernels.pyx):
+ * part between blocks.  With shared, every XK_SHARE consecutive outputs
+ * (from 0; nd a multiple of XK_SHARE) have the same channel lists, read from the
+ * first one's list, and the weights are interleaved by output (xk_corr_shared):
+ * they run together, each vector load feeding all of them, XK_SACC vectors of
+ * the tile at a time through all channel blocks (blocked for that width).  rows3 = wb > 0 (from _rows3 in cpu_kernels.pyx):
  * the taps are 3x3, tap r*3 + c at offset toff[0] + r*wb + c, and the tile is
  * XK_NACC / a3 grid rows of a3 vectors (a3 in 1, 2, 4; p0 its first position), so
  * loads are shared between rows of taps (xk_corr_rows3).  Each output's terms are summed in list
  * order either way, so the result does not depend on which thread runs the
- * tile (nor on wshift).  The tile is nvec vectors:
+ * tile.  The tile is nvec vectors:
  * XK_NACC, or 4 or 8 for the last tile of a run with one tap and no rows3 (so a run
  * wastes less than 4 vectors on positions past its end); the positions it covers
  * are [p0, p0 + nvec * XK_VL). */
 XK_CLONES static void XK_FN(xk_corr_tiles)(
     const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, int64_t nvec,
     const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
-    const XK_T *w, int64_t wstride, int64_t wshift, const int64_t *toff, int64_t ntap, int64_t rows3,
+    const XK_T *w, int64_t wstride, int64_t shared, const int64_t *toff, int64_t ntap, int64_t rows3,
     int64_t a3, const XK_T *bias, int64_t nd, XK_T *dst, int64_t dst_stride,
     int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
@@ -345,15 +358,17 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
         else run = XK_FN(xk_corr_block_tap1);
         break;
     }
-    for (int64_t cb = 0; cb < n_cb; cb++) {
-        if (wshift > 0)
-            XK_FN(xk_corr_block_shared)(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
-                                        wshift, toff, ntap, bias, cb == 0, nd);
-        else
+    if (shared) {
+        for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC)  /* the whole tile (the plane has room) */
+            for (int64_t cb = 0; cb < n_cb; cb++)
+                XK_FN(xk_corr_block_shared)(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride,
+                                            toff, ntap, bias, cb == 0, nd, a0);
+    } else {
+        for (int64_t cb = 0; cb < n_cb; cb++)
             run(part, src, cstride, p0, ptr + cb, n_cb, chan, wrow, w, wstride, toff, ntap, rows3, bias,
                 cb == 0, nd);
     }
-    if (rows3 > 0 && wshift == 0) {
+    if (rows3 > 0 && !shared) {
         /* a rows3 tile is XK_NACC / a3 rows of a3 vectors, rows3 apart in the grid */
         for (int64_t dd = 0; dd < nd; dd++)
             XK_FN(xk_scatter_rows)(part + dd * XK_TILE, p0, XK_NACC / a3, a3 * XK_VL, dst + dd * dst_stride, n_img,

@@ -61,8 +61,10 @@ typedef double xk_ivec_f64;
 /* Vector-typed access to n consecutive elements at p (any alignment). */
 #define XK_VLOAD(V, p) (*(const V *)(p))
 #define XK_VSTORE(V, p, v) (*(V *)(p) = (v))
-/* Every lane equal to the scalar a (GNU vectors broadcast scalar operands). */
-#define XK_VSPLAT(V, a) ((V){0} + (a))
+/* Every lane equal to the scalar a (GNU vectors broadcast scalar operands).  a - 0,
+ * not 0 + a: a - (+0) is a for every a, so GCC emits one broadcast, where 0 + a
+ * (-0 becomes +0) cost a vxorps and a vaddss before each broadcast. */
+#define XK_VSPLAT(V, a) ((a) - (V){0})
 /* a where the mask m has all bits set, +0 where m is all zero bits.  Unlike a
  * product with a 0/1 mask, this turns Inf and NaN in a into 0.  (All-ones is a
  * NaN, so the one-lane fallback tests m != m.) */

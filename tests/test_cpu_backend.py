@@ -318,6 +318,34 @@ def test_block_expander_rows_share_loads(block, geometry, small_blocks):
               expected, dtype, f"block {block} {np.dtype(dtype)}")
 
 
+@pytest.mark.parametrize("blocked", [False, True])
+@pytest.mark.parametrize("block, geometry", [(4, (1, 0, 1)), (8, (2, 0, 1)), (4, (1, 1, 1))])
+def test_block_expander_1x1_shares_loads(block, geometry, blocked, monkeypatch):
+    """1x1 convs of block expanders take the shared-load path too (odd map sizes: the
+    last tile of a run is partly past the images; channel blocks with blocked)."""
+    if blocked:
+        monkeypatch.setattr(_cpu, "BLOCK_BYTES", 1)
+        monkeypatch.setattr(_cpu, "BLOCK_TERMS", 1)
+    x, weight, index, bias, _, _ = conv_case((3, 11, 8 * 3, 5, (13, 7), (1, 1), 1, 0, 1, False), seed=9)
+    index = np.repeat(index[::block], block, axis=0)
+    assert _cpu._rows_shared(index)
+    grad_out = np.random.default_rng(10).standard_normal((3, index.shape[0]) + _out_hw((13, 7), (1, 1), *geometry))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for dtype in DTYPES:
+        check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
+              expected, dtype, f"1x1 block {block} {geometry} {np.dtype(dtype)}")
+
+
+def test_block_expander_xlinear():
+    x, weight, index, bias, grad_out = linear_case(37, 19, 16, 6, True, seed=4)
+    index = np.repeat(index[::4], 4, axis=0)
+    assert _cpu._rows_shared(index)
+    expected = linear_oracle(x, weight, index, bias, grad_out)
+    for dtype in DTYPES:
+        check(linear_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out)),
+              expected, dtype, f"xlinear block 4 {np.dtype(dtype)}")
+
+
 def test_block_expander_bitwise_equal_at_1_and_2_threads(threads):
     x, weight, index, bias, grad_out, geometry = conv_case((3, 16, 24, 5, (11, 10), (3, 3), 2, 1, 1, False), seed=8)
     index = np.repeat(index[::4], 4, axis=0)  # stride 2: the shared-load path

@@ -453,6 +453,61 @@ XK_CLONES static void XK_FN(xk_dot_taps)(XK_T *out, const XK_T *XK_RESTRICT g, c
     }
 }
 
+/* out[o * ostride + k] += sum_{p<n} g[o * gstride + p] * xs[k][p] for the XK_SHARE
+ * outputs o of a block expander's run and the m <= XK_DOT_SHARED streams xs of one
+ * pass (masked by mk when given; n a multiple of XK_VL): each x load feeds XK_SHARE
+ * FMAs, each g load m.  One vector partial sum per (o, k), reduced lane by lane in
+ * a fixed order. */
+#define XK_DOT_SHARED 3
+XK_INLINE void XK_FN(xk_dot_pass_shared)(XK_T *out, int64_t ostride, const XK_T *g, int64_t gstride,
+                                         const XK_T *const *xs, const XK_T *mk, const int m, int64_t n)
+{
+    XK_V acc[XK_SHARE][XK_DOT_SHARED];
+    XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+        XK_UNROLL for (int k = 0; k < m; k++) acc[o][k] = XK_VSPLAT(XK_V, (XK_T)0);
+    for (int64_t p = 0; p < n; p += XK_VL) {
+        XK_V xv[XK_DOT_SHARED];
+        if (mk) {
+            const XK_V mv = XK_VLOAD(XK_V, mk + p);
+            XK_UNROLL for (int k = 0; k < m; k++) xv[k] = XK_VAND(XK_IV, XK_V, XK_VLOAD(XK_V, xs[k] + p), mv);
+        } else {
+            XK_UNROLL for (int k = 0; k < m; k++) xv[k] = XK_VLOAD(XK_V, xs[k] + p);
+        }
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+            const XK_V gv = XK_VLOAD(XK_V, g + o * gstride + p);
+            XK_UNROLL for (int k = 0; k < m; k++) acc[o][k] += gv * xv[k];
+        }
+    }
+    XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+        XK_UNROLL for (int k = 0; k < m; k++) {
+            XK_T lanes[XK_VL];
+            XK_T sum = 0;
+            XK_VSTORE(XK_V, lanes, acc[o][k]);
+            for (int l = 0; l < XK_VL; l++) sum += lanes[l];
+            out[o * ostride + k] += sum;
+        }
+    }
+}
+
+/* xk_dot_taps for the XK_SHARE outputs of a run with equal channel lists (block
+ * expanders; g and out of output o at o * gstride and o * degree * ntap):
+ * XK_DOT_SHARED (i, t) streams at a time, each x load shared by the run. */
+XK_CLONES static void XK_FN(xk_dot_taps_shared)(XK_T *out, const XK_T *XK_RESTRICT g, int64_t gstride,
+                                                const XK_T *XK_RESTRICT x, int64_t cstride, const int64_t *chan,
+                                                int64_t degree, const XK_T *XK_RESTRICT mk, const int64_t *toff,
+                                                int64_t ntap, int64_t n)
+{
+    const int64_t count = degree * ntap;
+    const XK_T *xs[XK_DOT_SHARED];
+    for (int64_t s = 0; s < count; s += XK_DOT_SHARED) {
+        const int64_t m = count - s < XK_DOT_SHARED ? count - s : XK_DOT_SHARED;
+        for (int64_t k = 0; k < m; k++) xs[k] = x + chan[(s + k) / ntap] * cstride + toff[(s + k) % ntap];
+        if (m == XK_DOT_SHARED) XK_FN(xk_dot_pass_shared)(out + s, count, g, gstride, xs, mk, XK_DOT_SHARED, n);
+        else if (m == 2) XK_FN(xk_dot_pass_shared)(out + s, count, g, gstride, xs, mk, 2, n);
+        else XK_FN(xk_dot_pass_shared)(out + s, count, g, gstride, xs, mk, 1, n);
+    }
+}
+
 /* grad_weight of one term of a stride-1 3x3 conv on a grid of rows of wb positions
  * and n_rows rows (a multiple of XK_DOT_ROWS) whose first cols columns (whole vectors,
  * cols <= wb) hold every nonzero of g:

@@ -357,6 +357,22 @@ def test_block_expander_bitwise_equal_at_1_and_2_threads(threads):
         assert np.array_equal(one, two)
 
 
+@pytest.mark.parametrize("n_out", [4, 12, 20])
+def test_block_expander_1x1_bitwise_equal_across_threads(n_out, threads):
+    """grad_weight's chunks own whole runs of shared outputs: with 1, 2 and 3 threads (runs
+    split unevenly, or fewer runs than threads) every result is the same to the bit."""
+    x, weight, index, bias, grad_out, geometry = conv_case((2, 10, n_out, 3, (9, 6), (1, 1), 1, 0, 1, False), seed=12)
+    index = np.repeat(index[::4], 4, axis=0)
+    results = {}
+    for n in (1, 2, 3):
+        threads(n)
+        results[n] = conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry)
+    check(results[1], conv2d_oracle(x, weight, index, bias, *geometry, grad_out), np.float32, "1x1 block 4")
+    for n in (2, 3):
+        for one, other in zip(results[1], results[n]):
+            assert np.array_equal(one, other)
+
+
 def test_scratch_buffers_are_reused_and_released():
     """The kernels keep their packing buffers for the thread's next call; results do
     not depend on it, and release_scratch frees them."""

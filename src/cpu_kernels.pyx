@@ -412,6 +412,14 @@ def _input_terms(index, rev, int64_t n_in, int64_t window):
     return _blocked_terms(rev.ptr, rev.edge // degree, rev.edge, index.shape[0], window)
 
 
+@functools.lru_cache(maxsize=16)
+def _iota(n):
+    """0, 1, ..., n - 1 (int64, read-only), kept for the next call of that length."""
+    a = np.arange(n, dtype=np.int64)
+    a.flags.writeable = False
+    return a
+
+
 def _gather_rows(const floating[:, ::1] src, const int64_t[::1] rows, const int64_t[::1] cols):
     """src[rows][:, cols] as a new C-contiguous array, in one pass."""
     out = np.empty((rows.shape[0], cols.shape[0]), np.float32 if floating is float else np.float64)
@@ -951,7 +959,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     # (terms of one input come from scattered outputs).
     cdef const floating[:, ::1] w_phased = _gather_rows(np.asarray(weight).reshape(n_out * degree, kk),
                                                         blocked[2], planes.order)
-    cdef const int64_t[::1] wrow = np.arange(len(blocked[2]), dtype=np.int64)
+    cdef const int64_t[::1] wrow = _iota(len(blocked[2]))
     with nogil:
         _correlate(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], 1, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_in, &w_phased[0, 0], kk, 0,

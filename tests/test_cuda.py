@@ -261,3 +261,72 @@ def test_device_name_and_require():
     from xkern.backends import cuda as backend
     backend.require()
     assert backend.device_name()
+
+
+def test_raw_kernels_reject_arrays_that_do_not_fit():
+    """The backend functions (no validation in front of them here) raise ValueError naming
+    the argument where the arrays would make a kernel read or write out of bounds on the device."""
+    from xkern.backends import cuda as backend
+    from xkern.ops.adjacency import reverse_adjacency
+    x, weight, index, bias, *_ = make_conv("3x3_pad", np.float64)  # stride 1, padding 1: out is x's size
+    n_in, n_out = x.shape[1], weight.shape[0]
+    grad_out = np.random.default_rng(3).standard_normal((x.shape[0], n_out) + x.shape[2:])
+    geometry = ((1, 1), (1, 1), (1, 1))
+    rev = reverse_adjacency(index, n_in)
+    dev = cuda.to_device
+
+    def fwd(x=x, weight=weight, index=index, bias=bias, out=np.empty_like(grad_out), geometry=geometry):
+        backend.xconv2d_fwd(dev(x), dev(weight), index, None if bias is None else dev(bias), dev(out), *geometry)
+
+    def gin(index=index, rev=rev, grad_x=np.empty_like(x), geometry=geometry):
+        backend.xconv2d_bwd_input(dev(grad_out), dev(weight), index, rev, dev(grad_x), *geometry)
+
+    def gwt(index=index, grad_weight=np.empty_like(weight), x=x):
+        backend.xconv2d_bwd_weight(dev(grad_out), dev(x), index, dev(grad_weight), *geometry)
+
+    fwd(), gin(), gwt(), gin(geometry=((2, 2), (1, 1), (1, 1)), grad_x=np.empty((x.shape[0], n_in, 11, 13)))
+    too_big = index.copy()
+    too_big[-1, -1] = n_in
+    negative = index.copy()
+    negative[0, 1] = -1
+    other = index.copy()  # another graph: its reverse adjacency does not fit index
+    other[0, 1] = (index[0, 1] + 1) % n_in
+    lin_x, lin_w, lin_g = x[:, :, 0, 0].copy(), weight[:, :, 0, 0].copy(), grad_out[:, :, 0, 0].copy()
+    cases = [
+        (lambda: fwd(index=np.ascontiguousarray(index[1:])), "index has shape"),
+        (lambda: fwd(index=too_big), rf"index entries must lie in \[0, {n_in}\)"),
+        (lambda: fwd(index=negative), "entry 1 is -1"),
+        (lambda: fwd(index=index.astype(np.int32)), "index must be a 2-D int64 numpy array"),
+        (lambda: fwd(out=grad_out[:, 1:].copy()), "out has shape"),
+        (lambda: fwd(out=grad_out[:1].copy()), "out has shape"),
+        (lambda: fwd(bias=np.zeros(n_out + 1)), "bias has shape"),
+        (lambda: fwd(weight=weight.astype(np.float32)), "weight has dtype float32"),
+        (lambda: fwd(geometry=((0, 1), (1, 1), (1, 1))), "stride must be >= 1"),
+        (lambda: fwd(geometry=((1, 1), (-1, 1), (1, 1))), "padding must be >= 0"),
+        (lambda: fwd(geometry=((1, 1), (1,), (1, 1))), "padding must be a pair of ints"),
+        (lambda: fwd(geometry=((1, 1), (0, 0), (9, 1))), "does not fit x's 6x7"),
+        (lambda: gin(index=too_big), "index entries"),
+        (lambda: gin(rev=reverse_adjacency(other, n_in)), "rev is not the reverse adjacency"),
+        (lambda: gin(rev=rev._replace(ptr=rev.ptr[:-1])), f"rev must hold ptr of length {n_in + 1}"),
+        (lambda: gin(grad_x=np.empty(x.shape[:2] + (x.shape[2] - 1, x.shape[3]))), "grad_out has shape"),
+        (lambda: gin(grad_x=np.empty((x.shape[0], n_in + 1) + x.shape[2:])), "rev must hold ptr"),
+        (lambda: gwt(index=too_big), "index entries"),
+        (lambda: gwt(x=x[:, :2].copy()), r"index entries must lie in \[0, 2\)"),
+        (lambda: gwt(grad_weight=np.empty((n_out + 1,) + weight.shape[1:])), "index has shape"),
+        (lambda: backend.xconv2d_bwd_bias(dev(grad_out), dev(np.empty(n_out - 1))), "grad_bias has shape"),
+        (lambda: backend.xlinear_fwd(dev(lin_x), dev(lin_w), index, None, dev(np.empty((x.shape[0], n_out + 1)))),
+         "out has shape"),
+        (lambda: backend.xlinear_fwd(dev(lin_x), dev(lin_w), too_big, None, dev(lin_g)), "index entries"),
+        (lambda: backend.xlinear_bwd_input(dev(lin_g), dev(lin_w), index, rev, dev(np.empty((x.shape[0], n_in - 1)))),
+         "rev must hold ptr|index entries"),
+        (lambda: backend.xlinear_bwd_weight(dev(lin_g), dev(lin_x), index, dev(np.empty((n_out, 1)))),
+         "index has shape"),
+        (lambda: backend.xlinear_bwd_bias(dev(lin_g), dev(np.empty(n_out + 2))), "grad_bias has shape"),
+    ]
+    for call, message in cases:
+        # index and rev are checked when a graph's tables are built; a graph whose tables
+        # are cached does not read rev again
+        _plan._tables.clear()
+        with pytest.raises(ValueError, match=message):
+            call()
+    fwd(), gin(), gwt()  # and the good arrays still work afterwards

@@ -168,9 +168,15 @@ def stream_key(stream):
 class DeviceCache:
     """Host tables uploaded once, keyed on their content: graphs are fixed while a net trains."""
 
-    def __init__(self, size=64):
+    def __init__(self, size=512):
+        # up to three tables per X layer (forward, grad_input, grad_weight): 64 entries,
+        # the first bound, was fewer than an X-DenseNet-BC-40's 38 layers need in one step
         self._size = size
         self._items = {}
+
+    def clear(self):
+        with _lock:
+            self._items.clear()
 
     def get(self, key, build):
         """The device arrays build() returns (a tuple of host arrays), uploaded on first use."""

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _interop
+from . import _checks, _interop
 
 WARP = 32
 # Warps per block of the tiled kernels (256 threads).  The simulator runs every
@@ -150,8 +150,10 @@ _tables = _interop.DeviceCache()
 
 
 def forward_tables(index, n_in, ch):
-    """Device (codes, seg) over output rows v, channels u = index[v, i], weight rows v*D + i."""
+    """Device (codes, seg) over output rows v, channels u = index[v, i], weight rows v*D + i;
+    index checked against the n_in input channels when they are built."""
     def build():
+        _checks.check_index(index, n_in)
         n_out, degree = index.shape
         order = np.argsort(index, axis=1, kind="stable")
         chan = np.take_along_axis(index, order, axis=1).ravel()
@@ -162,24 +164,29 @@ def forward_tables(index, n_in, ch):
     return _tables.get(key, build)
 
 
-def reverse_tables(index, rev, n_out, ch):
-    """Device (codes, seg) over input rows u, channels v, weight rows e = v*D + i (from rev)."""
+def reverse_tables(index, rev, n_in, n_out, ch):
+    """Device (codes, seg) over input rows u < n_in, channels v, weight rows e = v*D + i (from
+    rev); index and rev checked when they are built (a later call with the same index
+    reuses them and does not read rev)."""
     def build():
+        _checks.check_index(index, n_in)
+        _checks.check_reverse(index, rev, n_in)
         degree = index.shape[1]
-        n_in = rev.ptr.size - 1
         row = np.repeat(np.arange(n_in, dtype=np.int64), np.diff(rev.ptr))
         chan = rev.edge // degree
         return _gather_tables(row, chan, rev.edge, n_in, n_out, ch)
-    key = ("rev", _interop.device_id(), n_out, ch, _interop.content_key(index))
+    key = ("rev", _interop.device_id(), n_in, n_out, ch, _interop.content_key(index))
     return _tables.get(key, build)
 
 
-def weight_edges(index):
-    """Device (E, 3) int64 table of (u, v, v*D + i), grouped by input channel u."""
+def weight_edges(index, n_in):
+    """Device (E, 3) int64 table of (u, v, v*D + i), grouped by input channel u < n_in
+    (index checked when it is built)."""
     def build():
+        _checks.check_index(index, n_in)
         degree = index.shape[1]
         flat = index.ravel()
         edge = np.argsort(flat, kind="stable").astype(np.int64)
         return (np.stack([flat[edge], edge // degree, edge], axis=1),)
-    key = ("edges", _interop.device_id(), _interop.content_key(index))
+    key = ("edges", _interop.device_id(), n_in, _interop.content_key(index))
     return _tables.get(key, build)[0]

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _interop
+from . import _checks, _interop
 
 BIAS_THREADS = 32 if _interop.SIMULATOR else 256  # a power of two (tree sum); few in the simulator
 UNROLL = 4  # independent partial sums per thread: loads in flight, fixed order
@@ -18,10 +18,12 @@ UNROLL = 4  # independent partial sums per thread: loads in flight, fixed order
 
 def xconv2d_bwd_bias(grad_out, grad_bias):
     """grad_out (B, Cout, Ho, Wo), grad_bias (Cout,) written in full."""
+    gb = _interop.device_view(grad_bias)
     n_img, n_out = grad_out.shape[:2]
+    _checks.check_length("grad_bias", gb, n_out, "grad_out's channels")
+    _checks.check_dtypes(grad_out.dtype, grad_bias=gb)
     pixels = int(np.prod(grad_out.shape[2:], dtype=np.int64))
-    launch_bias(grad_out.reshape(n_img, n_out, pixels), _interop.device_view(grad_bias),
-                grad_out.stream)
+    launch_bias(grad_out.reshape(n_img, n_out, pixels), gb, grad_out.stream)
 
 
 def launch_bias(g3, grad_bias, stream):

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _interop, _plan
+from . import _checks, _interop, _plan
 from ._gather import launch_gather
 
 STRIDED_THREADS = 128
@@ -23,9 +23,13 @@ STRIDED_THREADS = 128
 def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dilation):
     """grad_out (B, Cout, Ho, Wo), weight (Cout, D, kh, kw), index (Cout, D) and its
     ReverseAdjacency rev (host), grad_x (B, Cin, H, W) written in full."""
+    gx = _interop.device_view(grad_x)
+    _checks.check_index_array(index)
+    _checks.check_conv(gx.shape, weight.shape, index.shape, grad_out.shape, stride, padding, dilation,
+                       ("grad_x", "weight", "grad_out"))
+    _checks.check_dtypes(grad_out.dtype, weight=weight, grad_x=gx)
     n_img, n_out, h_out, w_out = grad_out.shape
     _, degree, kh, kw = weight.shape
-    gx = _interop.device_view(grad_x)
     w3 = weight.reshape(n_out * degree, kh, kw)
     n_in, height, width = gx.shape[1:]
     if stride == (1, 1):
@@ -33,11 +37,11 @@ def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dil
                               (kw - 1) * dilation[1] - padding[1], True)
         tile, groups = _plan.plan_gather(geom, n_out, (height, width), n_img, n_in, degree,
                                          np.dtype(grad_out.dtype).itemsize, _interop.sm_count())
-        codes, seg = _plan.reverse_tables(index, rev, n_out, tile.ch)
+        codes, seg = _plan.reverse_tables(index, rev, n_in, n_out, tile.ch)
         launch_gather(grad_out, w3, codes, seg, None, gx, geom, tile, groups, grad_out.stream)
         return
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
-    codes, seg = _plan.reverse_tables(index, rev, n_out, n_out)
+    codes, seg = _plan.reverse_tables(index, rev, n_in, n_out, n_out)
     kernel = strided_kernel(np.dtype(grad_out.dtype), geom)
     grid = (math.ceil(height * width / STRIDED_THREADS), n_in, n_img)
     kernel(grid, STRIDED_THREADS, grad_out.stream, grad_out, w3, codes, seg, gx)

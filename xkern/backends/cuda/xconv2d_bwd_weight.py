@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _interop, _plan
+from . import _checks, _interop, _plan
 from ._plan import THREADS, WARP, WARPS
 
 REDUCE_THREADS = 256
@@ -28,9 +28,13 @@ def xconv2d_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilatio
     """grad_out (B, Cout, Ho, Wo), x (B, Cin, H, W), index (Cout, D) host int64,
     grad_weight (Cout, D, kh, kw) written in full (zeros for an empty batch)."""
     gw = _interop.device_view(grad_weight)
+    _checks.check_index_array(index)
+    _checks.check_conv(x.shape, gw.shape, index.shape, grad_out.shape, stride, padding, dilation,
+                       ("x", "grad_weight", "grad_out"))
+    _checks.check_dtypes(x.dtype, grad_out=grad_out, grad_weight=gw)
     n_out, degree, kh, kw = gw.shape
     n_img, n_in = x.shape[:2]
-    edges = _plan.weight_edges(index)
+    edges = _plan.weight_edges(index, n_in)
     n_edges = n_out * degree
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
     tile, slices = _plan.plan_strips(tuple(grad_out.shape[2:]), n_edges, n_img, _interop.sm_count())

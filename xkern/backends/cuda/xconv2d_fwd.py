@@ -1,16 +1,21 @@
 """CUDA forward of xconv2d: the tiled gather over output channels (see _gather)."""
 import numpy as np
 
-from . import _interop, _plan
+from . import _checks, _interop, _plan
 from ._gather import launch_gather
 
 
 def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
     """x (B, Cin, H, W), weight (Cout, D, kh, kw), index (Cout, D) host int64,
     bias (Cout,) or None, out (B, Cout, Ho, Wo) written in full."""
+    out_d = _interop.device_view(out)
+    _checks.check_index_array(index)
+    _checks.check_conv(x.shape, weight.shape, index.shape, out_d.shape, stride, padding, dilation,
+                       ("x", "weight", "out"))
+    _checks.check_length("bias", bias, weight.shape[0], "Cout")
+    _checks.check_dtypes(x.dtype, weight=weight, bias=bias, out=out_d)
     n_img, n_in = x.shape[:2]
     n_out, degree, kh, kw = weight.shape
-    out_d = _interop.device_view(out)
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
     tile, groups = _plan.plan_gather(geom, n_in, tuple(out_d.shape[2:]), n_img, n_out, degree,
                                      np.dtype(x.dtype).itemsize, _interop.sm_count())

@@ -5,7 +5,7 @@ batch becomes the pixel axis the conv kernels tile and coalesce along; results
 come back through one more transpose.  The transposed copies live in this
 stream's workspace.
 """
-from . import _interop
+from . import _checks, _interop
 from ._transpose import transpose
 from .xconv2d_bwd_bias import launch_bias
 from .xconv2d_bwd_input import xconv2d_bwd_input
@@ -27,17 +27,24 @@ def _scratch(stream, *shapes_like):
 
 def xlinear_fwd(x, weight, index, bias, out):
     """x (B, Cin), weight (Cout, D), index (Cout, D) host, bias (Cout,) or None, out (B, Cout)."""
+    _checks.check_index_array(index)
+    out_d = _interop.device_view(out)
+    _checks.check_linear(x.shape, weight.shape, index.shape, out_d.shape, ("x", "weight", "out"))
+    _checks.check_dtypes(x.dtype, out=out_d)
     (n_img, n_in), n_out = x.shape, weight.shape[0]
     xt, outt = _scratch(x.stream, ((n_in, n_img), x), ((n_out, n_img), x))
     transpose(x, xt, x.stream)
     xconv2d_fwd(_image(xt), weight.reshape(weight.shape + _ONE), index, bias, _image(outt),
                 _ONE, _ZERO, _ONE)
-    transpose(outt, _interop.device_view(out), x.stream)
+    transpose(outt, out_d, x.stream)
 
 
 def xlinear_bwd_input(grad_out, weight, index, rev, grad_x):
     """grad_out (B, Cout), weight (Cout, D), grad_x (B, Cin)."""
     gx = _interop.device_view(grad_x)
+    _checks.check_index_array(index)
+    _checks.check_linear(gx.shape, weight.shape, index.shape, grad_out.shape, ("grad_x", "weight", "grad_out"))
+    _checks.check_dtypes(grad_out.dtype, grad_x=gx)
     (n_img, n_out), n_in = grad_out.shape, gx.shape[1]
     gt, gxt = _scratch(grad_out.stream, ((n_out, n_img), grad_out), ((n_in, n_img), grad_out))
     transpose(grad_out, gt, grad_out.stream)
@@ -49,6 +56,8 @@ def xlinear_bwd_input(grad_out, weight, index, rev, grad_x):
 def xlinear_bwd_weight(grad_out, x, index, grad_weight):
     """grad_out (B, Cout), x (B, Cin), grad_weight (Cout, D)."""
     gw = _interop.device_view(grad_weight)
+    _checks.check_index_array(index)
+    _checks.check_linear(x.shape, gw.shape, index.shape, grad_out.shape, ("x", "grad_weight", "grad_out"))
     (n_img, n_out), n_in = grad_out.shape, x.shape[1]
     gt, xt = _scratch(x.stream, ((n_out, n_img), x), ((n_in, n_img), x))
     transpose(grad_out, gt, x.stream)
@@ -58,5 +67,9 @@ def xlinear_bwd_weight(grad_out, x, index, grad_weight):
 
 def xlinear_bwd_bias(grad_out, grad_bias):
     """grad_out (B, Cout), grad_bias (Cout,)."""
-    launch_bias(grad_out.reshape(grad_out.shape + (1,)), _interop.device_view(grad_bias),
-                grad_out.stream)
+    gb = _interop.device_view(grad_bias)
+    if len(grad_out.shape) != 2:
+        raise ValueError(f"grad_out must have 2 dimensions, got shape {tuple(grad_out.shape)}")
+    _checks.check_length("grad_bias", gb, grad_out.shape[1], "grad_out's columns")
+    _checks.check_dtypes(grad_out.dtype, grad_bias=gb)
+    launch_bias(grad_out.reshape(grad_out.shape + (1,)), gb, grad_out.stream)

@@ -36,6 +36,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from xkern.backends import _checks
+
 from _openmp_helpers cimport XK_OPENMP_ENABLED, xk_omp_max_threads
 
 
@@ -239,16 +241,8 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 # Shapes are checked on every call (a few C comparisons); index entries and the reverse
 # adjacency once per graph (through the term cache, or each call for small graphs).
 
-def _check_geometry(stride, padding, dilation):
-    """ValueError naming the argument unless stride and dilation are pairs of ints >= 1 and
-    padding a pair of ints >= 0 (_check_conv's slow path, for the message)."""
-    for name, value, least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
-        try:
-            a, b = (int(v) for v in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a pair of ints, got {value!r}") from None
-        if a < least or b < least:
-            raise ValueError(f"{name} must be >= {least}, got {value!r}")
+# (the wording is shared with the other backends: xkern/backends/_checks.py)
+_check_geometry = _checks.check_geometry  # _check_conv's slow path, for the message
 
 
 cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py_ssize_t *index,

@@ -16,6 +16,7 @@ Shapes: x (B, Cin, H, W) or (B, Cin); weight (Cout, D, kh, kw) or (Cout, D);
 index (Cout, D) int64 host array; bias (Cout,) or None; rev the
 xkern.ops.adjacency.ReverseAdjacency of index (host arrays); stride, padding,
 dilation (h, w) int pairs.  xkern.ops validates every argument first; the compiled cpu
-backend also checks that shapes, index entries and rev fit together (ValueError naming the
-argument), so that a direct call cannot make its kernels read or write out of bounds.
+and the cuda backends also check that shapes, index entries and rev fit together
+(ValueError naming the argument; _checks.py), so that a direct call cannot make their
+kernels read or write out of bounds.
 """

@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, _interop
+from .. import _checks
+from . import _interop
 
 WARP = 32
 # Warps per block of the tiled kernels (256 threads).  The simulator runs every

@@ -10,7 +10,8 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _checks, _interop
+from .. import _checks
+from . import _interop
 
 BIAS_THREADS = 32 if _interop.SIMULATOR else 256  # a power of two (tree sum); few in the simulator
 UNROLL = 4  # independent partial sums per thread: loads in flight, fixed order

@@ -14,7 +14,8 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _checks, _interop, _plan
+from .. import _checks
+from . import _interop, _plan
 from ._gather import launch_gather
 
 STRIDED_THREADS = 128

@@ -18,7 +18,8 @@ import numba
 import numpy as np
 from numba import cuda, types
 
-from . import _checks, _interop, _plan
+from .. import _checks
+from . import _interop, _plan
 from ._plan import THREADS, WARP, WARPS
 
 REDUCE_THREADS = 256

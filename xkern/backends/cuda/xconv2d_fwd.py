@@ -1,7 +1,8 @@
 """CUDA forward of xconv2d: the tiled gather over output channels (see _gather)."""
 import numpy as np
 
-from . import _checks, _interop, _plan
+from .. import _checks
+from . import _interop, _plan
 from ._gather import launch_gather
 
 

@@ -5,7 +5,8 @@ batch becomes the pixel axis the conv kernels tile and coalesce along; results
 come back through one more transpose.  The transposed copies live in this
 stream's workspace.
 """
-from . import _checks, _interop
+from .. import _checks
+from . import _interop
 from ._transpose import transpose
 from .xconv2d_bwd_bias import launch_bias
 from .xconv2d_bwd_input import xconv2d_bwd_input

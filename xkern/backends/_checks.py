@@ -1,13 +1,14 @@
-"""Argument checks of the CUDA backend's functions.
+"""Argument checks of the backends' raw functions, in Python.
 
 xkern.ops validates every argument before it calls a backend; these checks are the
-last line for direct callers of xkern.backends.cuda: a kernel launched on arrays
-that do not fit together, or on an index entry past the input channels, would read
-or write out of bounds on the device (an illegal address error that leaves the CUDA
-context unusable).  Each failure is a ValueError naming the argument, with the CPU
-backend's wording.  Shapes are checked on every call (a few integer comparisons);
-index entries and the reverse adjacency once per graph, where the kernels' tables
-are built (_plan).
+last line for direct callers of a backend.  The CUDA backend runs all of them: a
+kernel launched on arrays that do not fit together, or on an index entry past the
+input channels, would read or write out of bounds on the device (an illegal address
+error that leaves the CUDA context unusable).  There, shapes are checked on every
+call (a few integer comparisons), index entries and the reverse adjacency once per
+graph, where the kernels' tables are built (cuda/_plan.py).  The compiled CPU backend
+has its own checks in C with the same wording (src/cpu_kernels.pyx) and uses
+check_geometry from here.  Each failure is a ValueError naming the argument.
 """
 import numpy as np
 

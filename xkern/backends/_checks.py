@@ -67,12 +67,13 @@ def check_length(name, array, n, what):
         raise ValueError(f"{name} has shape {tuple(array.shape)}, expected ({n},) ({what})")
 
 
-def check_dtypes(dtype, **arrays):
-    """Every array given (None skipped) has the element type dtype (the kernels are
-    compiled for one)."""
+def check_dtypes(ref_name, ref, **arrays):
+    """Every array given (None skipped) has the element type of the array ref, named
+    ref_name (the kernels are compiled for one)."""
+    dtype = np.dtype(ref.dtype)
     for name, a in arrays.items():
-        if a is not None and np.dtype(a.dtype) != np.dtype(dtype):
-            raise ValueError(f"{name} has dtype {np.dtype(a.dtype)}, expected {np.dtype(dtype)} (x's)")
+        if a is not None and np.dtype(a.dtype) != dtype:
+            raise ValueError(f"{name} has dtype {np.dtype(a.dtype)}, expected {dtype} ({ref_name}'s)")
 
 
 def check_index_array(index):

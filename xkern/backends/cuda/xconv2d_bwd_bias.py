@@ -22,7 +22,7 @@ def xconv2d_bwd_bias(grad_out, grad_bias):
     gb = _interop.device_view(grad_bias)
     n_img, n_out = grad_out.shape[:2]
     _checks.check_length("grad_bias", gb, n_out, "grad_out's channels")
-    _checks.check_dtypes(grad_out.dtype, grad_bias=gb)
+    _checks.check_dtypes("grad_out", grad_out, grad_bias=gb)
     pixels = int(np.prod(grad_out.shape[2:], dtype=np.int64))
     launch_bias(grad_out.reshape(n_img, n_out, pixels), gb, grad_out.stream)
 

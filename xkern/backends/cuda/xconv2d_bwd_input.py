@@ -28,7 +28,7 @@ def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dil
     _checks.check_index_array(index)
     _checks.check_conv(gx.shape, weight.shape, index.shape, grad_out.shape, stride, padding, dilation,
                        ("grad_x", "weight", "grad_out"))
-    _checks.check_dtypes(grad_out.dtype, weight=weight, grad_x=gx)
+    _checks.check_dtypes("grad_out", grad_out, weight=weight, grad_x=gx)
     n_img, n_out, h_out, w_out = grad_out.shape
     _, degree, kh, kw = weight.shape
     w3 = weight.reshape(n_out * degree, kh, kw)

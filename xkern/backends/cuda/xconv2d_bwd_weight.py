@@ -32,7 +32,7 @@ def xconv2d_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilatio
     _checks.check_index_array(index)
     _checks.check_conv(x.shape, gw.shape, index.shape, grad_out.shape, stride, padding, dilation,
                        ("x", "grad_weight", "grad_out"))
-    _checks.check_dtypes(x.dtype, grad_out=grad_out, grad_weight=gw)
+    _checks.check_dtypes("x", x, grad_out=grad_out, grad_weight=gw)
     n_out, degree, kh, kw = gw.shape
     n_img, n_in = x.shape[:2]
     edges = _plan.weight_edges(index, n_in)

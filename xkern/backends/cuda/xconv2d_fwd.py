@@ -14,7 +14,7 @@ def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
     _checks.check_conv(x.shape, weight.shape, index.shape, out_d.shape, stride, padding, dilation,
                        ("x", "weight", "out"))
     _checks.check_length("bias", bias, weight.shape[0], "Cout")
-    _checks.check_dtypes(x.dtype, weight=weight, bias=bias, out=out_d)
+    _checks.check_dtypes("x", x, weight=weight, bias=bias, out=out_d)
     n_img, n_in = x.shape[:2]
     n_out, degree, kh, kw = weight.shape
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)

@@ -31,7 +31,7 @@ def xlinear_fwd(x, weight, index, bias, out):
     _checks.check_index_array(index)
     out_d = _interop.device_view(out)
     _checks.check_linear(x.shape, weight.shape, index.shape, out_d.shape, ("x", "weight", "out"))
-    _checks.check_dtypes(x.dtype, out=out_d)
+    _checks.check_dtypes("x", x, out=out_d)
     (n_img, n_in), n_out = x.shape, weight.shape[0]
     xt, outt = _scratch(x.stream, ((n_in, n_img), x), ((n_out, n_img), x))
     transpose(x, xt, x.stream)
@@ -45,7 +45,7 @@ def xlinear_bwd_input(grad_out, weight, index, rev, grad_x):
     gx = _interop.device_view(grad_x)
     _checks.check_index_array(index)
     _checks.check_linear(gx.shape, weight.shape, index.shape, grad_out.shape, ("grad_x", "weight", "grad_out"))
-    _checks.check_dtypes(grad_out.dtype, grad_x=gx)
+    _checks.check_dtypes("grad_out", grad_out, grad_x=gx)
     (n_img, n_out), n_in = grad_out.shape, gx.shape[1]
     gt, gxt = _scratch(grad_out.stream, ((n_out, n_img), grad_out), ((n_in, n_img), grad_out))
     transpose(grad_out, gt, grad_out.stream)
@@ -72,5 +72,5 @@ def xlinear_bwd_bias(grad_out, grad_bias):
     if len(grad_out.shape) != 2:
         raise ValueError(f"grad_out must have 2 dimensions, got shape {tuple(grad_out.shape)}")
     _checks.check_length("grad_bias", gb, grad_out.shape[1], "grad_out's columns")
-    _checks.check_dtypes(grad_out.dtype, grad_bias=gb)
+    _checks.check_dtypes("grad_out", grad_out, grad_bias=gb)
     launch_bias(grad_out.reshape(grad_out.shape + (1,)), gb, grad_out.stream)

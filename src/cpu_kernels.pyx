@@ -22,7 +22,8 @@ of grid rows (xk_corr_rows3), so one load serves three kernel rows, and their
 grad_weight keeps rows of grad_out in registers (xk_dot_rows3); block expanders
 (index rows equal in runs of XK_SHARE) let those outputs share every load of x: in
 the forward (except where stride-1 3x3 row tiles share loads between kernel rows)
-and in grad_weight.  Packing buffers are kept per thread
+and in grad_weight; a 1x1 grad_input keeps each run's grad_out vectors in registers
+and spreads them over the inputs the run reads (_spread).  Packing buffers are kept per thread
 between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
@@ -82,6 +83,12 @@ cdef extern from "cpu_kernels.h" nogil:
                          int64_t degree, const float *mk, const int64_t *toff, int64_t ntap, int64_t n)
     void xk_dot_taps_f64(double *out, const double *g, const double *x, int64_t cstride, const int64_t *chan,
                          int64_t degree, const double *mk, const int64_t *toff, int64_t ntap, int64_t n)
+    void xk_spread_tile_f32(const float *src, int64_t cstride, int64_t p0, const int64_t *chan, const float *w,
+                            int64_t n_runs, int64_t degree, int64_t n_dst, float *part, float *dst,
+                            int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_spread_tile_f64(const double *src, int64_t cstride, int64_t p0, const int64_t *chan, const double *w,
+                            int64_t n_runs, int64_t degree, int64_t n_dst, double *part, double *dst,
+                            int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
     void xk_dot_taps_shared_f32(float *out, const float *g, int64_t gstride, const float *x, int64_t cstride,
                                 const int64_t *chan, int64_t degree, const float *mk, const int64_t *toff,
                                 int64_t ntap, int64_t n)
@@ -386,6 +393,12 @@ def _forward_terms(index, int64_t n_in, int64_t window, int64_t share):
     if share > 1:
         rows = rows // (share * degree) * degree + rows % degree
     return _blocked_terms(np.arange(0, n_out * degree + 1, degree, dtype=np.int64), flat, rows, n_in, window)
+
+
+def _run_rows(index, int64_t n_in):
+    """(The first index row of each run of XK_SHARE outputs, flat,); index checked."""
+    _check_index(index.ravel(), n_in)
+    return (np.ascontiguousarray(index[::XK_SHARE]).reshape(-1),)
 
 
 def _shared_weights(weight):
@@ -731,6 +744,47 @@ cdef void _correlate(
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
 
 
+cdef void _spread(
+        const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: grad_out (B, n_src, H, W)
+        const xk_frame_t *frame, const xk_layout_t *lay, int64_t cstride, int64_t toff0,
+        int64_t batch, int64_t group,
+        floating *packed, floating *parts,                             # scratch: n_chunks * (n_src * cstride, n_dst * tile)
+        const int64_t *chan, const floating *w, int64_t degree,         # IN: the runs' index rows, weights (_shared_weights)
+        floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: grad_x (B, n_dst, H, W)
+        const xk_scatter_t *scatter, int n_chunks) noexcept nogil:
+    """grad_input of a 1x1, stride-1, unpadded block expander (index rows equal in runs of
+    XK_SHARE): work items (group, tile), each computing every input of its tile
+    (xk_spread_tile), so a thread's items write their own positions and every element
+    is summed in the same order (runs, then terms, then outputs) at any thread count."""
+    cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t plane = lay.hb * lay.wb
+    cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
+    cdef int64_t total = (batch + group - 1) // group * tiles_per_group
+    cdef int64_t chunk, item, packed_group, grp, g0, ng, t
+    cdef floating *buf
+    cdef floating *part
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        buf = packed + chunk * n_src * cstride
+        part = parts + chunk * n_dst * tile
+        packed_group = -1
+        for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+            grp = item // tiles_per_group
+            g0 = grp * group
+            ng = min(group, batch - g0)
+            t = item % tiles_per_group
+            if t * tile >= ng * plane:
+                continue
+            if grp != packed_group:
+                _pack_group(buf, cstride, src + g0 * src_im.img, src_im, 0, n_src, frame, 1, lay, ng)
+                packed_group = grp
+            if floating is float:
+                xk_spread_tile_f32(buf + toff0, cstride, t * tile, chan, w, n_src // XK_SHARE, degree, n_dst, part,
+                                   dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+            else:
+                xk_spread_tile_f64(buf + toff0, cstride, t * tile, chan, w, n_src // XK_SHARE, degree, n_dst, part,
+                                   dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+
+
 cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
     """No Inf or NaN in planes[c * cstride + k] for c < n_chan, k < n."""
     cdef int64_t c
@@ -942,6 +996,20 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] toff = toff_arr
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
+    cdef const int64_t[::1] run_rows
+    cdef const floating[::1] w_runs
+    cdef floating[::1] parts
+    if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
+        # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in
+        # registers, over the inputs it reads (xk_spread_shared); rev is not read
+        run_rows = _cached_terms("spread", index, n_in, lambda: _run_rows(np.asarray(index), n_in))[0]
+        w_runs = _shared_weights(weight)
+        parts = _scratch(1, n_chunks * n_in * tile, np.float32 if floating is float else np.float64)
+        with nogil:
+            _spread(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
+                    &packed[0], &parts[0], &run_rows[0], &w_runs[0], degree, &grad_x[0, 0, 0, 0], &x_im, n_in,
+                    &scatter[0], n_chunks)
+        return
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
     # keyed on index: rev is its reverse adjacency over n_in inputs (checked when the lists are made)
     blocked = _cached_terms("input", index, (n_in, window), lambda: _input_terms(np.asarray(index), rev, n_in, window))

@@ -379,6 +379,60 @@ XK_CLONES static void XK_FN(xk_corr_tiles)(
         XK_FN(xk_scatter)(part + dd * XK_TILE, p0, nvec * XK_VL, dst + dd * dst_stride, n_img, lay, sc);
 }
 
+/* grad_input of a 1x1 block expander on XK_SACC vectors (width = XK_SACC * XK_VL
+ * positions): for the runs r < n_runs of XK_SHARE outputs in order, and each run's
+ * terms d < degree in order (input u = chan[r * degree + d]),
+ *   part[u * width + q] += sum_{o < XK_SHARE, in order} w[(r * degree + d) * XK_SHARE + o]
+ *                                                       * g[(r * XK_SHARE + o) * gstride + q]
+ * A run's g vectors stay in registers for all its terms (the transposed form of
+ * xk_corr_shared): per term 4 weight broadcasts, 3 loads and 3 stores of part for 12
+ * FMAs, where gathering over the reverse adjacency loads once per FMA. */
+XK_INLINE void XK_FN(xk_spread_shared)(XK_T *XK_RESTRICT part, const XK_T *XK_RESTRICT g, int64_t gstride,
+                                       const int64_t *chan, const XK_T *w, int64_t n_runs, int64_t degree)
+{
+    for (int64_t r = 0; r < n_runs; r++) {
+        XK_V gv[XK_SHARE][XK_SACC];
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                gv[o][a] = XK_VLOAD(XK_V, g + (r * XK_SHARE + o) * gstride + a * XK_VL);
+        const int64_t *cr = chan + r * degree;
+        const XK_T *wr = w + r * degree * XK_SHARE;
+        for (int64_t d = 0; d < degree; d++) {
+            XK_T *pu = part + cr[d] * (XK_SACC * XK_VL);
+            XK_V acc[XK_SACC];
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[a] = XK_VLOAD(XK_V, pu + a * XK_VL);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
+                const XK_V wt = XK_VSPLAT(XK_V, wr[d * XK_SHARE + o]);
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[a] += wt * gv[o][a];
+            }
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, pu + a * XK_VL, acc[a]);
+        }
+    }
+}
+
+/* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 block expander's grad_input:
+ * every one of the n_dst inputs, XK_SACC vectors at a time (xk_spread_shared into
+ * part, n_dst * XK_TILE scratch, zeroed here), then scattered to dst + u * dst_stride.
+ * src: the packed grad_out planes (cstride apart, n_runs * XK_SHARE of them). */
+XK_CLONES static void XK_FN(xk_spread_tile)(const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+                                            const int64_t *chan, const XK_T *w, int64_t n_runs, int64_t degree,
+                                            int64_t n_dst, XK_T *part, XK_T *dst, int64_t dst_stride,
+                                            int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+{
+    const int64_t width = XK_SACC * XK_VL;
+    for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
+        XK_T *pc = part + a0 / XK_SACC * n_dst * width;
+        memset(pc, 0, (size_t)(n_dst * width) * sizeof(XK_T));
+        XK_FN(xk_spread_shared)(pc, src + p0 + a0 * XK_VL, cstride, chan, w, n_runs, degree);
+    }
+    XK_T tile[XK_TILE];
+    for (int64_t u = 0; u < n_dst; u++) {
+        for (int64_t c = 0; c < XK_NACC / XK_SACC; c++)
+            memcpy(tile + c * width, part + (c * n_dst + u) * width, (size_t)width * sizeof(XK_T));
+        XK_FN(xk_scatter)(tile, p0, XK_TILE, dst + u * dst_stride, n_img, lay, sc);
+    }
+}
+
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs
  * of one pass, xs[t][p] masked by mk[p] when mk is given; n is a multiple of
  * 2 * XK_VL.  Each g load feeds m FMAs.  Two vector partial sums per stream,

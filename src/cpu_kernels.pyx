@@ -968,7 +968,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
 def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :, ::1] weight,
                       const int64_t[:, ::1] index, rev, floating[:, :, :, :] grad_x,
                       stride, padding, dilation, int num_threads):
-    """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge)."""
+    """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge); for
+    1x1 block expanders (one phase), spread from each run of outputs instead (_spread: rev
+    is not read)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
     cdef int64_t n_out = weight.shape[0], degree = weight.shape[1]

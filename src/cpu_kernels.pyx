@@ -752,8 +752,8 @@ cdef void _spread(
         const int64_t *chan, const floating *w, int64_t degree,         # IN: the runs' index rows, weights (_shared_weights)
         floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: grad_x (B, n_dst, H, W)
         const xk_scatter_t *scatter, int n_chunks) noexcept nogil:
-    """grad_input of a 1x1, stride-1, unpadded block expander (index rows equal in runs of
-    XK_SHARE): work items (group, tile), each computing every input of its tile
+    """grad_input of a 1x1 block expander with one output phase (stride 1; index rows equal
+    in runs of XK_SHARE): work items (group, tile), each computing every input of its tile
     (xk_spread_tile), so a thread's items write their own positions and every element
     is summed in the same order (runs, then terms, then outputs) at any thread count."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64

@@ -256,8 +256,8 @@ cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py
                      const Py_ssize_t *result, stride, padding, dilation, tuple names) except -1:
     """ValueError naming the argument unless image (B, Cin, H, W), kernel (Cout, D, kh, kw),
     index (Cout, D) and result (B, Cout, Ho, Wo) fit the geometry; names: the arguments
-    that hold image, kernel and result in this kernel's signature.  (C comparisons: the
-    messages are only built for a failure.)"""
+    that hold image, kernel and result in this kernel's signature.  C comparisons on every
+    call; a failure is raised, with its message, by the backends' shared check_conv."""
     cdef Py_ssize_t sh, sw, ph, pw, dh, dw, ho, wo
     try:
         sh, sw = stride
@@ -266,19 +266,15 @@ cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py
     except (TypeError, ValueError, OverflowError):
         _check_geometry(stride, padding, dilation)  # raises, naming the argument
         raise
-    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
-        _check_geometry(stride, padding, dilation)
-    im, ke, re = names
-    if index[0] != kernel[0] or index[1] != kernel[1]:
-        raise ValueError(f"index has shape {(index[0], index[1])}, {ke} has (Cout, D) = {(kernel[0], kernel[1])}")
-    ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1
-    wo = (image[3] + 2 * pw - dw * (kernel[3] - 1) - 1) // sw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{ke}'s {kernel[2]}x{kernel[3]} kernel does not fit {im}'s {image[2]}x{image[3]} "
-                         "image with this padding and dilation")
-    if result[0] != image[0] or result[1] != kernel[0] or result[2] != ho or result[3] != wo:
-        raise ValueError(f"{re} has shape {(result[0], result[1], result[2], result[3])}, expected (B, Cout, Ho, Wo) "
-                         f"= {(image[0], kernel[0], ho, wo)}")
+    ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1 if sh >= 1 else 0
+    wo = (image[3] + 2 * pw - dw * (kernel[3] - 1) - 1) // sw + 1 if sw >= 1 else 0
+    if (sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1
+            or index[0] != kernel[0] or index[1] != kernel[1] or ho < 1 or wo < 1
+            or result[0] != image[0] or result[1] != kernel[0] or result[2] != ho or result[3] != wo):
+        _checks.check_conv(tuple(image[k] for k in range(4)), tuple(kernel[k] for k in range(4)),
+                           (index[0], index[1]), tuple(result[k] for k in range(4)),
+                           stride, padding, dilation, names)  # raises
+        raise AssertionError("_check_conv and _checks.check_conv disagree")
     return 0
 
 

@@ -942,11 +942,11 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t share = XK_SHARE if shared else 1
     blocked = _cached_terms("forward", index, (n_in, window, share),
                             lambda: _forward_terms(np.asarray(index), n_in, window, share))
-    cdef const floating[::1] w_flat
+    cdef const floating[::1] w_runs  # shared: the weights interleaved by output
+    cdef const floating *w_ptr = &weight[0, 0, 0, 0]
     if shared:
-        w_flat = _shared_weights(weight)
-    else:
-        w_flat = np.asarray(weight).reshape(-1)
+        w_runs = _shared_weights(weight)
+        w_ptr = &w_runs[0]
     cdef const int64_t[::1] ptr = blocked[0]
     cdef const int64_t[::1] chan = blocked[1]
     cdef const int64_t[::1] wrow = blocked[2]
@@ -956,7 +956,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     with nogil:
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
-                   &ptr[0], n_cb, &chan[0], &wrow[0], n_out, &w_flat[0], kk * share, shared,
+                   &ptr[0], n_cb, &chan[0], &wrow[0], n_out, w_ptr, kk * share, shared,
                    &tap_ptr[0], &toff[0], 1, rows3, a3, col_tiles, bias_ptr,
                    &out[0, 0, 0, 0], &out_im, &scatter[0], n_chunks)
 

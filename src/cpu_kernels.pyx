@@ -23,13 +23,13 @@ grad_weight keeps rows of grad_out in registers (xk_dot_rows3); block expanders
 (index rows equal in runs of XK_SHARE) let those outputs share every load of x: in
 the forward (except where stride-1 3x3 row tiles share loads between kernel rows)
 and in grad_weight; a 1x1 grad_input keeps each run's grad_out vectors in registers
-and spreads them over the inputs the run reads (_spread).  Packing buffers are kept per thread
+and spreads them over the inputs the run reads (_whole_tiles).  Packing buffers are kept per thread
 between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 """
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 import functools
 import threading
@@ -89,6 +89,22 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_spread_tile_f64(const double *src, int64_t cstride, int64_t p0, const int64_t *chan, const double *w,
                             int64_t n_runs, int64_t degree, int64_t n_dst, double *part, double *dst,
                             int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_quad_tile_f32(const float *src, int64_t cstride, int64_t p0, int64_t n_src, const int32_t *qoff,
+                          const float *qw, int64_t degree, const float *bias, int64_t n_out, float *panel,
+                          float *part, float *dst, int64_t dst_stride, int64_t n_img, const xk_layout_t *lay,
+                          const xk_scatter_t *sc)
+    void xk_quad_tile_f64(const double *src, int64_t cstride, int64_t p0, int64_t n_src, const int32_t *qoff,
+                          const double *qw, int64_t degree, const double *bias, int64_t n_out, double *panel,
+                          double *part, double *dst, int64_t dst_stride, int64_t n_img, const xk_layout_t *lay,
+                          const xk_scatter_t *sc)
+    void xk_quad_tile_direct_f32(const float *x, int64_t x_img, int64_t x_chan, int64_t n_src, int64_t hw,
+                                 int64_t n_img, int64_t p0, const int32_t *qoff, const float *qw, int64_t degree,
+                                 const float *bias, int64_t n_out, float *panel, float *part, float *dst,
+                                 int64_t dst_img, int64_t dst_chan)
+    void xk_quad_tile_direct_f64(const double *x, int64_t x_img, int64_t x_chan, int64_t n_src, int64_t hw,
+                                 int64_t n_img, int64_t p0, const int32_t *qoff, const double *qw, int64_t degree,
+                                 const double *bias, int64_t n_out, double *panel, double *part, double *dst,
+                                 int64_t dst_img, int64_t dst_chan)
     void xk_dot_taps_shared_f32(float *out, const float *g, int64_t gstride, const float *x, int64_t cstride,
                                 const int64_t *chan, int64_t degree, const float *mk, const int64_t *toff,
                                 int64_t ntap, int64_t n)
@@ -123,6 +139,10 @@ PACK_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 10
 # Fewest terms per output and block worth the store and reload of its partial sums.
 BLOCK_TERMS = 8
+# Most bytes of the panel (every input channel's XK_SACC vectors of a tile) with which 1x1
+# forwards of unshared index rows take quads of outputs (xk_quad_tile): the panel must
+# stay in L1 while every output reads it.
+QUAD_PANEL_BYTES = 40 << 10
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
                         ("off_y", np.int64), ("off_x", np.int64)])
@@ -403,6 +423,28 @@ def _shared_weights(weight):
     w = np.asarray(weight)
     runs = w.reshape(w.shape[0] // XK_SHARE, XK_SHARE, w.shape[1], w.shape[2] * w.shape[3])
     return np.ascontiguousarray(runs.transpose(0, 2, 3, 1)).reshape(-1)
+
+
+def _quad_terms(index, int64_t n_in, int64_t width):
+    """(xk_quad_panel's panel offsets, flat int32,): index (Cout, D), checked, times the
+    panel's channel width, its rows padded with zeros to whole quads of XK_SHARE, as
+    (quads, D, XK_SHARE)."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    if n_in * width > np.iinfo(np.int32).max:
+        raise ValueError(f"{n_in} input channels are too many for 32-bit panel offsets")
+    rows = np.zeros((_round_up(index.shape[0], XK_SHARE), index.shape[1]), np.int32)
+    rows[:index.shape[0]] = index * width
+    return (np.ascontiguousarray(rows.reshape(-1, XK_SHARE, index.shape[1]).transpose(0, 2, 1)).reshape(-1),)
+
+
+def _quad_weights(weight):
+    """1x1 weight (Cout, D, 1, 1) as xk_quad_panel's (quads, D, XK_SHARE), flat, the padding
+    outputs' weights zero."""
+    w = np.asarray(weight)
+    rows = np.zeros((_round_up(w.shape[0], XK_SHARE), w.shape[1]), w.dtype)
+    rows[:w.shape[0]] = w.reshape(w.shape[0], w.shape[1])
+    return np.ascontiguousarray(rows.reshape(-1, XK_SHARE, w.shape[1]).transpose(0, 2, 1)).reshape(-1)
 
 
 def _input_terms(index, rev, int64_t n_in, int64_t window):
@@ -740,28 +782,51 @@ cdef void _correlate(
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
 
 
-cdef void _spread(
-        const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: grad_out (B, n_src, H, W)
+cdef void _whole_tiles(
+        const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: (B, n_src, H, W)
         const xk_frame_t *frame, const xk_layout_t *lay, int64_t cstride, int64_t toff0,
         int64_t batch, int64_t group,
-        floating *packed, floating *parts,                             # scratch: n_chunks * (n_src * cstride, n_dst * tile)
-        const int64_t *chan, const floating *w, int64_t degree,         # IN: the runs' index rows, weights (_shared_weights)
-        floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: grad_x (B, n_dst, H, W)
-        const xk_scatter_t *scatter, int n_chunks) noexcept nogil:
-    """grad_input of a 1x1 block expander with one output phase (stride 1; index rows equal
-    in runs of XK_SHARE): work items (group, tile), each computing every input of its tile
-    (xk_spread_tile), so a thread's items write their own positions and every element
-    is summed in the same order (runs, then terms, then outputs) at any thread count."""
+        floating *packed, floating *parts, floating *panels,           # scratch per chunk: n_src * cstride,
+                                                                       #   n_part * tile, quads: n_src * panel
+        const int64_t *chan, const int32_t *qoff,                     # IN: spread: the runs' index rows; quads
+        const floating *w, int64_t degree, const floating *bias,       # IN: weights (_shared_weights, _quad_weights)
+        floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: (B, n_dst, H, W)
+        int64_t n_part, const xk_scatter_t *scatter, bint direct, int n_chunks) noexcept nogil:
+    """1x1 kernels whose work items (group, tile) compute every destination of their tile,
+    so a thread's items write their own positions and every element is summed in one
+    order at any thread count.  qoff NULL: grad_input of a block expander with one
+    output phase (index rows equal in runs of XK_SHARE; xk_spread_tile, in order runs,
+    terms, outputs).  Otherwise the forward in quads of outputs (xk_quad_tile, terms in
+    index order); with direct (stride 1, no padding, rows of src and dst contiguous)
+    read and written in place, tiles over the whole batch (xk_quad_tile_direct).
+    n_part: the scratch rows per chunk (the destinations, or the spread's inputs)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
+    cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
     cdef int64_t tiles_per_group = (group * plane + tile - 1) // tile
     cdef int64_t total = (batch + group - 1) // group * tiles_per_group
     cdef int64_t chunk, item, packed_group, grp, g0, ng, t
     cdef floating *buf
     cdef floating *part
+    cdef floating *panel
+    cdef int64_t hw = src_im.height * src_im.width
+    if direct:
+        total = (batch * hw + tile - 1) // tile
+        for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+            part = parts + chunk * n_part * XK_SACC * lanes
+            panel = panels + chunk * n_src * XK_SACC * lanes
+            for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+                if floating is float:
+                    xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, n_src, hw, batch, item * tile, qoff, w,
+                                            degree, bias, n_dst, panel, part, dst, dst_im.img, dst_im.chan)
+                else:
+                    xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, n_src, hw, batch, item * tile, qoff, w,
+                                            degree, bias, n_dst, panel, part, dst, dst_im.img, dst_im.chan)
+        return
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         buf = packed + chunk * n_src * cstride
-        part = parts + chunk * n_dst * tile
+        part = parts + chunk * n_part * tile
+        panel = panels + chunk * n_src * XK_SACC * lanes
         packed_group = -1
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
             grp = item // tiles_per_group
@@ -773,7 +838,14 @@ cdef void _spread(
             if grp != packed_group:
                 _pack_group(buf, cstride, src + g0 * src_im.img, src_im, 0, n_src, frame, 1, lay, ng)
                 packed_group = grp
-            if floating is float:
+            if qoff != NULL:
+                if floating is float:
+                    xk_quad_tile_f32(buf + toff0, cstride, t * tile, n_src, qoff, w, degree, bias, n_dst, panel,
+                                     part, dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+                else:
+                    xk_quad_tile_f64(buf + toff0, cstride, t * tile, n_src, qoff, w, degree, bias, n_dst, panel,
+                                     part, dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+            elif floating is float:
                 xk_spread_tile_f32(buf + toff0, cstride, t * tile, chan, w, n_src // XK_SHARE, degree, n_dst, part,
                                    dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
             else:
@@ -934,9 +1006,33 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
     cdef int n_chunks = _threads(num_threads)
-    cdef floating[::1] packed = _scratch(0, n_chunks * n_in * cstride,
-                                               np.float32 if floating is float else np.float64)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] packed = _scratch(0, n_chunks * n_in * cstride, dtype)
     cdef const int64_t[::1] toff = toff_arr
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef const int32_t[::1] qoff
+    cdef const floating[::1] qw
+    cdef floating[::1] parts
+    cdef floating[::1] panels
+    cdef bint direct
+    cdef const xk_scatter_t[::1] scatter = np.array(
+        [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
+    if kk == 1 and n_frames == 1 and not shared and n_in * width * sizeof(floating) <= QUAD_PANEL_BYTES:
+        # 1x1 with unshared index rows: quads of outputs read an L1 panel of every channel
+        qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
+        qw = _quad_weights(weight)
+        # read and written in place: stride 1, no padding, every image row contiguous, and
+        # images of at least a panel (so that a panel spans at most two)
+        direct = (tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and x_im.col == 1 and out_im.col == 1
+                  and x_im.row == x_im.width and out_im.row == out_im.width
+                  and out_im.height * out_im.width >= width)
+        parts = _scratch(1, n_chunks * n_out * (width if direct else tile), dtype)
+        panels = _scratch(2, n_chunks * n_in * width, dtype)
+        with nogil:
+            _whole_tiles(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], &lay, cstride, toff[0], batch, group,
+                         &packed[0], &parts[0], &panels[0], NULL, &qoff[0], &qw[0], degree, bias_ptr,
+                         &out[0, 0, 0, 0], &out_im, n_out, n_out, &scatter[0], direct, n_chunks)
+        return
     # the channels one channel block reads per tile (or, shared, per XK_SACC vectors of it)
     window = n_frames * ((XK_SACC * tile // XK_NACC if shared else tile) + max(planes.shift)) * sizeof(floating)
     cdef int64_t share = XK_SHARE if shared else 1
@@ -952,8 +1048,6 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const int64_t[::1] wrow = blocked[2]
     cdef int64_t n_cb = blocked[3]
     cdef const int64_t[::1] tap_ptr = np.array([0, kk], np.int64)
-    cdef const xk_scatter_t[::1] scatter = np.array(
-        [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     with nogil:
         _correlate(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], n_frames, &lay, cstride, batch, group, &packed[0],
                    &ptr[0], n_cb, &chan[0], &wrow[0], n_out, w_ptr, kk * share, shared,
@@ -965,7 +1059,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                       const int64_t[:, ::1] index, rev, floating[:, :, :, :] grad_x,
                       stride, padding, dilation, int num_threads):
     """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge); for
-    1x1 block expanders (one phase), spread from each run of outputs instead (_spread: rev
+    1x1 block expanders (one phase), spread from each run of outputs instead (_whole_tiles: rev
     is not read)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
@@ -1004,9 +1098,9 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
         w_runs = _shared_weights(weight)
         parts = _scratch(1, n_chunks * n_in * tile, np.float32 if floating is float else np.float64)
         with nogil:
-            _spread(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
-                    &packed[0], &parts[0], &run_rows[0], &w_runs[0], degree, &grad_x[0, 0, 0, 0], &x_im, n_in,
-                    &scatter[0], n_chunks)
+            _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
+                         &packed[0], &parts[0], NULL, &run_rows[0], NULL, &w_runs[0], degree, NULL,
+                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], False, n_chunks)
         return
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
     # keyed on index: rev is its reverse adjacency over n_in inputs (checked when the lists are made)

@@ -336,6 +336,79 @@ def test_block_expander_1x1_shares_loads(block, geometry, blocked, monkeypatch):
               expected, dtype, f"1x1 block {block} {geometry} {np.dtype(dtype)}")
 
 
+# ---- 1x1 forwards of unshared index rows: quads of outputs on L1 panels (xk_quad_tile) ---
+
+def _spy_quads(monkeypatch):
+    """Counts the forwards that take quads of outputs."""
+    calls = []
+    make = _cpu._quad_weights
+    monkeypatch.setattr(_cpu, "_quad_weights", lambda weight: calls.append(1) or make(weight))
+    return calls
+
+
+@pytest.mark.parametrize("quads", [True, False])
+@pytest.mark.parametrize("hw, geometry", [
+    ((5, 5), (1, 0, 1)),   # read in place: panels straddle two images, the last tile runs past the batch
+    ((7, 9), (1, 0, 1)),
+    ((3, 3), (1, 0, 1)),   # images smaller than a panel: packed
+    ((9, 8), (2, 0, 1)),   # stride and padding: packed planes
+    ((4, 5), (1, 1, 1)),
+])
+@pytest.mark.parametrize("n_out", [4, 9, 14])  # whole quads, or a last quad with padding outputs
+def test_1x1_forward_in_quads_of_outputs(hw, geometry, n_out, quads, monkeypatch):
+    """quads False: the panel limit set to 0, so the same convs take the flat tiles."""
+    if not quads:
+        monkeypatch.setattr(_cpu, "QUAD_PANEL_BYTES", 0)
+    calls = _spy_quads(monkeypatch)
+    x, weight, index, bias, _, _ = conv_case((3, 10, n_out, 4, hw, (1, 1), 1, 0, 1, True), seed=13)
+    grad_out = np.random.default_rng(14).standard_normal((3, n_out) + _out_hw(hw, (1, 1), *geometry))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    for dtype in DTYPES:
+        check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
+              expected, dtype, f"1x1 {hw} {geometry} Cout {n_out} {np.dtype(dtype)}")
+    assert len(calls) == (2 if quads else 0)
+
+
+def test_1x1_forward_in_quads_bitwise_equal_across_threads(threads, monkeypatch):
+    """Work items are tiles of the whole batch (read in place) or of a group (packed): the
+    same bits at 1, 2 and 3 threads, and equal to the oracle; bias None too."""
+    calls = _spy_quads(monkeypatch)
+    x, weight, index, bias, _, _ = conv_case((5, 12, 14, 5, (7, 9), (1, 1), 1, 0, 1, False), seed=15)
+    x, weight = _cast(np.float32, x, weight)
+    results = {}
+    for n in (1, 2, 3):
+        threads(n)
+        results[n] = [xkern.xconv2d(x, weight, index, b, *geometry, backend="cpu")
+                      for b in (None, bias.astype(np.float32)) for geometry in ((1, 0, 1), (2, 0, 1))]
+    assert len(calls) == 12
+    zero = np.zeros(14)
+    for k, (b, geometry) in enumerate((b, g) for b in (zero, bias) for g in ((1, 0, 1), (2, 0, 1))):
+        grad_out = np.zeros_like(results[1][k], dtype=np.float64)
+        assert_close(results[1][k], conv2d_oracle(x, weight, index, b, *geometry, grad_out)[0], np.float32,
+                     f"1x1 {geometry}")
+        for n in (2, 3):
+            assert np.array_equal(results[1][k], results[n][k])
+
+
+def test_1x1_forward_in_quads_ignores_non_finite_unread_channels(monkeypatch):
+    """A quad's padding outputs read channel 0 with weight 0: Inf there must not reach an
+    output that does not read it."""
+    calls = _spy_quads(monkeypatch)
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((2, 6, 5, 5))
+    x[:, 0] = np.inf
+    index = np.array([[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]])  # no output reads channel 0
+    weight = rng.standard_normal((5, 2, 1, 1))
+    unread = x.copy()
+    unread[:, 0] = 0  # (the dense oracle would multiply the Inf by a zero weight)
+    expected = conv2d_oracle(unread, weight, index, None, 1, 0, 1, np.zeros((2, 5, 5, 5)))[0]
+    for dtype in DTYPES:
+        out = xkern.xconv2d(*_cast(dtype, x, weight), index, None, 1, 0, 1, backend="cpu")
+        assert np.isfinite(out).all()
+        assert_close(out, expected, dtype, "1x1, Inf in an unread channel")
+    assert len(calls) == 2
+
+
 def test_block_expander_xlinear():
     x, weight, index, bias, grad_out = linear_case(37, 19, 16, 6, True, seed=4)
     index = np.repeat(index[::4], 4, axis=0)

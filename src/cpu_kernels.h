@@ -77,6 +77,18 @@ typedef struct {
     int64_t origin, img, row, col, r_lo, r_hi, c_lo, c_hi;
 } xk_scatter_t;
 
+/* Term lists of xk_quad_panel: destinations in quads of XK_SHARE, quad q's terms
+ * [ptr[q], ptr[q + 1]) (or [q * degree, (q + 1) * degree) when ptr is NULL), term j
+ * of its destination o reading the panel row at element offset off[j * XK_SHARE + o];
+ * slot q * XK_SHARE + o is destination rows[slot] (the slot itself when rows is NULL);
+ * n_dst slots are real, the rest of the last quad padding.  A panel has n_src rows
+ * and a row of zeros after them, which padding terms read. */
+typedef struct {
+    const int32_t *off;
+    const int64_t *ptr, *rows;
+    int64_t degree, n_dst, n_src;
+} xk_quads_t;
+
 #define XK_CAT_(a, b) a##b
 #define XK_CAT(a, b) XK_CAT_(a, b)
 

@@ -62,6 +62,11 @@ cdef extern from "cpu_kernels.h" nogil:
         int64_t step_y, step_x, off_y, off_x
     ctypedef struct xk_scatter_t:
         int64_t origin, img, row, col, r_lo, r_hi, c_lo, c_hi
+    ctypedef struct xk_quads_t:
+        const int32_t *off
+        const int64_t *ptr
+        const int64_t *rows
+        int64_t degree, n_dst, n_src
 
     void xk_pack_f32(float *dst, const float *src, int64_t n_img, const xk_image_t *im,
                      const xk_layout_t *lay, const xk_frame_t *fr)
@@ -89,22 +94,18 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_spread_tile_f64(const double *src, int64_t cstride, int64_t p0, const int64_t *chan, const double *w,
                             int64_t n_runs, int64_t degree, int64_t n_dst, double *part, double *dst,
                             int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
-    void xk_quad_tile_f32(const float *src, int64_t cstride, int64_t p0, int64_t n_src, const int32_t *qoff,
-                          const float *qw, int64_t degree, const float *bias, int64_t n_out, float *panel,
-                          float *part, float *dst, int64_t dst_stride, int64_t n_img, const xk_layout_t *lay,
-                          const xk_scatter_t *sc)
-    void xk_quad_tile_f64(const double *src, int64_t cstride, int64_t p0, int64_t n_src, const int32_t *qoff,
-                          const double *qw, int64_t degree, const double *bias, int64_t n_out, double *panel,
-                          double *part, double *dst, int64_t dst_stride, int64_t n_img, const xk_layout_t *lay,
-                          const xk_scatter_t *sc)
-    void xk_quad_tile_direct_f32(const float *x, int64_t x_img, int64_t x_chan, int64_t n_src, int64_t hw,
-                                 int64_t n_img, int64_t p0, const int32_t *qoff, const float *qw, int64_t degree,
-                                 const float *bias, int64_t n_out, float *panel, float *part, float *dst,
-                                 int64_t dst_img, int64_t dst_chan)
-    void xk_quad_tile_direct_f64(const double *x, int64_t x_img, int64_t x_chan, int64_t n_src, int64_t hw,
-                                 int64_t n_img, int64_t p0, const int32_t *qoff, const double *qw, int64_t degree,
-                                 const double *bias, int64_t n_out, double *panel, double *part, double *dst,
-                                 int64_t dst_img, int64_t dst_chan)
+    void xk_quad_tile_f32(const float *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, const float *qw,
+                          const float *bias, float *panel, float *part, float *dst, int64_t dst_stride,
+                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_quad_tile_f64(const double *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, const double *qw,
+                          const double *bias, double *panel, double *part, double *dst, int64_t dst_stride,
+                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_quad_tile_direct_f32(const float *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
+                                 int64_t p0, const xk_quads_t *qs, const float *qw, const float *bias,
+                                 float *panel, float *part, float *dst, int64_t dst_img, int64_t dst_chan)
+    void xk_quad_tile_direct_f64(const double *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
+                                 int64_t p0, const xk_quads_t *qs, const double *qw, const double *bias,
+                                 double *panel, double *part, double *dst, int64_t dst_img, int64_t dst_chan)
     void xk_dot_taps_shared_f32(float *out, const float *g, int64_t gstride, const float *x, int64_t cstride,
                                 const int64_t *chan, int64_t degree, const float *mk, const int64_t *toff,
                                 int64_t ntap, int64_t n)
@@ -447,6 +448,44 @@ def _quad_weights(weight):
     return np.ascontiguousarray(rows.reshape(-1, XK_SHARE, w.shape[1]).transpose(0, 2, 1)).reshape(-1)
 
 
+def _input_quads(index, rev, int64_t n_in, int64_t width):
+    """grad_input's quads (xk_quads_t) over the reverse adjacency rev of index (Cout, D), both
+    checked: (panel offsets int32, quad ptr, rows, edges), the last two per slot and per
+    term.  Inputs go in order of in-degree, most first (stable), so that a quad's four
+    lists differ little in length; shorter lists are padded to the quad's longest with
+    terms that read the panel's zero row (offset Cout * width) through edge Cout * D, whose
+    weight _edge_weights makes 0.  Each input's edges keep rev's order."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    _check_reverse(flat, rev.ptr, rev.edge, n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    ptr, edge = np.asarray(rev.ptr, np.int64), np.asarray(rev.edge, np.int64)
+    count = np.diff(ptr)
+    rows = np.argsort(-count, kind="stable")
+    n_slots = _round_up(n_in, XK_SHARE)
+    per_slot = np.zeros(n_slots, np.int64)
+    per_slot[:n_in] = count[rows]
+    qptr = np.zeros(n_slots // XK_SHARE + 1, np.int64)
+    np.cumsum(per_slot.reshape(-1, XK_SHARE).max(axis=1), out=qptr[1:])
+    off = np.full((qptr[-1], XK_SHARE), n_out * width, np.int32)
+    edges = np.full((qptr[-1], XK_SHARE), n_out * degree, np.int64)
+    slot = np.repeat(np.arange(n_in), per_slot[:n_in])                      # each term's slot
+    within = np.arange(slot.shape[0]) - np.repeat(np.cumsum(per_slot[:n_in]) - per_slot[:n_in], per_slot[:n_in])
+    e = edge[ptr[rows[slot]] + within]
+    term = qptr[slot // XK_SHARE] + within
+    off[term, slot % XK_SHARE] = e // degree * width
+    edges[term, slot % XK_SHARE] = e
+    return off.reshape(-1), qptr, rows, edges.reshape(-1)
+
+
+def _edge_weights(weight, edges):
+    """weight (Cout, D, 1, 1) at the flat edges (Cout * D: a padding term's 0)."""
+    w = np.asarray(weight).reshape(-1)
+    padded = np.zeros(w.shape[0] + 1, w.dtype)
+    padded[:-1] = w
+    return padded[edges]
+
+
 def _input_terms(index, rev, int64_t n_in, int64_t window):
     """grad_input's term lists (input u gathers the edges rev lists under it), blocked;
     index (an array) and rev checked."""
@@ -787,19 +826,20 @@ cdef void _whole_tiles(
         const xk_frame_t *frame, const xk_layout_t *lay, int64_t cstride, int64_t toff0,
         int64_t batch, int64_t group,
         floating *packed, floating *parts, floating *panels,           # scratch per chunk: n_src * cstride,
-                                                                       #   n_part * tile, quads: n_src * panel
-        const int64_t *chan, const int32_t *qoff,                     # IN: spread: the runs' index rows; quads
-        const floating *w, int64_t degree, const floating *bias,       # IN: weights (_shared_weights, _quad_weights)
+                                                                       #   n_part * tile, quads: (n_src + 1) * panel
+        const int64_t *chan, const xk_quads_t *qs,                     # IN: spread: the runs' index rows; or quads
+        const floating *w, int64_t degree, const floating *bias,       # IN: weights (_shared_weights, quads' order)
         floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: (B, n_dst, H, W)
         int64_t n_part, const xk_scatter_t *scatter, bint direct, int n_chunks) noexcept nogil:
     """1x1 kernels whose work items (group, tile) compute every destination of their tile,
     so a thread's items write their own positions and every element is summed in one
-    order at any thread count.  qoff NULL: grad_input of a block expander with one
-    output phase (index rows equal in runs of XK_SHARE; xk_spread_tile, in order runs,
-    terms, outputs).  Otherwise the forward in quads of outputs (xk_quad_tile, terms in
-    index order); with direct (stride 1, no padding, rows of src and dst contiguous)
+    order at any thread count.  qs NULL: grad_input of a block expander with one output
+    phase (index rows equal in runs of XK_SHARE; xk_spread_tile, in order runs, terms,
+    outputs).  Otherwise quads of destinations with their own channel lists (xk_quad_tile,
+    the forward or grad_input of random expanders; terms in list order); with direct
+    (stride 1, no padding, rows of src and dst contiguous, images of at least a panel)
     read and written in place, tiles over the whole batch (xk_quad_tile_direct).
-    n_part: the scratch rows per chunk (the destinations, or the spread's inputs)."""
+    n_part: the scratch rows per chunk (the destinations)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
@@ -814,19 +854,19 @@ cdef void _whole_tiles(
         total = (batch * hw + tile - 1) // tile
         for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
             part = parts + chunk * n_part * XK_SACC * lanes
-            panel = panels + chunk * n_src * XK_SACC * lanes
+            panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
             for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
                 if floating is float:
-                    xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, n_src, hw, batch, item * tile, qoff, w,
-                                            degree, bias, n_dst, panel, part, dst, dst_im.img, dst_im.chan)
+                    xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
+                                            panel, part, dst, dst_im.img, dst_im.chan)
                 else:
-                    xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, n_src, hw, batch, item * tile, qoff, w,
-                                            degree, bias, n_dst, panel, part, dst, dst_im.img, dst_im.chan)
+                    xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
+                                            panel, part, dst, dst_im.img, dst_im.chan)
         return
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         buf = packed + chunk * n_src * cstride
         part = parts + chunk * n_part * tile
-        panel = panels + chunk * n_src * XK_SACC * lanes
+        panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
         packed_group = -1
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
             grp = item // tiles_per_group
@@ -838,13 +878,13 @@ cdef void _whole_tiles(
             if grp != packed_group:
                 _pack_group(buf, cstride, src + g0 * src_im.img, src_im, 0, n_src, frame, 1, lay, ng)
                 packed_group = grp
-            if qoff != NULL:
+            if qs != NULL:
                 if floating is float:
-                    xk_quad_tile_f32(buf + toff0, cstride, t * tile, n_src, qoff, w, degree, bias, n_dst, panel,
-                                     part, dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+                    xk_quad_tile_f32(buf + toff0, cstride, t * tile, qs, w, bias, panel, part,
+                                     dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
                 else:
-                    xk_quad_tile_f64(buf + toff0, cstride, t * tile, n_src, qoff, w, degree, bias, n_dst, panel,
-                                     part, dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
+                    xk_quad_tile_f64(buf + toff0, cstride, t * tile, qs, w, bias, panel, part,
+                                     dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
             elif floating is float:
                 xk_spread_tile_f32(buf + toff0, cstride, t * tile, chan, w, n_src // XK_SHARE, degree, n_dst, part,
                                    dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
@@ -970,6 +1010,14 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
     return im
 
 
+cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *dst, int64_t width):
+    """A 1x1 correlation xk_quad_tile_direct can read and write in place: stride 1, no
+    padding, every image row of src and dst contiguous, and images of at least a panel
+    of width positions (so that a panel spans at most two)."""
+    return (tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and src.col == 1 and dst.col == 1
+            and src.row == src.width and dst.row == dst.width and dst.height * dst.width >= width)
+
+
 # ---------------------------------------------------------------- X-Conv
 
 def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
@@ -1015,22 +1063,21 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef floating[::1] parts
     cdef floating[::1] panels
     cdef bint direct
+    cdef xk_quads_t qs
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
-    if kk == 1 and n_frames == 1 and not shared and n_in * width * sizeof(floating) <= QUAD_PANEL_BYTES:
+    if kk == 1 and n_frames == 1 and not shared and (n_in + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES:
         # 1x1 with unshared index rows: quads of outputs read an L1 panel of every channel
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         qw = _quad_weights(weight)
-        # read and written in place: stride 1, no padding, every image row contiguous, and
-        # images of at least a panel (so that a panel spans at most two)
-        direct = (tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and x_im.col == 1 and out_im.col == 1
-                  and x_im.row == x_im.width and out_im.row == out_im.width
-                  and out_im.height * out_im.width >= width)
+        direct = _in_place(stride, padding, &x_im, &out_im, width)
         parts = _scratch(1, n_chunks * n_out * (width if direct else tile), dtype)
-        panels = _scratch(2, n_chunks * n_in * width, dtype)
+        panels = _scratch(2, n_chunks * (n_in + 1) * width, dtype)
+        qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
+        qs.degree, qs.n_dst, qs.n_src = degree, n_out, n_in
         with nogil:
             _whole_tiles(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], &lay, cstride, toff[0], batch, group,
-                         &packed[0], &parts[0], &panels[0], NULL, &qoff[0], &qw[0], degree, bias_ptr,
+                         &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], degree, bias_ptr,
                          &out[0, 0, 0, 0], &out_im, n_out, n_out, &scatter[0], direct, n_chunks)
         return
     # the channels one channel block reads per tile (or, shared, per XK_SACC vectors of it)
@@ -1101,6 +1148,32 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
             _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], NULL, &run_rows[0], NULL, &w_runs[0], degree, NULL,
                          &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], False, n_chunks)
+        return
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef const int32_t[::1] qoff
+    cdef const int64_t[::1] qptr
+    cdef const int64_t[::1] qrows
+    cdef const floating[::1] qw
+    cdef floating[::1] panels
+    cdef bint direct
+    cdef xk_quads_t qs
+    if (kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0
+            and (n_out + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES):
+        # 1x1, one phase: quads of inputs, each gathering its edges from an L1 panel of grad_out
+        quads = _cached_terms("input quads", index, (n_in, width),
+                              lambda: _input_quads(np.asarray(index), rev, n_in, width))
+        qoff, qptr, qrows = quads[0], quads[1], quads[2]
+        qw = _edge_weights(weight, quads[3])
+        dtype = np.float32 if floating is float else np.float64
+        direct = _in_place(stride, padding, &g_im, &x_im, width)
+        parts = _scratch(1, n_chunks * n_in * (width if direct else tile), dtype)
+        panels = _scratch(2, n_chunks * (n_out + 1) * width, dtype)
+        qs.off, qs.ptr, qs.rows = &qoff[0], &qptr[0], &qrows[0]
+        qs.degree, qs.n_dst, qs.n_src = 0, n_in, n_out
+        with nogil:
+            _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
+                         &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], 0, NULL,
+                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], direct, n_chunks)
         return
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
     # keyed on index: rev is its reverse adjacency over n_in inputs (checked when the lists are made)

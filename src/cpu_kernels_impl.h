@@ -433,18 +433,19 @@ XK_CLONES static void XK_FN(xk_spread_tile)(const XK_T *XK_RESTRICT src, int64_t
     }
 }
 
-/* The forward of a 1x1 X-Conv whose index rows differ (random expanders) on one
- * panel of XK_SACC vectors of positions, channel c's at panel + c * XK_SACC * XK_VL
- * (copied there so that every channel the outputs read stays in L1).  Outputs go in
- * quads of XK_SHARE = 4: term d of quad q reads the channel at element offset
- * qoff[(q * degree + d) * 4 + o] of the panel with weight qw[the same place] for its
- * output o, and for v = q * 4 + o < n_out
- *   out[v * ostride + a * XK_VL] = bias[v] (or 0) + sum over d in order of those products
- * (a quad's padding outputs past n_out are computed and not stored).  12 accumulators:
- * every x load still feeds one FMA, but it hits L1, and no partial sum leaves the
- * registers (the flat tiles keep channel blocks in L1 by storing and reloading them).
- * Loads are what bound this loop (two vector loads per cycle): a term's four offsets
- * come in two 8-byte loads and its four weights in one, broadcast in registers. */
+/* A 1x1 correlation of unshared channel lists on one panel of XK_SACC vectors of
+ * positions, source row c's at panel + c * XK_SACC * XK_VL (copied there so that every
+ * row the destinations read stays in L1): the forward of random expanders, and their
+ * grad_input over the reverse adjacency.  Destinations go in quads of XK_SHARE = 4
+ * (xk_quads_t qs): term j of a quad reads the panel row at qs->off[j * 4 + o] with
+ * weight qw[j * 4 + o] for its destination o, and for each real slot, destination v,
+ *   out[v * ostride + a * XK_VL] = bias[v] (or 0) + sum over the quad's terms in order
+ * (padding slots are computed and not stored; padding terms read the zero row with
+ * weight 0).  12 accumulators: every x load still feeds one FMA, but it hits L1, and
+ * no partial sum leaves the registers (the flat tiles keep channel blocks in L1 by
+ * storing and reloading them).  Loads are what bound this loop (two vector loads per
+ * cycle): a term's four offsets come in two 8-byte loads and its four weights in one,
+ * broadcast in registers. */
 #if XK_GNU_VECTORS && XK_VL == 8
 typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), aligned(sizeof(XK_T)), may_alias));
 #  define XK_QUAD_W(wp, w0, w1, w2, w3)                                                                   \
@@ -475,20 +476,22 @@ typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), ali
     } while (0)
 #endif
 XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
-                                           const int32_t *qoff, const XK_T *qw, int64_t degree,
-                                           const XK_T *bias, int64_t n_out)
+                                           const xk_quads_t *qs, const XK_T *qw, const XK_T *bias)
 {
-    const int64_t n_quads = (n_out + 3) / 4;
+    const int64_t n_quads = (qs->n_dst + 3) / 4;
     for (int64_t q = 0; q < n_quads; q++) {
+        int64_t dst[4];
         XK_V acc[4][XK_SACC];
         XK_UNROLL for (int o = 0; o < 4; o++) {
-            const int64_t v = q * 4 + o;
-            const XK_V b = XK_VSPLAT(XK_V, bias && v < n_out ? bias[v] : (XK_T)0);
+            const int64_t slot = q * 4 + o;
+            dst[o] = slot < qs->n_dst ? (qs->rows ? qs->rows[slot] : slot) : -1;
+            const XK_V b = XK_VSPLAT(XK_V, bias && dst[o] >= 0 ? bias[dst[o]] : (XK_T)0);
             XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] = b;
         }
-        const int32_t *cq = qoff + q * degree * 4;
-        const XK_T *wq = qw + q * degree * 4;
-        for (int64_t d = 0; d < degree; d++) {
+        const int64_t lo = qs->ptr ? qs->ptr[q] : q * qs->degree, hi = qs->ptr ? qs->ptr[q + 1] : lo + qs->degree;
+        const int32_t *cq = qs->off + lo * 4;
+        const XK_T *wq = qw + lo * 4;
+        for (int64_t d = 0; d < hi - lo; d++) {
             uint64_t o01, o23;
             memcpy(&o01, cq + d * 4, 8);
             memcpy(&o23, cq + d * 4 + 2, 8);
@@ -500,51 +503,53 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt[o] * XK_VLOAD(XK_V, x[o] + a * XK_VL);
         }
         XK_UNROLL for (int o = 0; o < 4; o++) {
-            if (q * 4 + o >= n_out) break;
+            if (dst[o] < 0) break;
             XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                XK_VSTORE(XK_V, out + (q * 4 + o) * ostride + a * XK_VL, acc[o][a]);
+                XK_VSTORE(XK_V, out + dst[o] * ostride + a * XK_VL, acc[o][a]);
         }
     }
 }
 #undef XK_QUAD_W
 
-/* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 X-Conv forward with quads of
- * outputs (xk_quad_panel): XK_SACC vectors at a time, the n_src planes' (cstride
- * apart) vectors copied into panel (n_src * XK_SACC * XK_VL scratch), every output
- * computed into part (n_out * XK_TILE scratch), then scattered to dst + v * dst_stride. */
-XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0, int64_t n_src,
-                                          const int32_t *qoff, const XK_T *qw, int64_t degree, const XK_T *bias,
-                                          int64_t n_out, XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_stride,
-                                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+/* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 correlation in quads of
+ * destinations (xk_quad_panel): XK_SACC vectors at a time, the qs->n_src planes'
+ * (cstride apart) vectors copied into panel ((n_src + 1) * XK_SACC * XK_VL scratch),
+ * every destination computed into part (n_dst * XK_TILE scratch), then scattered
+ * to dst + v * dst_stride. */
+XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
+                                          const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, XK_T *panel,
+                                          XK_T *part, XK_T *dst, int64_t dst_stride, int64_t n_img,
+                                          const xk_layout_t *lay, const xk_scatter_t *sc)
 {
-    const int64_t width = XK_SACC * XK_VL;
+    const int64_t width = XK_SACC * XK_VL, n_src = qs->n_src;
+    XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
         const XK_T *s = src + p0 + a0 * XK_VL;
         for (int64_t c = 0; c < n_src; c++)
             XK_UNROLL for (int a = 0; a < XK_SACC; a++)
                 XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * cstride + a * XK_VL));
-        XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qoff, qw, degree, bias, n_out);
+        XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias);
     }
-    for (int64_t v = 0; v < n_out; v++)
+    for (int64_t v = 0; v < qs->n_dst; v++)
         XK_FN(xk_scatter)(part + v * XK_TILE, p0, XK_TILE, dst + v * dst_stride, n_img, lay, sc);
 }
 
 /* xk_quad_tile for maps read and written in place, with no packing and no scatter
  * (hw >= XK_SACC * XK_VL, so that a panel spans at most two images):
- * x (n_img, n_src, hw) and dst (n_img, n_out, hw), each image's channels hw contiguous
+ * src (n_img, n_src, hw) and dst (n_img, n_dst, hw), each image's channels hw contiguous
  * elements (img, chan: element strides), positions p = image * hw + pixel.  The
- * panels of the tile (grid positions [p0, p0 + XK_TILE)) are copied from x (the next
- * panel's lines prefetched meanwhile: hundreds of channel streams are more than the
- * hardware prefetchers follow), and each output's XK_SACC vectors are stored straight
- * into dst when they lie in one image (else through part, XK_SACC * XK_VL * n_out
- * scratch); positions past the last image read zeros and are not written. */
-XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT x, int64_t x_img, int64_t x_chan,
-                                                 int64_t n_src, int64_t hw, int64_t n_img, int64_t p0,
-                                                 const int32_t *qoff, const XK_T *qw, int64_t degree,
-                                                 const XK_T *bias, int64_t n_out, XK_T *panel, XK_T *part,
+ * panels of the tile (grid positions [p0, p0 + XK_TILE)) are copied from src (the
+ * next panel's lines prefetched meanwhile: hundreds of channel streams are more than
+ * the hardware prefetchers follow), and each destination's XK_SACC vectors are stored
+ * straight into dst when they lie in one image (else through part, XK_SACC * XK_VL *
+ * n_dst scratch); positions past the last image read zeros and are not written. */
+XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
+                                                 int64_t hw, int64_t n_img, int64_t p0, const xk_quads_t *qs,
+                                                 const XK_T *qw, const XK_T *bias, XK_T *panel, XK_T *part,
                                                  XK_T *dst, int64_t dst_img, int64_t dst_chan)
 {
-    const int64_t width = XK_SACC * XK_VL, end = n_img * hw;
+    const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = qs->n_src;
+    XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t a0 = 0; a0 < XK_NACC && p0 + a0 * XK_VL < end; a0 += XK_SACC) {
         const int64_t p = p0 + a0 * XK_VL, g = p / hw, r = p - g * hw;
         /* the run [r, r + n1) of image g, then [0, n2) of image g + 1 (zeros past the last) */
@@ -554,27 +559,27 @@ XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT x, int6
             const int64_t pn = p + width, gn = pn / hw, rn = pn - gn * hw;
             if (pn < end)
                 for (int64_t c = 0; c < n_src; c++) {
-                    const char *line = (const char *)(x + gn * x_img + c * x_chan + rn);
+                    const char *line = (const char *)(src + gn * src_img + c * src_chan + rn);
                     __builtin_prefetch(line);
                     __builtin_prefetch(line + width * sizeof(XK_T) - 1);
                 }
         }
         if (n2 == 0) {
-            const XK_T *s = x + g * x_img + r;
+            const XK_T *s = src + g * src_img + r;
             for (int64_t c = 0; c < n_src; c++)
                 XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                    XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * x_chan + a * XK_VL));
-            XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qoff, qw, degree, bias, n_out);
+                    XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * src_chan + a * XK_VL));
+            XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias);
             continue;
         }
         for (int64_t c = 0; c < n_src; c++) {
-            const XK_T *s1 = x + g * x_img + c * x_chan + r, *s2 = x + (g + 1) * x_img + c * x_chan;
+            const XK_T *s1 = src + g * src_img + c * src_chan + r, *s2 = src + (g + 1) * src_img + c * src_chan;
             XK_T *d = panel + c * width;
             for (int64_t k = 0; k < n1; k++) d[k] = s1[k];
             for (int64_t k = 0; k < n2; k++) d[n1 + k] = next ? s2[k] : (XK_T)0;
         }
-        XK_FN(xk_quad_panel)(part, width, panel, qoff, qw, degree, bias, n_out);
-        for (int64_t v = 0; v < n_out; v++) {
+        XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias);
+        for (int64_t v = 0; v < qs->n_dst; v++) {
             XK_T *d1 = dst + g * dst_img + v * dst_chan + r, *d2 = dst + (g + 1) * dst_img + v * dst_chan;
             const XK_T *from = part + v * width;
             for (int64_t k = 0; k < n1; k++) d1[k] = from[k];

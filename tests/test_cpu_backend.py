@@ -336,13 +336,22 @@ def test_block_expander_1x1_shares_loads(block, geometry, blocked, monkeypatch):
               expected, dtype, f"1x1 block {block} {geometry} {np.dtype(dtype)}")
 
 
-# ---- 1x1 forwards of unshared index rows: quads of outputs on L1 panels (xk_quad_tile) ---
+# ---- 1x1 convs of unshared index rows: quads of outputs (forward) or inputs (grad_input)
+# ---- on L1 panels (xk_quad_tile)
 
 def _spy_quads(monkeypatch):
-    """Counts the forwards that take quads of outputs."""
-    calls = []
-    make = _cpu._quad_weights
-    monkeypatch.setattr(_cpu, "_quad_weights", lambda weight: calls.append(1) or make(weight))
+    """Counts the forwards (calls["forward"]) and grad_inputs that take quads."""
+    calls = {"forward": 0, "grad_input": 0}
+
+    def spy(name, kind):
+        make = getattr(_cpu, name)
+
+        def counted(*args):
+            calls[kind] += 1
+            return make(*args)
+        monkeypatch.setattr(_cpu, name, counted)
+    spy("_quad_weights", "forward")
+    spy("_edge_weights", "grad_input")
     return calls
 
 
@@ -351,12 +360,14 @@ def _spy_quads(monkeypatch):
     ((5, 5), (1, 0, 1)),   # read in place: panels straddle two images, the last tile runs past the batch
     ((7, 9), (1, 0, 1)),
     ((3, 3), (1, 0, 1)),   # images smaller than a panel: packed
-    ((9, 8), (2, 0, 1)),   # stride and padding: packed planes
-    ((4, 5), (1, 1, 1)),
+    ((9, 8), (2, 0, 1)),   # stride: packed planes (grad_input: phases, the flat tiles)
+    ((4, 5), (1, 1, 1)),   # padding: packed, one phase
 ])
-@pytest.mark.parametrize("n_out", [4, 9, 14])  # whole quads, or a last quad with padding outputs
-def test_1x1_forward_in_quads_of_outputs(hw, geometry, n_out, quads, monkeypatch):
-    """quads False: the panel limit set to 0, so the same convs take the flat tiles."""
+@pytest.mark.parametrize("n_out", [4, 9, 14])  # whole quads, or a last quad with padding slots
+def test_1x1_in_quads(hw, geometry, n_out, quads, monkeypatch):
+    """Inputs read by 0 to several outputs (repeats too): quads of inputs padded to their longest
+    list, inputs read by none written as zeros.  quads False: the panel limit set to 0, so
+    the same convs take the flat tiles."""
     if not quads:
         monkeypatch.setattr(_cpu, "QUAD_PANEL_BYTES", 0)
     calls = _spy_quads(monkeypatch)
@@ -366,47 +377,62 @@ def test_1x1_forward_in_quads_of_outputs(hw, geometry, n_out, quads, monkeypatch
     for dtype in DTYPES:
         check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
               expected, dtype, f"1x1 {hw} {geometry} Cout {n_out} {np.dtype(dtype)}")
-    assert len(calls) == (2 if quads else 0)
+    assert calls["forward"] == (2 if quads else 0)
+    assert calls["grad_input"] == (2 if quads and geometry[0] == 1 else 0)
 
 
-def test_1x1_forward_in_quads_bitwise_equal_across_threads(threads, monkeypatch):
+def test_1x1_in_quads_bitwise_equal_across_threads(threads, monkeypatch):
     """Work items are tiles of the whole batch (read in place) or of a group (packed): the
     same bits at 1, 2 and 3 threads, and equal to the oracle; bias None too."""
     calls = _spy_quads(monkeypatch)
     x, weight, index, bias, _, _ = conv_case((5, 12, 14, 5, (7, 9), (1, 1), 1, 0, 1, False), seed=15)
-    x, weight = _cast(np.float32, x, weight)
+    grad_out = np.random.default_rng(15).standard_normal((5, 14, 7, 9))
+    x, weight, grad_out32 = _cast(np.float32, x, weight, grad_out)
+    cases = [(b, g) for b in (None, bias) for g in ((1, 0, 1), (1, 1, 1))]
     results = {}
     for n in (1, 2, 3):
         threads(n)
-        results[n] = [xkern.xconv2d(x, weight, index, b, *geometry, backend="cpu")
-                      for b in (None, bias.astype(np.float32)) for geometry in ((1, 0, 1), (2, 0, 1))]
-    assert len(calls) == 12
-    zero = np.zeros(14)
-    for k, (b, geometry) in enumerate((b, g) for b in (zero, bias) for g in ((1, 0, 1), (2, 0, 1))):
-        grad_out = np.zeros_like(results[1][k], dtype=np.float64)
-        assert_close(results[1][k], conv2d_oracle(x, weight, index, b, *geometry, grad_out)[0], np.float32,
-                     f"1x1 {geometry}")
+        results[n] = []
+        for b, geometry in cases:
+            g = grad_out32 if geometry[1] == 0 else np.pad(grad_out32, ((0, 0), (0, 0), (1, 1), (1, 1)))
+            results[n] += [xkern.xconv2d(x, weight, index, None if b is None else b.astype(np.float32),
+                                         *geometry, backend="cpu"),
+                           xkern.xconv2d_backward(g, x, weight, index, *geometry, backend="cpu")[0]]
+    assert calls == {"forward": 12, "grad_input": 12}
+    for k, (b, geometry) in enumerate(cases):
+        g = grad_out if geometry[1] == 0 else np.pad(grad_out, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        want = conv2d_oracle(x, weight, index, b, *geometry, g)
+        assert_close(results[1][2 * k], want[0], np.float32, f"1x1 {geometry} out")
+        assert_close(results[1][2 * k + 1], want[1], np.float32, f"1x1 {geometry} grad_x")
         for n in (2, 3):
-            assert np.array_equal(results[1][k], results[n][k])
+            assert np.array_equal(results[1][2 * k], results[n][2 * k])
+            assert np.array_equal(results[1][2 * k + 1], results[n][2 * k + 1])
 
 
-def test_1x1_forward_in_quads_ignores_non_finite_unread_channels(monkeypatch):
-    """A quad's padding outputs read channel 0 with weight 0: Inf there must not reach an
-    output that does not read it."""
+def test_1x1_in_quads_ignores_non_finite_values_nothing_reads(monkeypatch):
+    """A forward quad's padding slots read channel 0 with weight 0, grad_input's padding terms a
+    row of zeros: Inf in a channel no output reads (forward), or in an output no input
+    gathers, must not reach any result."""
     calls = _spy_quads(monkeypatch)
     rng = np.random.default_rng(16)
     x = rng.standard_normal((2, 6, 5, 5))
     x[:, 0] = np.inf
     index = np.array([[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]])  # no output reads channel 0
     weight = rng.standard_normal((5, 2, 1, 1))
+    grad_out = rng.standard_normal((2, 5, 5, 5))
     unread = x.copy()
     unread[:, 0] = 0  # (the dense oracle would multiply the Inf by a zero weight)
-    expected = conv2d_oracle(unread, weight, index, None, 1, 0, 1, np.zeros((2, 5, 5, 5)))[0]
+    expected = conv2d_oracle(unread, weight, index, None, 1, 0, 1, grad_out)
+    grad_inf = grad_out.copy()
+    grad_inf[:, 0] = np.inf  # output 0 reads inputs 1 and 2 only
     for dtype in DTYPES:
         out = xkern.xconv2d(*_cast(dtype, x, weight), index, None, 1, 0, 1, backend="cpu")
         assert np.isfinite(out).all()
-        assert_close(out, expected, dtype, "1x1, Inf in an unread channel")
-    assert len(calls) == 2
+        assert_close(out, expected[0], dtype, "1x1, Inf in an unread channel")
+        grad_x = xkern.xconv2d_backward(*_cast(dtype, grad_inf, x, weight), index, 1, 0, 1, backend="cpu")[0]
+        assert np.isinf(grad_x[:, 1:3]).all()
+        assert_close(grad_x[:, [0, 3, 4, 5]], expected[1][:, [0, 3, 4, 5]], dtype, "1x1 grad_x, Inf in output 0")
+    assert calls == {"forward": 2, "grad_input": 2}
 
 
 def test_block_expander_xlinear():

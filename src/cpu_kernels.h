@@ -82,11 +82,12 @@ typedef struct {
  * of its destination o reading the panel row at element offset off[j * XK_SHARE + o];
  * slot q * XK_SHARE + o is destination rows[slot] (the slot itself when rows is NULL);
  * n_dst slots are real, the rest of the last quad padding.  A panel has n_src rows
- * and a row of zeros after them, which padding terms read. */
+ * and a row of zeros after them, which padding terms read.  shared: the four
+ * destinations of every quad read the same rows (block expanders; off[j * XK_SHARE]). */
 typedef struct {
     const int32_t *off;
     const int64_t *ptr, *rows;
-    int64_t degree, n_dst, n_src;
+    int64_t degree, n_dst, n_src, shared;
 } xk_quads_t;
 
 #define XK_CAT_(a, b) a##b

@@ -66,7 +66,7 @@ cdef extern from "cpu_kernels.h" nogil:
         const int32_t *off
         const int64_t *ptr
         const int64_t *rows
-        int64_t degree, n_dst, n_src
+        int64_t degree, n_dst, n_src, shared
 
     void xk_pack_f32(float *dst, const float *src, int64_t n_img, const xk_image_t *im,
                      const xk_layout_t *lay, const xk_frame_t *fr)
@@ -1066,15 +1066,16 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef xk_quads_t qs
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
-    if kk == 1 and n_frames == 1 and not shared and (n_in + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES:
-        # 1x1 with unshared index rows: quads of outputs read an L1 panel of every channel
+    if kk == 1 and n_frames == 1 and (n_in + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES:
+        # 1x1: quads of outputs read an L1 panel of every channel (block expanders: each
+        # quad is a run, its four outputs share every load)
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         qw = _quad_weights(weight)
         direct = _in_place(stride, padding, &x_im, &out_im, width)
         parts = _scratch(1, n_chunks * n_out * (width if direct else tile), dtype)
         panels = _scratch(2, n_chunks * (n_in + 1) * width, dtype)
         qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
-        qs.degree, qs.n_dst, qs.n_src = degree, n_out, n_in
+        qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, shared
         with nogil:
             _whole_tiles(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], degree, bias_ptr,
@@ -1169,7 +1170,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
         parts = _scratch(1, n_chunks * n_in * (width if direct else tile), dtype)
         panels = _scratch(2, n_chunks * (n_out + 1) * width, dtype)
         qs.off, qs.ptr, qs.rows = &qoff[0], &qptr[0], &qrows[0]
-        qs.degree, qs.n_dst, qs.n_src = 0, n_in, n_out
+        qs.degree, qs.n_dst, qs.n_src, qs.shared = 0, n_in, n_out, False
         with nogil:
             _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], 0, NULL,

@@ -491,7 +491,17 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
         const int64_t lo = qs->ptr ? qs->ptr[q] : q * qs->degree, hi = qs->ptr ? qs->ptr[q + 1] : lo + qs->degree;
         const int32_t *cq = qs->off + lo * 4;
         const XK_T *wq = qw + lo * 4;
-        for (int64_t d = 0; d < hi - lo; d++) {
+        if (qs->shared) {  /* one row for all four: each load feeds four FMAs, one weight at a time */
+            for (int64_t d = 0; d < hi - lo; d++) {
+                const XK_T *x = panel + cq[d * 4];
+                XK_V xv[XK_SACC];
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
+                XK_UNROLL for (int o = 0; o < 4; o++) {
+                    const XK_V wt = XK_VSPLAT(XK_V, wq[d * 4 + o]);
+                    XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
+                }
+            }
+        } else for (int64_t d = 0; d < hi - lo; d++) {
             uint64_t o01, o23;
             memcpy(&o01, cq + d * 4, 8);
             memcpy(&o23, cq + d * 4 + 2, 8);

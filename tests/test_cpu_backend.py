@@ -318,14 +318,17 @@ def test_block_expander_rows_share_loads(block, geometry, small_blocks):
               expected, dtype, f"block {block} {np.dtype(dtype)}")
 
 
-@pytest.mark.parametrize("blocked", [False, True])
+@pytest.mark.parametrize("quads", [True, False])
 @pytest.mark.parametrize("block, geometry", [(4, (1, 0, 1)), (8, (2, 0, 1)), (4, (1, 1, 1))])
-def test_block_expander_1x1_shares_loads(block, geometry, blocked, monkeypatch):
-    """1x1 convs of block expanders take the shared-load path too (odd map sizes: the
-    last tile of a run is partly past the images; channel blocks with blocked)."""
-    if blocked:
+def test_block_expander_1x1_shares_loads(block, geometry, quads, monkeypatch):
+    """1x1 forwards of block expanders run in quads whose four outputs share every load
+    (odd map sizes: the last tile is partly past the images); without quads (inputs too
+    many for a panel) on the flat tiles' shared-load path, in channel blocks."""
+    if not quads:
+        monkeypatch.setattr(_cpu, "QUAD_PANEL_BYTES", 0)
         monkeypatch.setattr(_cpu, "BLOCK_BYTES", 1)
         monkeypatch.setattr(_cpu, "BLOCK_TERMS", 1)
+    calls = _spy_quads(monkeypatch)
     x, weight, index, bias, _, _ = conv_case((3, 11, 8 * 3, 5, (13, 7), (1, 1), 1, 0, 1, False), seed=9)
     index = np.repeat(index[::block], block, axis=0)
     assert _cpu._rows_shared(index)
@@ -334,6 +337,7 @@ def test_block_expander_1x1_shares_loads(block, geometry, blocked, monkeypatch):
     for dtype in DTYPES:
         check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
               expected, dtype, f"1x1 block {block} {geometry} {np.dtype(dtype)}")
+    assert calls == {"forward": 2 if quads else 0, "grad_input": 0}  # (grad_input spreads)
 
 
 # ---- 1x1 convs of unshared index rows: quads of outputs (forward) or inputs (grad_input)

@@ -106,6 +106,14 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_quad_tile_direct_f64(const double *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
                                  int64_t p0, const xk_quads_t *qs, const double *qw, const double *bias,
                                  double *panel, double *part, double *dst, int64_t dst_img, int64_t dst_chan)
+    void xk_spread_tile_direct_f32(const float *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
+                                   int64_t p0, const int64_t *chan, const float *w, int64_t n_runs, int64_t degree,
+                                   int64_t n_dst, float *panel, float *part, float *dst, int64_t dst_img,
+                                   int64_t dst_chan)
+    void xk_spread_tile_direct_f64(const double *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
+                                   int64_t p0, const int64_t *chan, const double *w, int64_t n_runs, int64_t degree,
+                                   int64_t n_dst, double *panel, double *part, double *dst, int64_t dst_img,
+                                   int64_t dst_chan)
     void xk_dot_taps_shared_f32(float *out, const float *g, int64_t gstride, const float *x, int64_t cstride,
                                 const int64_t *chan, int64_t degree, const float *mk, const int64_t *toff,
                                 int64_t ntap, int64_t n)
@@ -856,12 +864,21 @@ cdef void _whole_tiles(
             part = parts + chunk * n_part * XK_SACC * lanes
             panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
             for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
-                if floating is float:
-                    xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
-                                            panel, part, dst, dst_im.img, dst_im.chan)
+                if qs != NULL:
+                    if floating is float:
+                        xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
+                                                panel, part, dst, dst_im.img, dst_im.chan)
+                    else:
+                        xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
+                                                panel, part, dst, dst_im.img, dst_im.chan)
+                elif floating is float:
+                    xk_spread_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, chan, w,
+                                              n_src // XK_SHARE, degree, n_dst, panel, part, dst, dst_im.img,
+                                              dst_im.chan)
                 else:
-                    xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
-                                            panel, part, dst, dst_im.img, dst_im.chan)
+                    xk_spread_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, chan, w,
+                                              n_src // XK_SHARE, degree, n_dst, panel, part, dst, dst_im.img,
+                                              dst_im.chan)
         return
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         buf = packed + chunk * n_src * cstride
@@ -1139,17 +1156,6 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] run_rows
     cdef const floating[::1] w_runs
     cdef floating[::1] parts
-    if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
-        # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in
-        # registers, over the inputs it reads (xk_spread_shared); rev is not read
-        run_rows = _cached_terms("spread", index, n_in, lambda: _run_rows(np.asarray(index), n_in))[0]
-        w_runs = _shared_weights(weight)
-        parts = _scratch(1, n_chunks * n_in * tile, np.float32 if floating is float else np.float64)
-        with nogil:
-            _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
-                         &packed[0], &parts[0], NULL, &run_rows[0], NULL, &w_runs[0], degree, NULL,
-                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], False, n_chunks)
-        return
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const int32_t[::1] qoff
     cdef const int64_t[::1] qptr
@@ -1158,6 +1164,20 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef floating[::1] panels
     cdef bint direct
     cdef xk_quads_t qs
+    dtype = np.float32 if floating is float else np.float64
+    if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
+        # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in
+        # registers, over the inputs it reads (xk_spread_shared); rev is not read
+        run_rows = _cached_terms("spread", index, n_in, lambda: _run_rows(np.asarray(index), n_in))[0]
+        w_runs = _shared_weights(weight)
+        direct = _in_place(stride, padding, &g_im, &x_im, width)
+        parts = _scratch(1, n_chunks * n_in * (width if direct else tile), dtype)
+        panels = _scratch(2, n_chunks * (n_out + 1) * width, dtype)
+        with nogil:
+            _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
+                         &packed[0], &parts[0], &panels[0], &run_rows[0], NULL, &w_runs[0], degree, NULL,
+                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], direct, n_chunks)
+        return
     if (kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0
             and (n_out + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES):
         # 1x1, one phase: quads of inputs, each gathering its edges from an L1 panel of grad_out
@@ -1165,7 +1185,6 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                               lambda: _input_quads(np.asarray(index), rev, n_in, width))
         qoff, qptr, qrows = quads[0], quads[1], quads[2]
         qw = _edge_weights(weight, quads[3])
-        dtype = np.float32 if floating is float else np.float64
         direct = _in_place(stride, padding, &g_im, &x_im, width)
         parts = _scratch(1, n_chunks * n_in * (width if direct else tile), dtype)
         panels = _scratch(2, n_chunks * (n_out + 1) * width, dtype)

@@ -433,6 +433,98 @@ XK_CLONES static void XK_FN(xk_spread_tile)(const XK_T *XK_RESTRICT src, int64_t
     }
 }
 
+/* Panels of maps read and written in place (xk_quad_tile_direct, xk_spread_tile_direct):
+ * (n_img, channels, hw) arrays whose channels are hw contiguous elements (img, chan:
+ * element strides), position p = image * hw + pixel; hw >= XK_SACC * XK_VL, so that the
+ * panel of XK_SACC vectors from p spans at most two images. */
+
+/* Prefetch the lines of n_rows channels' panel at position p (if p < end): hundreds of
+ * channel streams are more than the hardware prefetchers follow. */
+XK_INLINE void XK_FN(xk_panel_prefetch)(const XK_T *src, int64_t img, int64_t chan, int64_t n_rows, int64_t hw,
+                                        int64_t end, int64_t p)
+{
+    if (p >= end) return;
+    const int64_t g = p / hw, r = p - g * hw;
+    for (int64_t c = 0; c < n_rows; c++) {
+        const char *line = (const char *)(src + g * img + c * chan + r);
+        __builtin_prefetch(line);
+        __builtin_prefetch(line + XK_SACC * XK_VL * sizeof(XK_T) - 1);
+    }
+}
+
+/* panel[c * width + k] = src channel c at position p + k for c < n_rows, k < width (zeros past
+ * the last image). */
+XK_INLINE void XK_FN(xk_panel_load)(XK_T *panel, const XK_T *src, int64_t img, int64_t chan, int64_t n_rows,
+                                    int64_t hw, int64_t n_img, int64_t p)
+{
+    const int64_t width = XK_SACC * XK_VL, g = p / hw, r = p - g * hw;
+    const int64_t n1 = hw - r < width ? hw - r : width, n2 = width - n1;
+    if (n2 == 0) {
+        const XK_T *s = src + g * img + r;
+        for (int64_t c = 0; c < n_rows; c++)
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * chan + a * XK_VL));
+        return;
+    }
+    const int next = g + 1 < n_img;
+    for (int64_t c = 0; c < n_rows; c++) {
+        const XK_T *s1 = src + g * img + c * chan + r, *s2 = src + (g + 1) * img + c * chan;
+        XK_T *d = panel + c * width;
+        for (int64_t k = 0; k < n1; k++) d[k] = s1[k];
+        for (int64_t k = 0; k < n2; k++) d[n1 + k] = next ? s2[k] : (XK_T)0;
+    }
+}
+
+/* dst channel v at positions p + k <- part[v * width + k] for v < n_rows, k < width, except
+ * positions past the last image. */
+XK_INLINE void XK_FN(xk_panel_store)(XK_T *dst, int64_t img, int64_t chan, const XK_T *part, int64_t n_rows,
+                                     int64_t hw, int64_t n_img, int64_t p)
+{
+    const int64_t width = XK_SACC * XK_VL, g = p / hw, r = p - g * hw;
+    const int64_t n1 = hw - r < width ? hw - r : width, n2 = width - n1;
+    if (n2 == 0) {
+        XK_T *d = dst + g * img + r;
+        for (int64_t v = 0; v < n_rows; v++)
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                XK_VSTORE(XK_V, d + v * chan + a * XK_VL, XK_VLOAD(XK_V, part + v * width + a * XK_VL));
+        return;
+    }
+    const int next = g + 1 < n_img;
+    for (int64_t v = 0; v < n_rows; v++) {
+        XK_T *d1 = dst + g * img + v * chan + r, *d2 = dst + (g + 1) * img + v * chan;
+        const XK_T *from = part + v * width;
+        for (int64_t k = 0; k < n1; k++) d1[k] = from[k];
+        if (next)
+            for (int64_t k = 0; k < n2; k++) d2[k] = from[n1 + k];
+    }
+}
+
+/* xk_spread_tile on maps read and written in place (xk_panel_load's layout): grad_out
+ * src (n_img, n_runs * XK_SHARE, hw), grad_x dst (n_img, n_dst, hw).  Each panel of the
+ * tile (positions [p0, p0 + XK_TILE)) spreads the runs' grad_out vectors, read in place
+ * (through panel, n_runs * XK_SHARE * XK_SACC * XK_VL scratch, when they span two images),
+ * into part (n_dst * XK_SACC * XK_VL scratch, zeroed here), stored into dst. */
+XK_CLONES static void XK_FN(xk_spread_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
+                                                   int64_t hw, int64_t n_img, int64_t p0, const int64_t *chan,
+                                                   const XK_T *w, int64_t n_runs, int64_t degree, int64_t n_dst,
+                                                   XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_img,
+                                                   int64_t dst_chan)
+{
+    const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = n_runs * XK_SHARE;
+    for (int64_t p = p0; p < p0 + XK_TILE && p < end; p += width) {
+        const int64_t g = p / hw, r = p - g * hw;
+        XK_FN(xk_panel_prefetch)(src, src_img, src_chan, n_src, hw, end, p + width);
+        memset(part, 0, (size_t)(n_dst * width) * sizeof(XK_T));
+        if (r + width <= hw) {
+            XK_FN(xk_spread_shared)(part, src + g * src_img + r, src_chan, chan, w, n_runs, degree);
+        } else {
+            XK_FN(xk_panel_load)(panel, src, src_img, src_chan, n_src, hw, n_img, p);
+            XK_FN(xk_spread_shared)(part, panel, width, chan, w, n_runs, degree);
+        }
+        XK_FN(xk_panel_store)(dst, dst_img, dst_chan, part, n_dst, hw, n_img, p);
+    }
+}
+
 /* A 1x1 correlation of unshared channel lists on one panel of XK_SACC vectors of
  * positions, source row c's at panel + c * XK_SACC * XK_VL (copied there so that every
  * row the destinations read stays in L1): the forward of random expanders, and their
@@ -544,15 +636,11 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
         XK_FN(xk_scatter)(part + v * XK_TILE, p0, XK_TILE, dst + v * dst_stride, n_img, lay, sc);
 }
 
-/* xk_quad_tile for maps read and written in place, with no packing and no scatter
- * (hw >= XK_SACC * XK_VL, so that a panel spans at most two images):
- * src (n_img, n_src, hw) and dst (n_img, n_dst, hw), each image's channels hw contiguous
- * elements (img, chan: element strides), positions p = image * hw + pixel.  The
- * panels of the tile (grid positions [p0, p0 + XK_TILE)) are copied from src (the
- * next panel's lines prefetched meanwhile: hundreds of channel streams are more than
- * the hardware prefetchers follow), and each destination's XK_SACC vectors are stored
- * straight into dst when they lie in one image (else through part, XK_SACC * XK_VL *
- * n_dst scratch); positions past the last image read zeros and are not written. */
+/* xk_quad_tile on maps read and written in place (xk_panel_load's layout), with no packing and no
+ * scatter: src (n_img, qs->n_src, hw), dst (n_img, qs->n_dst, hw).  The panels of the tile
+ * (positions [p0, p0 + XK_TILE)) are copied from src, and each destination's XK_SACC
+ * vectors are stored straight into dst when they lie in one image (else through part,
+ * XK_SACC * XK_VL * n_dst scratch); positions past the last image are not written. */
 XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
                                                  int64_t hw, int64_t n_img, int64_t p0, const xk_quads_t *qs,
                                                  const XK_T *qw, const XK_T *bias, XK_T *panel, XK_T *part,
@@ -560,41 +648,15 @@ XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, in
 {
     const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = qs->n_src;
     XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
-    for (int64_t a0 = 0; a0 < XK_NACC && p0 + a0 * XK_VL < end; a0 += XK_SACC) {
-        const int64_t p = p0 + a0 * XK_VL, g = p / hw, r = p - g * hw;
-        /* the run [r, r + n1) of image g, then [0, n2) of image g + 1 (zeros past the last) */
-        const int64_t n1 = hw - r < width ? hw - r : width, n2 = width - n1;
-        const int next = g + 1 < n_img;
-        {
-            const int64_t pn = p + width, gn = pn / hw, rn = pn - gn * hw;
-            if (pn < end)
-                for (int64_t c = 0; c < n_src; c++) {
-                    const char *line = (const char *)(src + gn * src_img + c * src_chan + rn);
-                    __builtin_prefetch(line);
-                    __builtin_prefetch(line + width * sizeof(XK_T) - 1);
-                }
-        }
-        if (n2 == 0) {
-            const XK_T *s = src + g * src_img + r;
-            for (int64_t c = 0; c < n_src; c++)
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                    XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * src_chan + a * XK_VL));
+    for (int64_t p = p0; p < p0 + XK_TILE && p < end; p += width) {
+        const int64_t g = p / hw, r = p - g * hw;
+        XK_FN(xk_panel_prefetch)(src, src_img, src_chan, n_src, hw, end, p + width);
+        XK_FN(xk_panel_load)(panel, src, src_img, src_chan, n_src, hw, n_img, p);
+        if (r + width <= hw) {
             XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias);
-            continue;
-        }
-        for (int64_t c = 0; c < n_src; c++) {
-            const XK_T *s1 = src + g * src_img + c * src_chan + r, *s2 = src + (g + 1) * src_img + c * src_chan;
-            XK_T *d = panel + c * width;
-            for (int64_t k = 0; k < n1; k++) d[k] = s1[k];
-            for (int64_t k = 0; k < n2; k++) d[n1 + k] = next ? s2[k] : (XK_T)0;
-        }
-        XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias);
-        for (int64_t v = 0; v < qs->n_dst; v++) {
-            XK_T *d1 = dst + g * dst_img + v * dst_chan + r, *d2 = dst + (g + 1) * dst_img + v * dst_chan;
-            const XK_T *from = part + v * width;
-            for (int64_t k = 0; k < n1; k++) d1[k] = from[k];
-            if (next)
-                for (int64_t k = 0; k < n2; k++) d2[k] = from[n1 + k];
+        } else {
+            XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias);
+            XK_FN(xk_panel_store)(dst, dst_img, dst_chan, part, qs->n_dst, hw, n_img, p);
         }
     }
 }

@@ -148,10 +148,11 @@ PACK_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 10
 # Fewest terms per output and block worth the store and reload of its partial sums.
 BLOCK_TERMS = 8
-# Most bytes of the panel (every input channel's XK_SACC vectors of a tile) with which 1x1
-# forwards of unshared index rows take quads of outputs (xk_quad_tile): the panel must
-# stay in L1 while every output reads it.
-QUAD_PANEL_BYTES = 40 << 10
+# Most bytes of the panel (every source channel's XK_SACC vectors of a tile) with which 1x1
+# forwards and grad_inputs take quads (xk_quad_tile): the panel must stay in cache while
+# every destination reads it.  Best in L1 (up to ~330 channels), but quads beat the flat
+# tiles from L2 too: 1.3-1.6x, one thread, at 512-4096 channels (48-384 KiB panels).
+QUAD_PANEL_BYTES = 1 << 20
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
                         ("off_y", np.int64), ("off_x", np.int64)])

@@ -525,19 +525,20 @@ XK_CLONES static void XK_FN(xk_spread_tile_direct)(const XK_T *XK_RESTRICT src, 
     }
 }
 
-/* A 1x1 correlation of unshared channel lists on one panel of XK_SACC vectors of
- * positions, source row c's at panel + c * XK_SACC * XK_VL (copied there so that every
- * row the destinations read stays in L1): the forward of random expanders, and their
- * grad_input over the reverse adjacency.  Destinations go in quads of XK_SHARE = 4
- * (xk_quads_t qs): term j of a quad reads the panel row at qs->off[j * 4 + o] with
- * weight qw[j * 4 + o] for its destination o, and for each real slot, destination v,
+/* A 1x1 correlation on one panel of XK_SACC vectors of positions, source row c's at
+ * panel + c * XK_SACC * XK_VL (copied there so that every row the destinations read
+ * stays in cache, L1 up to ~330 rows): the forward of random and block expanders, and
+ * the grad_input of random expanders over the reverse adjacency.  Destinations go in
+ * quads of XK_SHARE = 4 (xk_quads_t qs): term j of a quad reads the panel row at
+ * qs->off[j * 4 + o] with weight qw[j * 4 + o] for its destination o, and for each real
+ * slot, destination v,
  *   out[v * ostride + a * XK_VL] = bias[v] (or 0) + sum over the quad's terms in order
  * (padding slots are computed and not stored; padding terms read the zero row with
- * weight 0).  12 accumulators: every x load still feeds one FMA, but it hits L1, and
- * no partial sum leaves the registers (the flat tiles keep channel blocks in L1 by
- * storing and reloading them).  Loads are what bound this loop (two vector loads per
- * cycle): a term's four offsets come in two 8-byte loads and its four weights in one,
- * broadcast in registers. */
+ * weight 0).  12 accumulators, and no partial sum leaves the registers (the flat tiles
+ * keep channel blocks in L1 by storing and reloading them).  Unshared, every x load
+ * feeds one FMA and loads bound the loop (two vector loads per cycle): a term's four
+ * offsets come in two 8-byte loads and its four weights in one, broadcast in registers.
+ * Shared (a block expander's run), each x load feeds four FMAs. */
 #if XK_GNU_VECTORS && XK_VL == 8
 typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), aligned(sizeof(XK_T)), may_alias));
 #  define XK_QUAD_W(wp, w0, w1, w2, w3)                                                                   \

@@ -19,11 +19,15 @@ Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
 polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
 strided conv is a stride-1 correlation on planes.  Stride-1 3x3 convs run in tiles
 of grid rows (xk_corr_rows3), so one load serves three kernel rows, and their
-grad_weight keeps rows of grad_out in registers (xk_dot_rows3); block expanders
-(index rows equal in runs of XK_SHARE) let those outputs share every load of x: in
-the forward (except where stride-1 3x3 row tiles share loads between kernel rows)
-and in grad_weight; a 1x1 grad_input keeps each run's grad_out vectors in registers
-and spreads them over the inputs the run reads (_whole_tiles).  Packing buffers are kept per thread
+grad_weight keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
+1x1 grad_inputs with one output phase, run in quads of four destinations that sum all
+their terms in registers from a panel of every source channel's positions (xk_quad_tile;
+with stride 1 and no padding the maps are read and written in place, no packing, no
+scatter).  Block expanders (index rows equal in runs of XK_SHARE) let those outputs
+share every load of x: in the forward (a quad is a run; except where stride-1 3x3 row
+tiles share loads between kernel rows) and in grad_weight; a 1x1 grad_input keeps each
+run's grad_out vectors in registers and spreads them over the inputs the run reads
+(_whole_tiles).  Packing buffers are kept per thread
 between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).

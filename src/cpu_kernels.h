@@ -90,6 +90,12 @@ typedef struct {
     int64_t degree, n_dst, n_src, shared;
 } xk_quads_t;
 
+/* The destination of slot s of the quads. */
+XK_INLINE int64_t xk_quad_row(const xk_quads_t *qs, int64_t s)
+{
+    return qs->rows ? qs->rows[s] : s;
+}
+
 #define XK_CAT_(a, b) a##b
 #define XK_CAT(a, b) XK_CAT_(a, b)
 

@@ -98,18 +98,21 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_spread_tile_f64(const double *src, int64_t cstride, int64_t p0, const int64_t *chan, const double *w,
                             int64_t n_runs, int64_t degree, int64_t n_dst, double *part, double *dst,
                             int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
-    void xk_quad_tile_f32(const float *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, const float *qw,
-                          const float *bias, float *panel, float *part, float *dst, int64_t dst_stride,
-                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
-    void xk_quad_tile_f64(const double *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, const double *qw,
-                          const double *bias, double *panel, double *part, double *dst, int64_t dst_stride,
-                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_quad_tile_f32(const float *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, int64_t q_lo,
+                          int64_t q_hi, const float *qw, const float *bias, float *panel, float *part, float *dst,
+                          int64_t dst_stride, int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
+    void xk_quad_tile_f64(const double *src, int64_t cstride, int64_t p0, const xk_quads_t *qs, int64_t q_lo,
+                          int64_t q_hi, const double *qw, const double *bias, double *panel, double *part,
+                          double *dst, int64_t dst_stride, int64_t n_img, const xk_layout_t *lay,
+                          const xk_scatter_t *sc)
     void xk_quad_tile_direct_f32(const float *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
-                                 int64_t p0, const xk_quads_t *qs, const float *qw, const float *bias,
-                                 float *panel, float *part, float *dst, int64_t dst_img, int64_t dst_chan)
+                                 int64_t p0, const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const float *qw,
+                                 const float *bias, float *panel, float *part, float *dst, int64_t dst_img,
+                                 int64_t dst_chan)
     void xk_quad_tile_direct_f64(const double *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
-                                 int64_t p0, const xk_quads_t *qs, const double *qw, const double *bias,
-                                 double *panel, double *part, double *dst, int64_t dst_img, int64_t dst_chan)
+                                 int64_t p0, const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const double *qw,
+                                 const double *bias, double *panel, double *part, double *dst, int64_t dst_img,
+                                 int64_t dst_chan)
     void xk_spread_tile_direct_f32(const float *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
                                    int64_t p0, const int64_t *chan, const float *w, int64_t n_runs, int64_t degree,
                                    int64_t n_dst, float *panel, float *part, float *dst, int64_t dst_img,
@@ -431,12 +434,28 @@ def _run_rows(index, int64_t n_in):
     return (np.ascontiguousarray(index[::XK_SHARE]).reshape(-1),)
 
 
-def _shared_weights(weight):
-    """weight (Cout, D, kh, kw) as (Cout / XK_SHARE, D, kh * kw, XK_SHARE), flat: the
-    XK_SHARE outputs of a run next to each other for every term and tap (xk_corr_shared)."""
-    w = np.asarray(weight)
-    runs = w.reshape(w.shape[0] // XK_SHARE, XK_SHARE, w.shape[1], w.shape[2] * w.shape[3])
-    return np.ascontiguousarray(runs.transpose(0, 2, 3, 1)).reshape(-1)
+def _shared_weights(const floating[:, :, :, ::1] weight):
+    """weight (Cout, D, kh, kw) as (ceil(Cout / XK_SHARE), D, kh * kw, XK_SHARE), flat: the
+    XK_SHARE outputs of a run next to each other for every term and tap (xk_corr_shared,
+    xk_spread_shared, xk_quad_panel), the padding outputs' weights zero: this thread's
+    scratch slot 3, valid until its next call.  (Made on every call, in one nogil pass: a
+    fresh array of a few hundred KiB costs a page fault per 4 KiB here, and a numpy
+    transpose of an axis of 4 took 20x the time of this loop: 170 us for 512 x 128).
+    weight is C-contiguous (the signature's ::1), so it is read through a flat pointer."""
+    cdef int64_t n_out = weight.shape[0], per = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    cdef int64_t runs = (n_out + XK_SHARE - 1) // XK_SHARE
+    out = _scratch(3, runs * per * XK_SHARE, np.float32 if floating is float else np.float64)
+    cdef floating[::1] o = out
+    cdef const floating *w = &weight[0, 0, 0, 0]
+    cdef int64_t r, e, k, v, j = 0
+    with nogil:
+        for r in range(runs):
+            for e in range(per):
+                for k in range(XK_SHARE):
+                    v = r * XK_SHARE + k
+                    o[j] = w[v * per + e] if v < n_out else 0
+                    j += 1
+    return out
 
 
 def _quad_terms(index, int64_t n_in, int64_t width):
@@ -453,12 +472,9 @@ def _quad_terms(index, int64_t n_in, int64_t width):
 
 
 def _quad_weights(weight):
-    """1x1 weight (Cout, D, 1, 1) as xk_quad_panel's (quads, D, XK_SHARE), flat, the padding
-    outputs' weights zero."""
-    w = np.asarray(weight)
-    rows = np.zeros((_round_up(w.shape[0], XK_SHARE), w.shape[1]), w.dtype)
-    rows[:w.shape[0]] = w.reshape(w.shape[0], w.shape[1])
-    return np.ascontiguousarray(rows.reshape(-1, XK_SHARE, w.shape[1]).transpose(0, 2, 1)).reshape(-1)
+    """1x1 weight (Cout, D, 1, 1) as the forward quads' (quads, D, XK_SHARE), flat
+    (_shared_weights)."""
+    return _shared_weights(weight)
 
 
 def _input_quads(index, rev, int64_t n_in, int64_t width):
@@ -491,12 +507,18 @@ def _input_quads(index, rev, int64_t n_in, int64_t width):
     return off.reshape(-1), qptr, rows, edges.reshape(-1)
 
 
-def _edge_weights(weight, edges):
-    """weight (Cout, D, 1, 1) at the flat edges (Cout * D: a padding term's 0)."""
-    w = np.asarray(weight).reshape(-1)
-    padded = np.zeros(w.shape[0] + 1, w.dtype)
-    padded[:-1] = w
-    return padded[edges]
+def _edge_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges):
+    """weight (Cout, D, 1, 1) at the flat edges (Cout * D: a padding term's 0), in one nogil pass,
+    in this thread's scratch slot 4 (valid until its next call)."""
+    cdef int64_t n = weight.shape[0] * weight.shape[1], j, e
+    out = _scratch(4, edges.shape[0], np.float32 if floating is float else np.float64)
+    cdef floating[::1] o = out
+    cdef const floating *flat = &weight[0, 0, 0, 0]
+    with nogil:
+        for j in range(edges.shape[0]):
+            e = edges[j]
+            o[j] = flat[e] if e < n else 0
+    return out
 
 
 def _input_terms(index, rev, int64_t n_in, int64_t window):
@@ -851,7 +873,8 @@ cdef void _whole_tiles(
     outputs).  Otherwise quads of destinations with their own channel lists (xk_quad_tile,
     the forward or grad_input of random expanders; terms in list order); with direct
     (stride 1, no padding, rows of src and dst contiguous, images of at least a panel)
-    read and written in place, tiles over the whole batch (xk_quad_tile_direct).
+    read and written in place, tiles over the whole batch (xk_quad_tile_direct).  With
+    fewer tiles than 4 per thread, items are (tile, block of quads).
     n_part: the scratch rows per chunk (the destinations)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
@@ -863,25 +886,36 @@ cdef void _whole_tiles(
     cdef floating *part
     cdef floating *panel
     cdef int64_t hw = src_im.height * src_im.width
+    # quads: fewer tiles than a few per thread (small batches and maps) split each
+    # tile's quads into n_ob blocks, items of their own (each copies its panels)
+    cdef int64_t n_quads = (n_dst + XK_SHARE - 1) // XK_SHARE if qs != NULL else 1
+    cdef int64_t n_tiles = (batch * hw + tile - 1) // tile if direct else total
+    cdef int64_t n_ob = 1, per_ob, q_lo, q_hi
+    if qs != NULL and n_chunks > 1 and n_tiles < 4 * n_chunks:
+        n_ob = min(n_quads, (4 * n_chunks + n_tiles - 1) // n_tiles)
+    per_ob = (n_quads + n_ob - 1) // n_ob
+    total = n_tiles * n_ob
     if direct:
-        total = (batch * hw + tile - 1) // tile
         for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
             part = parts + chunk * n_part * XK_SACC * lanes
             panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
             for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+                t = item // n_ob
+                q_lo = item % n_ob * per_ob
+                q_hi = min(n_quads, q_lo + per_ob)
                 if qs != NULL:
                     if floating is float:
-                        xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
-                                                panel, part, dst, dst_im.img, dst_im.chan)
+                        xk_quad_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, t * tile, qs, q_lo, q_hi, w,
+                                                bias, panel, part, dst, dst_im.img, dst_im.chan)
                     else:
-                        xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, qs, w, bias,
-                                                panel, part, dst, dst_im.img, dst_im.chan)
+                        xk_quad_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, t * tile, qs, q_lo, q_hi, w,
+                                                bias, panel, part, dst, dst_im.img, dst_im.chan)
                 elif floating is float:
-                    xk_spread_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, item * tile, chan, w,
+                    xk_spread_tile_direct_f32(src, src_im.img, src_im.chan, hw, batch, t * tile, chan, w,
                                               n_src // XK_SHARE, degree, n_dst, panel, part, dst, dst_im.img,
                                               dst_im.chan)
                 else:
-                    xk_spread_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, item * tile, chan, w,
+                    xk_spread_tile_direct_f64(src, src_im.img, src_im.chan, hw, batch, t * tile, chan, w,
                                               n_src // XK_SHARE, degree, n_dst, panel, part, dst, dst_im.img,
                                               dst_im.chan)
         return
@@ -891,10 +925,12 @@ cdef void _whole_tiles(
         panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
         packed_group = -1
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
-            grp = item // tiles_per_group
+            grp = item // (tiles_per_group * n_ob)
             g0 = grp * group
             ng = min(group, batch - g0)
-            t = item % tiles_per_group
+            t = item // n_ob % tiles_per_group
+            q_lo = item % n_ob * per_ob
+            q_hi = min(n_quads, q_lo + per_ob)
             if t * tile >= ng * plane:
                 continue
             if grp != packed_group:
@@ -902,10 +938,10 @@ cdef void _whole_tiles(
                 packed_group = grp
             if qs != NULL:
                 if floating is float:
-                    xk_quad_tile_f32(buf + toff0, cstride, t * tile, qs, w, bias, panel, part,
+                    xk_quad_tile_f32(buf + toff0, cstride, t * tile, qs, q_lo, q_hi, w, bias, panel, part,
                                      dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
                 else:
-                    xk_quad_tile_f64(buf + toff0, cstride, t * tile, qs, w, bias, panel, part,
+                    xk_quad_tile_f64(buf + toff0, cstride, t * tile, qs, q_lo, q_hi, w, bias, panel, part,
                                      dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
             elif floating is float:
                 xk_spread_tile_f32(buf + toff0, cstride, t * tile, chan, w, n_src // XK_SHARE, degree, n_dst, part,

@@ -533,8 +533,8 @@ XK_CLONES static void XK_FN(xk_spread_tile_direct)(const XK_T *XK_RESTRICT src, 
  * qs->off[j * 4 + o] with weight qw[j * 4 + o] for its destination o, and for each real
  * slot, destination v,
  *   out[v * ostride + a * XK_VL] = bias[v] (or 0) + sum over the quad's terms in order
- * (padding slots are computed and not stored; padding terms read the zero row with
- * weight 0).  12 accumulators, and no partial sum leaves the registers (the flat tiles
+ * for the quads q_lo <= q < q_hi (padding slots are computed and not stored; padding
+ * terms read the zero row with weight 0).  12 accumulators, and no partial sum leaves the registers (the flat tiles
  * keep channel blocks in L1 by storing and reloading them).  Unshared, every x load
  * feeds one FMA and loads bound the loop (two vector loads per cycle): a term's four
  * offsets come in two 8-byte loads and its four weights in one, broadcast in registers.
@@ -569,10 +569,10 @@ typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), ali
     } while (0)
 #endif
 XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
-                                           const xk_quads_t *qs, const XK_T *qw, const XK_T *bias)
+                                           const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                           int64_t q_hi)
 {
-    const int64_t n_quads = (qs->n_dst + 3) / 4;
-    for (int64_t q = 0; q < n_quads; q++) {
+    for (int64_t q = q_lo; q < q_hi; q++) {
         int64_t dst[4];
         XK_V acc[4][XK_SACC];
         XK_UNROLL for (int o = 0; o < 4; o++) {
@@ -615,26 +615,29 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
 #undef XK_QUAD_W
 
 /* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 correlation in quads of
- * destinations (xk_quad_panel): XK_SACC vectors at a time, the qs->n_src planes'
- * (cstride apart) vectors copied into panel ((n_src + 1) * XK_SACC * XK_VL scratch),
- * every destination computed into part (n_dst * XK_TILE scratch), then scattered
- * to dst + v * dst_stride. */
+ * destinations (xk_quad_panel), the quads q_lo <= q < q_hi: XK_SACC vectors at a time,
+ * the qs->n_src planes' (cstride apart) vectors copied into panel ((n_src + 1) *
+ * XK_SACC * XK_VL scratch), the destinations computed into part (n_dst * XK_TILE
+ * scratch, row v for destination v), then scattered to dst + v * dst_stride. */
 XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
-                                          const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, XK_T *panel,
-                                          XK_T *part, XK_T *dst, int64_t dst_stride, int64_t n_img,
-                                          const xk_layout_t *lay, const xk_scatter_t *sc)
+                                          const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *qw,
+                                          const XK_T *bias, XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_stride,
+                                          int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
     const int64_t width = XK_SACC * XK_VL, n_src = qs->n_src;
+    const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
     XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
         const XK_T *s = src + p0 + a0 * XK_VL;
         for (int64_t c = 0; c < n_src; c++)
             XK_UNROLL for (int a = 0; a < XK_SACC; a++)
                 XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * cstride + a * XK_VL));
-        XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias);
+        XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
     }
-    for (int64_t v = 0; v < qs->n_dst; v++)
+    for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
+        const int64_t v = xk_quad_row(qs, slot);
         XK_FN(xk_scatter)(part + v * XK_TILE, p0, XK_TILE, dst + v * dst_stride, n_img, lay, sc);
+    }
 }
 
 /* xk_quad_tile on maps read and written in place (xk_panel_load's layout), with no packing and no
@@ -644,20 +647,25 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
  * XK_SACC * XK_VL * n_dst scratch); positions past the last image are not written. */
 XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
                                                  int64_t hw, int64_t n_img, int64_t p0, const xk_quads_t *qs,
-                                                 const XK_T *qw, const XK_T *bias, XK_T *panel, XK_T *part,
-                                                 XK_T *dst, int64_t dst_img, int64_t dst_chan)
+                                                 int64_t q_lo, int64_t q_hi, const XK_T *qw, const XK_T *bias,
+                                                 XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_img,
+                                                 int64_t dst_chan)
 {
     const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = qs->n_src;
+    const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
     XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t p = p0; p < p0 + XK_TILE && p < end; p += width) {
         const int64_t g = p / hw, r = p - g * hw;
         XK_FN(xk_panel_prefetch)(src, src_img, src_chan, n_src, hw, end, p + width);
         XK_FN(xk_panel_load)(panel, src, src_img, src_chan, n_src, hw, n_img, p);
         if (r + width <= hw) {
-            XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias);
-        } else {
-            XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias);
-            XK_FN(xk_panel_store)(dst, dst_img, dst_chan, part, qs->n_dst, hw, n_img, p);
+            XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias, q_lo, q_hi);
+            continue;
+        }
+        XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias, q_lo, q_hi);
+        for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
+            const int64_t v = xk_quad_row(qs, slot);
+            XK_FN(xk_panel_store)(dst + v * dst_chan, dst_img, dst_chan, part + v * width, 1, hw, n_img, p);
         }
     }
 }

@@ -413,6 +413,25 @@ def test_1x1_in_quads_bitwise_equal_across_threads(threads, monkeypatch):
             assert np.array_equal(results[1][2 * k + 1], results[n][2 * k + 1])
 
 
+@pytest.mark.parametrize("geometry", [(1, 0, 1), (1, 1, 1)])
+def test_1x1_quads_split_between_threads_on_small_inputs(geometry, threads, monkeypatch):
+    """One image of 5x5 is one tile: with 2 and 3 threads its quads are split into blocks,
+    items of their own (some empty); the results keep their bits."""
+    calls = _spy_quads(monkeypatch)
+    x, weight, index, bias, _, _ = conv_case((1, 12, 22, 5, (5, 5), (1, 1), 1, 0, 1, False), seed=17)
+    grad_out = np.random.default_rng(17).standard_normal((1, 22) + _out_hw((5, 5), (1, 1), *geometry))
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
+    results = {}
+    for n in (1, 2, 3):
+        threads(n)
+        results[n] = conv_all(*_cast(np.float32, x, weight), index, *_cast(np.float32, bias, grad_out), geometry)
+    check(results[1], expected, np.float32, f"1x1 {geometry}, one image")
+    for n in (2, 3):
+        for one, other in zip(results[1], results[n]):
+            assert np.array_equal(one, other)
+    assert calls == {"forward": 3, "grad_input": 3}
+
+
 def test_1x1_in_quads_ignores_non_finite_values_nothing_reads(monkeypatch):
     """A forward quad's padding slots read channel 0 with weight 0, grad_input's padding terms a
     row of zeros: Inf in a channel no output reads (forward), or in an output no input

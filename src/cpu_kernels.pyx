@@ -306,6 +306,7 @@ cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py
     ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1 if sh >= 1 else 0
     wo = (image[3] + 2 * pw - dw * (kernel[3] - 1) - 1) // sw + 1 if sw >= 1 else 0
     if (sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1
+            or kernel[0] < 1 or kernel[1] < 1 or kernel[2] < 1 or kernel[3] < 1
             or index[0] != kernel[0] or index[1] != kernel[1] or ho < 1 or wo < 1
             or result[0] != image[0] or result[1] != kernel[0] or result[2] != ho or result[3] != wo):
         _checks.check_conv(tuple(image[k] for k in range(4)), tuple(kernel[k] for k in range(4)),

@@ -591,6 +591,10 @@ def test_raw_kernels_reject_arrays_that_do_not_fit(edges):
         (lambda: gin(grad_x=gx[:, :, 1:].copy()), "grad_out has shape"),
         (lambda: gwt(index=too_big), "index entries"),
         (lambda: gwt(grad_weight=np.empty((n_out + 1, 4, 3, 3))), "index has shape"),
+        (lambda: fwd(weight=np.empty((n_out, 0, 3, 3)), index=np.empty((n_out, 0), np.int64)),
+         r"weight must have shape \(Cout, D, kh, kw\) with every size >= 1"),
+        (lambda: gwt(grad_weight=np.empty((n_out, 0, 3, 3)), index=np.empty((n_out, 0), np.int64)),
+         "grad_weight must have shape"),
         (lambda: cpu.xconv2d_bwd_bias(grad_out, np.empty(n_out - 1)), "grad_bias has length"),
     ]
     for call, message in cases:

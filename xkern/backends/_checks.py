@@ -36,6 +36,8 @@ def check_conv(image, kernel, index, result, stride, padding, dilation, names):
     for name, shape, ndim in ((im, image, 4), (ke, kernel, 4), (re, result, 4), ("index", index, 2)):
         if len(shape) != ndim:
             raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(shape)}")
+    if min(kernel) < 1:
+        raise ValueError(f"{ke} must have shape (Cout, D, kh, kw) with every size >= 1, got {tuple(kernel)}")
     if tuple(index) != tuple(kernel[:2]):
         raise ValueError(f"index has shape {tuple(index)}, {ke} has (Cout, D) = {tuple(kernel[:2])}")
     ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1

@@ -1128,8 +1128,8 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     if kk == 1 and n_frames == 1 and (n_in + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES:
-        # 1x1: quads of outputs read an L1 panel of every channel (block expanders: each
-        # quad is a run, its four outputs share every load)
+        # 1x1: quads of outputs read a panel of every channel, kept in cache (block
+        # expanders: each quad is a run, its four outputs share every load)
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         qw = _quad_weights(weight)
         direct = _in_place(stride, padding, &x_im, &out_im, width)
@@ -1167,9 +1167,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
 def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, :, ::1] weight,
                       const int64_t[:, ::1] index, rev, floating[:, :, :, :] grad_x,
                       stride, padding, dilation, int num_threads):
-    """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge); for
-    1x1 block expanders (one phase), spread from each run of outputs instead (_whole_tiles: rev
-    is not read)."""
+    """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge): for
+    1x1 convs with one phase in quads of inputs (xk_quad_tile), except block expanders,
+    spread from each run of outputs instead (_whole_tiles: rev is not read)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
     cdef int64_t n_out = weight.shape[0], degree = weight.shape[1]

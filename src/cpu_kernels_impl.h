@@ -534,11 +534,12 @@ XK_CLONES static void XK_FN(xk_spread_tile_direct)(const XK_T *XK_RESTRICT src, 
  * slot, destination v,
  *   out[v * ostride + a * XK_VL] = bias[v] (or 0) + sum over the quad's terms in order
  * for the quads q_lo <= q < q_hi (padding slots are computed and not stored; padding
- * terms read the zero row with weight 0).  12 accumulators, and no partial sum leaves the registers (the flat tiles
- * keep channel blocks in L1 by storing and reloading them).  Unshared, every x load
- * feeds one FMA and loads bound the loop (two vector loads per cycle): a term's four
- * offsets come in two 8-byte loads and its four weights in one, broadcast in registers.
- * Shared (a block expander's run), each x load feeds four FMAs. */
+ * terms read the zero row with weight 0).  12 accumulators, and no partial sum leaves
+ * the registers (the flat tiles keep channel blocks in L1 by storing and reloading
+ * them).  Unshared, every x load feeds one FMA and loads bound the loop (two vector
+ * loads per cycle): a term's four offsets come in two 8-byte loads and its four
+ * weights in one, broadcast in registers.  Shared (a block expander's run), each x
+ * load feeds four FMAs. */
 #if XK_GNU_VECTORS && (defined(__clang__) || __GNUC__ >= 12)  /* __builtin_shufflevector */
 #  define XK_QUAD_SHUFFLE 1
 #else
@@ -632,7 +633,8 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
 {
     const int64_t width = XK_SACC * XK_VL, n_src = qs->n_src;
     const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
-    XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
+    XK_UNROLL for (int a = 0; a < XK_SACC; a++)  /* the zero row */
+        XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
         const XK_T *s = src + p0 + a0 * XK_VL;
         for (int64_t c = 0; c < n_src; c++)
@@ -646,9 +648,9 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
     }
 }
 
-/* xk_quad_tile on maps read and written in place (xk_panel_load's layout), with no packing and no
- * scatter: src (n_img, qs->n_src, hw), dst (n_img, qs->n_dst, hw).  The panels of the tile
- * (positions [p0, p0 + XK_TILE)) are copied from src, and each destination's XK_SACC
+/* xk_quad_tile on maps read and written in place (xk_panel_load's layout), with no
+ * packing and no scatter: src (n_img, qs->n_src, hw), dst (n_img, qs->n_dst, hw).  The
+ * panels of the tile (positions [p0, p0 + XK_TILE)) are copied from src, and each destination's XK_SACC
  * vectors are stored straight into dst when they lie in one image (else through part,
  * XK_SACC * XK_VL * n_dst scratch); positions past the last image are not written. */
 XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
@@ -659,7 +661,8 @@ XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, in
 {
     const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = qs->n_src;
     const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
-    XK_UNROLL for (int a = 0; a < XK_SACC; a++) XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
+    XK_UNROLL for (int a = 0; a < XK_SACC; a++)  /* the zero row */
+        XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t p = p0; p < p0 + XK_TILE && p < end; p += width) {
         const int64_t g = p / hw, r = p - g * hw;
         XK_FN(xk_panel_prefetch)(src, src_img, src_chan, n_src, hw, end, p + width);

@@ -285,10 +285,6 @@ def _blocked_terms(const int64_t[::1] ptr, const int64_t[::1] chan, const int64_
 # Shapes are checked on every call (a few C comparisons); index entries and the reverse
 # adjacency once per graph (through the term cache, or each call for small graphs).
 
-# (the wording is shared with the other backends: xkern/backends/_checks.py)
-_check_geometry = _checks.check_geometry  # _check_conv's slow path, for the message
-
-
 cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py_ssize_t *index,
                      const Py_ssize_t *result, stride, padding, dilation, tuple names) except -1:
     """ValueError naming the argument unless image (B, Cin, H, W), kernel (Cout, D, kh, kw),
@@ -301,7 +297,7 @@ cdef int _check_conv(const Py_ssize_t *image, const Py_ssize_t *kernel, const Py
         ph, pw = padding
         dh, dw = dilation
     except (TypeError, ValueError, OverflowError):
-        _check_geometry(stride, padding, dilation)  # raises, naming the argument
+        _checks.check_geometry(stride, padding, dilation)  # raises, naming the argument
         raise
     ho = (image[2] + 2 * ph - dh * (kernel[2] - 1) - 1) // sh + 1 if sh >= 1 else 0
     wo = (image[3] + 2 * pw - dw * (kernel[3] - 1) - 1) // sw + 1 if sw >= 1 else 0
@@ -864,11 +860,11 @@ cdef void _whole_tiles(
         const xk_frame_t *frame, const xk_layout_t *lay, int64_t cstride, int64_t toff0,
         int64_t batch, int64_t group,
         floating *packed, floating *parts, floating *panels,           # scratch per chunk: n_src * cstride,
-                                                                       #   n_part * tile, quads: (n_src + 1) * panel
+                                                                       #   n_dst * tile, quads: (n_src + 1) * panel
         const int64_t *chan, const xk_quads_t *qs,                     # IN: spread: the runs' index rows; or quads
         const floating *w, int64_t degree, const floating *bias,       # IN: weights (_shared_weights, quads' order)
         floating *dst, const xk_image_t *dst_im, int64_t n_dst,        # OUT: (B, n_dst, H, W)
-        int64_t n_part, const xk_scatter_t *scatter, bint direct, int n_chunks) noexcept nogil:
+        const xk_scatter_t *scatter, bint direct, int n_chunks) noexcept nogil:
     """1x1 kernels whose work items (group, tile) compute every destination of their tile,
     so a thread's items write their own positions and every element is summed in one
     order at any thread count.  qs NULL: grad_input of a block expander with one output
@@ -877,8 +873,7 @@ cdef void _whole_tiles(
     the forward or grad_input of random expanders; terms in list order); with direct
     (stride 1, no padding, rows of src and dst contiguous, images of at least a panel)
     read and written in place, tiles over the whole batch (xk_quad_tile_direct).  With
-    fewer tiles than 4 per thread, items are (tile, block of quads).
-    n_part: the scratch rows per chunk (the destinations)."""
+    fewer tiles than 4 per thread, items are (tile, block of quads)."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t lanes = XK_LANES_F32 if floating is float else XK_LANES_F64
     cdef int64_t plane = lay.hb * lay.wb
@@ -900,7 +895,7 @@ cdef void _whole_tiles(
     total = n_tiles * n_ob
     if direct:
         for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
-            part = parts + chunk * n_part * XK_SACC * lanes
+            part = parts + chunk * n_dst * XK_SACC * lanes
             panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
             for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
                 t = item // n_ob
@@ -924,7 +919,7 @@ cdef void _whole_tiles(
         return
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         buf = packed + chunk * n_src * cstride
-        part = parts + chunk * n_part * tile
+        part = parts + chunk * n_dst * tile
         panel = panels + chunk * (n_src + 1) * XK_SACC * lanes
         packed_group = -1
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
@@ -1140,7 +1135,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         with nogil:
             _whole_tiles(&x[0, 0, 0, 0], &x_im, n_in, &frames[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], degree, bias_ptr,
-                         &out[0, 0, 0, 0], &out_im, n_out, n_out, &scatter[0], direct, n_chunks)
+                         &out[0, 0, 0, 0], &out_im, n_out, &scatter[0], direct, n_chunks)
         return
     # the channels one channel block reads per tile (or, shared, per XK_SACC vectors of it)
     window = n_frames * ((XK_SACC * tile // XK_NACC if shared else tile) + max(planes.shift)) * sizeof(floating)
@@ -1220,7 +1215,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
         with nogil:
             _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], &panels[0], &run_rows[0], NULL, &w_runs[0], degree, NULL,
-                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], direct, n_chunks)
+                         &grad_x[0, 0, 0, 0], &x_im, n_in, &scatter[0], direct, n_chunks)
         return
     if (kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0
             and (n_out + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES):
@@ -1237,7 +1232,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
         with nogil:
             _whole_tiles(&grad_out[0, 0, 0, 0], &g_im, n_out, &frame[0], &lay, cstride, toff[0], batch, group,
                          &packed[0], &parts[0], &panels[0], NULL, &qs, &qw[0], 0, NULL,
-                         &grad_x[0, 0, 0, 0], &x_im, n_in, n_in, &scatter[0], direct, n_chunks)
+                         &grad_x[0, 0, 0, 0], &x_im, n_in, &scatter[0], direct, n_chunks)
         return
     window = (tile + int(planes.shift.max(initial=0))) * sizeof(floating)
     # keyed on index: rev is its reverse adjacency over n_in inputs (checked when the lists are made)

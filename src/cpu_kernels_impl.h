@@ -203,26 +203,13 @@ XK_INLINE void XK_FN(xk_corr_terms)(XK_V *acc, const XK_T *XK_RESTRICT src, int6
  * channels (block expanders): term j of the block is chan[j], its weights for
  * tap t and output o are w[wrow[j] * wstride + t * XK_SHARE + o] (interleaved by
  * output, so that one base pointer reaches all of them).  acc[o] += those terms on
- * XK_SACC vectors from p0, in list order; each vector load feeds XK_SHARE FMAs. */
+ * XK_SACC vectors from p0, in list order; each vector load feeds XK_SHARE FMAs.  (1x1
+ * convs take it only with panels too large for the quads, xk_quad_panel.) */
 XK_INLINE void XK_FN(xk_corr_shared)(XK_V acc[XK_SHARE][XK_SACC], const XK_T *XK_RESTRICT src, int64_t cstride,
                                      int64_t p0, const int64_t *chan, const int64_t *wrow, int64_t lo,
                                      int64_t hi, const XK_T *w, int64_t wstride, const int64_t *toff,
                                      int64_t ntap)
 {
-    if (ntap == 1) {  /* 1x1: no tap loop (its control cost more than the FMAs' issue) */
-        const XK_T *s = src + p0 + toff[0];
-        for (int64_t j = lo; j < hi; j++) {
-            const XK_T *x = s + chan[j] * cstride;
-            const XK_T *wj = w + wrow[j] * wstride;
-            XK_V xv[XK_SACC];
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
-            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) {
-                const XK_V wt = XK_VSPLAT(XK_V, wj[o]);
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
-            }
-        }
-        return;
-    }
     for (int64_t j = lo; j < hi; j++) {
         const XK_T *s = src + chan[j] * cstride + p0;
         const XK_T *wj = w + wrow[j] * wstride;
@@ -452,6 +439,16 @@ XK_INLINE void XK_FN(xk_panel_prefetch)(const XK_T *src, int64_t img, int64_t ch
     }
 }
 
+/* panel[c * width + a * XK_VL ...] <- the XK_SACC vectors at s + c * stride, c < n_rows
+ * (width = XK_SACC * XK_VL). */
+XK_INLINE void XK_FN(xk_panel_copy)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
+                                    int64_t n_rows)
+{
+    for (int64_t c = 0; c < n_rows; c++)
+        XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+            XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, XK_VLOAD(XK_V, s + c * stride + a * XK_VL));
+}
+
 /* panel[c * width + k] = src channel c at position p + k for c < n_rows, k < width (zeros past
  * the last image). */
 XK_INLINE void XK_FN(xk_panel_load)(XK_T *panel, const XK_T *src, int64_t img, int64_t chan, int64_t n_rows,
@@ -460,10 +457,7 @@ XK_INLINE void XK_FN(xk_panel_load)(XK_T *panel, const XK_T *src, int64_t img, i
     const int64_t width = XK_SACC * XK_VL, g = p / hw, r = p - g * hw;
     const int64_t n1 = hw - r < width ? hw - r : width, n2 = width - n1;
     if (n2 == 0) {
-        const XK_T *s = src + g * img + r;
-        for (int64_t c = 0; c < n_rows; c++)
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * chan + a * XK_VL));
+        XK_FN(xk_panel_copy)(panel, src + g * img + r, chan, n_rows);
         return;
     }
     const int next = g + 1 < n_img;
@@ -636,10 +630,7 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
     XK_UNROLL for (int a = 0; a < XK_SACC; a++)  /* the zero row */
         XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
     for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
-        const XK_T *s = src + p0 + a0 * XK_VL;
-        for (int64_t c = 0; c < n_src; c++)
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                XK_VSTORE(XK_V, panel + c * width + a * XK_VL, XK_VLOAD(XK_V, s + c * cstride + a * XK_VL));
+        XK_FN(xk_panel_copy)(panel, src + p0 + a0 * XK_VL, cstride, n_src);
         XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
     }
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {

@@ -90,7 +90,8 @@ extensions = [
         sources=["src/cpu_kernels.pyx"],
         include_dirs=["src", np.get_include()],
         # the C kernels live in headers: rebuild when they change
-        depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/simd.h", "src/_openmp_helpers.pxd"],
+        depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/winograd_impl.h", "src/simd.h",
+                 "src/_openmp_helpers.pxd"],
     ),
 ]
 

@@ -106,6 +106,7 @@ XK_INLINE int64_t xk_quad_row(const xk_quads_t *qs, int64_t s)
 #define XK_TILE XK_TILE_F32
 #define XK_FN(name) XK_CAT(name, _f32)
 #include "cpu_kernels_impl.h"
+#include "winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV
@@ -120,6 +121,7 @@ XK_INLINE int64_t xk_quad_row(const xk_quads_t *qs, int64_t s)
 #define XK_TILE XK_TILE_F64
 #define XK_FN(name) XK_CAT(name, _f64)
 #include "cpu_kernels_impl.h"
+#include "winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV

@@ -130,6 +130,18 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_dot_rows3_f32(float *out, const float *g, const float *x, int64_t wb, int64_t cols, int64_t n_rows)
     void xk_dot_rows3_f64(double *out, const double *g, const double *x, int64_t wb, int64_t cols,
                           int64_t n_rows)
+    void xk_wino_weights_f32(float *uw, const float *w, const int64_t *edges, int64_t n, int64_t n_edges,
+                             int flip)
+    void xk_wino_weights_f64(double *uw, const double *w, const int64_t *edges, int64_t n, int64_t n_edges,
+                             int flip)
+    void xk_wino_tile_f32(const float *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
+                          int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
+                          int64_t q_hi, const float *uw, int64_t ustride, const float *bias, float *panel,
+                          float *part, float *dst, const xk_image_t *dim)
+    void xk_wino_tile_f64(const double *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
+                          int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
+                          int64_t q_hi, const double *uw, int64_t ustride, const double *bias, double *panel,
+                          double *part, double *dst, const xk_image_t *dim)
     int xk_all_finite_f32(const float *x, int64_t n)
     int xk_all_finite_f64(const double *x, int64_t n)
     void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
@@ -160,6 +172,20 @@ BLOCK_TERMS = 8
 # every destination reads it.  Best in L1 (up to ~330 channels), but quads beat the flat
 # tiles from L2 too: 1.3-1.6x, one thread, at 512-4096 channels (48-384 KiB panels).
 QUAD_PANEL_BYTES = 1 << 20
+
+# Stride-1 3x3 convs by Winograd F(2x2, 3x3) (xk_wino_tile, _wino_tiles): "auto" takes it
+# where it measured faster than the direct row tiles (_winograd), "always" for every
+# stride-1 3x3 conv, "never" not at all.
+WINOGRAD = "auto"
+# "auto": at least this many edges (Cout * D) per source channel and per destination
+# channel (the transforms cost per channel, the products per edge: at 8 it measured
+# 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
+WINO_MIN_TERMS = 12
+# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x) ...
+WINO_MIN_PANELS = 16
+# ... and one thread's scratch (16 transformed panels of the sources and 16 of the
+# destinations) at most this many bytes.
+WINO_SCRATCH_BYTES = 4 << 20
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
                         ("off_y", np.int64), ("off_x", np.int64)])
@@ -515,6 +541,34 @@ def _edge_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges)
         for j in range(edges.shape[0]):
             e = edges[j]
             o[j] = flat[e] if e < n else 0
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _quad_edges(int64_t n_out, int64_t degree):
+    """The forward quads' term slots (quads, D, XK_SHARE), flat, as edges v * D + d of the weight;
+    n_out * D (no edge: weight 0) for the slots of the last quad's padding outputs.  Read-only,
+    kept for the next call of that shape."""
+    v = np.arange(_round_up(n_out, XK_SHARE), dtype=np.int64).reshape(-1, 1, XK_SHARE)
+    e = np.where(v < n_out, v * degree + np.arange(degree, dtype=np.int64).reshape(1, -1, 1), n_out * degree)
+    e = e.reshape(-1)
+    e.flags.writeable = False
+    return e
+
+
+def _wino_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges, bint flip):
+    """The 16 Winograd-transformed weights (G w G^T, xk_wino_weights) of the 3x3 weight's flat
+    edges in term-slot order, (16, len(edges)) flat, rotated by 180 degrees when flip
+    (grad_input); a slot past the edges gets 0.  This thread's scratch slot 6, valid until its
+    next call."""
+    cdef int64_t n = edges.shape[0], n_edges = weight.shape[0] * weight.shape[1]
+    out = _scratch(6, 16 * n, np.float32 if floating is float else np.float64)
+    cdef floating[::1] u = out
+    with nogil:
+        if floating is float:
+            xk_wino_weights_f32(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip)
+        else:
+            xk_wino_weights_f64(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip)
     return out
 
 
@@ -949,6 +1003,42 @@ cdef void _whole_tiles(
                                    dst + g0 * dst_im.img, dst_im.chan, ng, lay, scatter)
 
 
+cdef void _wino_tiles(
+        const floating *src, const xk_image_t *src_im, int64_t batch,  # IN: (B, n_src, H, W)
+        int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x,          # the 2x2 tiles: th x tw per image
+        const xk_quads_t *qs, const floating *uw, int64_t ustride,     # IN: quads, transformed weights
+        const floating *bias, floating *panels, floating *parts,       # scratch per chunk: 16 * (n_src + 2)
+                                                                       #   * width, 16 * (n_dst + 1) * width
+        floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, Ho, Wo)
+        int n_chunks) noexcept nogil:
+    """A stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_tile): work items are
+    panels of width tiles over the whole batch, each computing every destination of its
+    tiles; with fewer panels than 4 per thread, items are (panel, block of quads)."""
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t n_tiles = (batch * th * tw + width - 1) // width
+    cdef int64_t n_quads = (qs.n_dst + XK_SHARE - 1) // XK_SHARE
+    cdef int64_t n_ob = 1, per_ob, q_lo, q_hi, total, chunk, item, t
+    cdef floating *panel
+    cdef floating *part
+    if n_chunks > 1 and n_tiles < 4 * n_chunks:
+        n_ob = min(n_quads, (4 * n_chunks + n_tiles - 1) // n_tiles)
+    per_ob = (n_quads + n_ob - 1) // n_ob
+    total = n_tiles * n_ob
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        panel = panels + chunk * 16 * (qs.n_src + 2) * width
+        part = parts + chunk * 16 * (qs.n_dst + 1) * width
+        for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+            t = item // n_ob
+            q_lo = item % n_ob * per_ob
+            q_hi = min(n_quads, q_lo + per_ob)
+            if floating is float:
+                xk_wino_tile_f32(src, src_im, batch, th, tw, pad_y, pad_x, t * width, qs, q_lo, q_hi, uw, ustride,
+                                 bias, panel, part, dst, dst_im)
+            else:
+                xk_wino_tile_f64(src, src_im, batch, th, tw, pad_y, pad_x, t * width, qs, q_lo, q_hi, uw, ustride,
+                                 bias, panel, part, dst, dst_im)
+
+
 cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
     """No Inf or NaN in planes[c * cstride + k] for c < n_chan, k < n."""
     cdef int64_t c
@@ -1066,6 +1156,20 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
     return im
 
 
+def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
+              int64_t itemsize):
+    """Whether a correlation of n_src -> n_dst channels along `edges` edges, into maps of out_hw,
+    runs by Winograd (WINOGRAD and the WINO_* limits)."""
+    if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return False
+    if WINOGRAD == "always":
+        return True
+    width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
+    tiles = batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
+    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= WINO_MIN_PANELS * width
+            and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
+
+
 cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *dst, int64_t width):
     """A 1x1 correlation xk_quad_tile_direct can read and write in place: stride 1, no
     padding, every image row of src and dst contiguous, and images of at least a panel
@@ -1094,6 +1198,31 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         return
     if bias is not None:
         bias_ptr = &bias[0]
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef const int32_t[::1] qoff
+    cdef const floating[::1] qw
+    cdef floating[::1] parts
+    cdef floating[::1] panels
+    cdef xk_quads_t qs
+    cdef int64_t pad_y, pad_x
+    cdef int n_chunks = _threads(num_threads)
+    dtype = np.float32 if floating is float else np.float64
+    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
+                 (out.shape[2], out.shape[3]), batch, sizeof(floating)):
+        # stride-1 3x3: 16 1x1 correlations on Winograd-transformed panels, in quads
+        qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
+        edges = _quad_edges(n_out, degree)
+        qw = _wino_weights(weight, edges, False)
+        panels = _scratch(2, n_chunks * 16 * (n_in + 2) * width, dtype)
+        parts = _scratch(1, n_chunks * 16 * (n_out + 1) * width, dtype)
+        qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
+        qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _rows_shared(index)
+        pad_y, pad_x = padding
+        with nogil:
+            _wino_tiles(&x[0, 0, 0, 0], &x_im, batch, (out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2,
+                        pad_y, pad_x, &qs, &qw[0], qw.shape[0] // 16, bias_ptr,
+                        &panels[0], &parts[0], &out[0, 0, 0, 0], &out_im, n_chunks)
+        return
     planes = _forward_planes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
                              (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
@@ -1109,17 +1238,9 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
-    cdef int n_chunks = _threads(num_threads)
-    dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] packed = _scratch(0, n_chunks * n_in * cstride, dtype)
     cdef const int64_t[::1] toff = toff_arr
-    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
-    cdef const int32_t[::1] qoff
-    cdef const floating[::1] qw
-    cdef floating[::1] parts
-    cdef floating[::1] panels
     cdef bint direct
-    cdef xk_quads_t qs
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
     if kk == 1 and n_frames == 1 and (n_in + 1) * width * sizeof(floating) <= QUAD_PANEL_BYTES:
@@ -1176,6 +1297,35 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                 ("grad_x", "weight", "grad_out"))
     if batch == 0:
         return
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef const int32_t[::1] qoff
+    cdef const int64_t[::1] qptr
+    cdef const int64_t[::1] qrows
+    cdef const floating[::1] qw
+    cdef floating[::1] parts
+    cdef floating[::1] panels
+    cdef xk_quads_t qs
+    cdef int64_t pad_y, pad_x
+    cdef int n_chunks = _threads(num_threads)
+    dtype = np.float32 if floating is float else np.float64
+    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
+                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating)):
+        # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
+        # (padding 2 - pad) by Winograd, in quads of inputs over the reverse adjacency
+        quads = _cached_terms("input quads", index, (n_in, width),
+                              lambda: _input_quads(np.asarray(index), rev, n_in, width))
+        qoff, qptr, qrows = quads[0], quads[1], quads[2]
+        qw = _wino_weights(weight, quads[3], True)
+        panels = _scratch(2, n_chunks * 16 * (n_out + 2) * width, dtype)
+        parts = _scratch(1, n_chunks * 16 * (n_in + 1) * width, dtype)
+        qs.off, qs.ptr, qs.rows = &qoff[0], &qptr[0], &qrows[0]
+        qs.degree, qs.n_dst, qs.n_src, qs.shared = 0, n_in, n_out, False
+        pad_y, pad_x = 2 - padding[0], 2 - padding[1]
+        with nogil:
+            _wino_tiles(&grad_out[0, 0, 0, 0], &g_im, batch, (grad_x.shape[2] + 1) // 2, (grad_x.shape[3] + 1) // 2,
+                        pad_y, pad_x, &qs, &qw[0], qw.shape[0] // 16, NULL, &panels[0], &parts[0],
+                        &grad_x[0, 0, 0, 0], &x_im, n_chunks)
+        return
     planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
                                 stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frame = planes.frame
@@ -1186,24 +1336,13 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
-    cdef int n_chunks = _threads(num_threads)
-    cdef floating[::1] packed = _scratch(0, n_chunks * n_out * cstride,
-                                               np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed = _scratch(0, n_chunks * n_out * cstride, dtype)
     cdef const int64_t[::1] toff = toff_arr
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
     cdef const int64_t[::1] run_rows
     cdef const floating[::1] w_runs
-    cdef floating[::1] parts
-    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
-    cdef const int32_t[::1] qoff
-    cdef const int64_t[::1] qptr
-    cdef const int64_t[::1] qrows
-    cdef const floating[::1] qw
-    cdef floating[::1] panels
     cdef bint direct
-    cdef xk_quads_t qs
-    dtype = np.float32 if floating is float else np.float64
     if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
         # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in
         # registers, over the inputs it reads (xk_spread_shared); rev is not read

@@ -1,0 +1,188 @@
+"""The CPU backend's Winograd F(2x2, 3x3) path (stride-1 3x3 forward and grad_input) against
+the float64 oracle, forced on for every stride-1 3x3 conv ("always") over random
+configurations, plus what it promises besides: the same bits at any thread count, no
+reach of values nothing reads, strided arrays, and the rule that picks it ("auto")."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import xkern
+from testing import DTYPES, EXAMPLES, assert_close, conv2d_oracle, random_index
+
+pytest.importorskip("xkern.backends.cpu", reason="the compiled CPU backend is not built")
+from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extension)
+
+
+class _Winograd:
+    """Sets _cpu.WINOGRAD for a block and counts the calls that transform weights
+    (calls["forward"], calls["grad_input"])."""
+
+    def __init__(self, mode):
+        self.mode, self.calls = mode, {"forward": 0, "grad_input": 0}
+
+    def __enter__(self):
+        self.saved = _cpu.WINOGRAD, _cpu._wino_weights
+        make = _cpu._wino_weights
+
+        def counted(weight, edges, flip):
+            self.calls["grad_input" if flip else "forward"] += 1
+            return make(weight, edges, flip)
+        _cpu.WINOGRAD, _cpu._wino_weights = self.mode, counted
+        return self.calls
+
+    def __exit__(self, *exc):
+        _cpu.WINOGRAD, _cpu._wino_weights = self.saved
+
+
+def _case(batch, n_in, n_out, degree, hw, padding, repeats=False, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (batch, n_in) + tuple(hw))
+    weight = rng.standard_normal((n_out, degree, 3, 3))
+    index = random_index(rng, n_out, n_in, degree, repeats)
+    b = rng.standard_normal(n_out) if bias else None
+    out_hw = tuple(n + 2 * p - 2 for n, p in zip(hw, padding))
+    grad_out = rng.standard_normal((batch, n_out) + out_hw)
+    return x, weight, index, b, grad_out
+
+
+def _cast(dtype, *arrays):
+    return [None if a is None else a.astype(dtype) for a in arrays]
+
+
+def _run(x, weight, index, bias, grad_out, padding):
+    out = xkern.xconv2d(x, weight, index, bias, 1, padding, 1, backend="cpu")
+    return (out,) + tuple(xkern.xconv2d_backward(grad_out, x, weight, index, 1, padding, 1, backend="cpu"))
+
+
+def _check(results, expected, dtype, what=""):
+    for name, got, want in zip(("out", "grad_x", "grad_weight", "grad_bias"), results, expected):
+        if want is not None:
+            assert_close(got, want, dtype, f"{what} {name}")
+
+
+@st.composite
+def wino_configs(draw):
+    """A stride-1 3x3 X-Conv of any size the oracle can take: images from 1x1 (padding 1 or
+    more) to 11x13, so tiles are cut at odd sizes, panels straddle images and the last panel
+    runs past the batch; padding 0-3 (grad_input's padding 2 - p down to -1)."""
+    n_in = draw(st.integers(1, 12))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    hw = tuple(draw(st.integers(max(1, 3 - 2 * p), 13 - 2 * i)) for i, p in enumerate(padding))
+    return dict(batch=draw(st.integers(1, 4)), n_in=n_in, n_out=draw(st.integers(1, 11)),
+                degree=draw(st.integers(1, n_in)), hw=hw, padding=padding, repeats=draw(st.booleans()),
+                bias=draw(st.booleans()), seed=draw(st.integers(0, 2**32 - 1)))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(cfg=wino_configs())
+def test_winograd_against_the_oracle(cfg):
+    x, weight, index, bias, grad_out = _case(**cfg)
+    expected = conv2d_oracle(x, weight, index, bias, 1, cfg["padding"], 1, grad_out)
+    with _Winograd("always") as calls:
+        for dtype in DTYPES:
+            _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), cfg["padding"]),
+                   expected, dtype, str(cfg))
+    assert calls == {"forward": 2, "grad_input": 2}
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("batch, hw", [(5, (13, 11)), (1, (5, 6))])  # many panels; one panel, quads split
+def test_winograd_same_bits_at_any_thread_count(batch, hw, n_threads):
+    x, weight, index, _, grad_out = _case(batch, 9, 14, 5, hw, (1, 1), bias=False)
+    x, weight, grad_out = _cast(np.float32, x, weight, grad_out)
+    with _Winograd("always"):
+        try:
+            xkern.set_num_threads(1)
+            want = _run(x, weight, index, None, grad_out, 1)
+            xkern.set_num_threads(n_threads)
+            got = _run(x, weight, index, None, grad_out, 1)
+        finally:
+            xkern.set_num_threads(None)
+    for name, a, b in zip(("out", "grad_x"), got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_winograd_ignores_values_nothing_reads():
+    """A forward quad's padding slots read channel 0 with weight 0, grad_input's padding terms a
+    row of zeros: Inf in a channel no output reads, or in an output no input gathers, must
+    not reach any result."""
+    x, weight, _, _, grad_out = _case(2, 6, 5, 2, (6, 7), (1, 1))
+    index = np.array([[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]])  # nobody reads channel 0
+    unread = x.copy()
+    unread[:, 0] = 0
+    expected = conv2d_oracle(unread, weight, index, None, 1, 1, 1, grad_out)
+    x[:, 0] = np.inf
+    grad_inf = grad_out.copy()
+    grad_inf[:, 0] = np.inf  # output 0 reads inputs 1 and 2 only
+    with _Winograd("always"):
+        for dtype in DTYPES:
+            out = xkern.xconv2d(*_cast(dtype, x, weight), index, None, 1, 1, 1, backend="cpu")
+            assert np.isfinite(out).all()
+            assert_close(out, expected[0], dtype, "Inf in an unread channel")
+            grad_x = xkern.xconv2d_backward(*_cast(dtype, grad_inf, x, weight), index, 1, 1, 1, backend="cpu")[0]
+            assert np.isfinite(grad_x[:, [0, 3, 4, 5]]).all()
+            assert_close(grad_x[:, [0, 3, 4, 5]], expected[1][:, [0, 3, 4, 5]], dtype, "grad_x, Inf in output 0")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_strided_arrays(dtype):
+    """The raw kernels on views with any strides: x and grad_out in NHWC or reversed memory
+    (columns not contiguous: every patch row is copied into the stage), out and grad_x
+    written through transposed views."""
+    x, weight, index, bias, grad_out = _case(3, 7, 6, 4, (9, 8), (1, 1))
+    expected = conv2d_oracle(x, weight, index, bias, 1, 1, 1, grad_out)
+    x_t = np.ascontiguousarray(x.astype(dtype).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
+    g_t = np.ascontiguousarray(grad_out.astype(dtype)[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    out = np.full(expected[0].shape[::-1], np.nan, dtype).transpose(3, 2, 1, 0)
+    grad_x = np.full(x.shape[::-1], np.nan, dtype).transpose(3, 2, 1, 0)
+    from xkern.backends import cpu
+    from xkern.ops.adjacency import reverse_adjacency
+    with _Winograd("always") as calls:
+        cpu.xconv2d_fwd(x_t, weight.astype(dtype), index, bias.astype(dtype), out, (1, 1), (1, 1), (1, 1))
+        cpu.xconv2d_bwd_input(g_t, weight.astype(dtype), index, reverse_adjacency(index, x.shape[1]), grad_x,
+                              (1, 1), (1, 1), (1, 1))
+    assert calls == {"forward": 1, "grad_input": 1}
+    assert_close(out, expected[0], dtype, "out")
+    assert_close(grad_x, expected[1], dtype, "grad_x")
+
+
+def test_winograd_auto_rule():
+    """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
+    and 16+ panels of tiles; not for few edges, a small batch, other geometries or "never"."""
+    def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1):
+        x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
+        x, weight = _cast(np.float32, x, weight)
+        with _Winograd(mode) as calls:
+            out = xkern.xconv2d(x, weight, index, None, stride, 1, dilation, backend="cpu")
+            xkern.xconv2d_backward(np.ones_like(out), x, weight, index, stride, 1, dilation, backend="cpu",
+                                   grads=("input",))
+        return calls
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == {"forward": 1, "grad_input": 1}
+    # 96 -> 24 with D = 48: 12 edges per input channel; grad_input the same edges the other way
+    assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == {"forward": 1, "grad_input": 1}
+    assert calls_for("auto", 2, 96, 24, 12, (28, 28)) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 2, 64, 64, 8, (28, 28)) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), stride=2) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), dilation=2) == {"forward": 0, "grad_input": 0}
+    assert calls_for("never", 2, 64, 64, 16, (28, 28)) == {"forward": 0, "grad_input": 0}
+
+
+def test_winograd_block_expander_and_many_channels():
+    """Block expanders (shared quads in the forward) and a panel of more than a few hundred
+    channels, against the oracle."""
+    rng = np.random.default_rng(3)
+    from xkern.graphs import expander
+    for n_in, n_out, degree, block in ((16, 12, 8, 4), (300, 40, 24, 1)):
+        index = expander(n_in, n_out, degree, block=block, seed=1) if block > 1 else \
+            random_index(rng, n_out, n_in, degree, False)
+        x = rng.uniform(-1, 1, (2, n_in, 6, 5))
+        weight = rng.standard_normal((n_out, degree, 3, 3))
+        bias = rng.standard_normal(n_out)
+        grad_out = rng.standard_normal((2, n_out, 6, 5))
+        expected = conv2d_oracle(x, weight, index, bias, 1, 1, 1, grad_out)
+        with _Winograd("always") as calls:
+            for dtype in DTYPES:
+                _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), 1), expected, dtype,
+                       f"{n_in}->{n_out} block {block}")
+        assert calls == {"forward": 2, "grad_input": 2}

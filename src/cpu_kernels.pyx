@@ -17,9 +17,11 @@ alone, so results are bitwise the same at any thread count.
 
 Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
 polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
-strided conv is a stride-1 correlation on planes.  Stride-1 3x3 convs run in tiles
-of grid rows (xk_corr_rows3), so one load serves three kernel rows, and their
-grad_weight keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
+strided conv is a stride-1 correlation on planes.  Stride-1 3x3 forwards and
+grad_inputs with enough edges per channel and tiles run by Winograd F(2x2, 3x3): 16
+1x1 correlations in quads on transformed panels (_wino_tiles, src/winograd_impl.h);
+otherwise in tiles of grid rows (xk_corr_rows3), so one load serves three kernel
+rows.  Their grad_weight keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
 1x1 grad_inputs with one output phase, run in quads of four destinations that sum all
 their terms in registers from a panel of every source channel's positions (xk_quad_tile;
 with stride 1 and no padding the maps are read and written in place, no packing, no
@@ -181,7 +183,9 @@ WINOGRAD = "auto"
 # channel (the transforms cost per channel, the products per edge: at 8 it measured
 # 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
 WINO_MIN_TERMS = 12
-# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x) ...
+# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x), and 4 per
+# thread (with fewer, _wino_tiles splits a panel's quads between threads, each
+# transforming the panel again) ...
 WINO_MIN_PANELS = 16
 # ... and one thread's scratch (16 transformed panels of the sources and 16 of the
 # destinations) at most this many bytes.
@@ -1157,7 +1161,7 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
 
 
 def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
-              int64_t itemsize):
+              int64_t itemsize, int n_threads):
     """Whether a correlation of n_src -> n_dst channels along `edges` edges, into maps of out_hw,
     runs by Winograd (WINOGRAD and the WINO_* limits)."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
@@ -1166,7 +1170,7 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
         return True
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
     tiles = batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
-    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= WINO_MIN_PANELS * width
+    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= max(WINO_MIN_PANELS, 4 * n_threads) * width
             and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
 
 
@@ -1183,7 +1187,8 @@ cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *ds
 def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
                 const int64_t[:, ::1] index, const floating[::1] bias, floating[:, :, :, :] out,
                 stride, padding, dilation, int num_threads):
-    """out (B, Cout, Ho, Wo) = X-Conv of x (B, Cin, H, W); weight (Cout, D, kh, kw)."""
+    """out (B, Cout, Ho, Wo) = X-Conv of x (B, Cin, H, W); weight (Cout, D, kh, kw).  Stride-1
+    3x3 (_winograd) by Winograd, 1x1 in quads (xk_quad_tile), the rest in flat or row tiles."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t batch = x.shape[0], n_in = x.shape[1], n_out = weight.shape[0], degree = weight.shape[1]
     cdef int64_t kk = weight.shape[2] * weight.shape[3]
@@ -1208,7 +1213,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int n_chunks = _threads(num_threads)
     dtype = np.float32 if floating is float else np.float64
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
-                 (out.shape[2], out.shape[3]), batch, sizeof(floating)):
+                 (out.shape[2], out.shape[3]), batch, sizeof(floating), n_chunks):
         # stride-1 3x3: 16 1x1 correlations on Winograd-transformed panels, in quads
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         edges = _quad_edges(n_out, degree)
@@ -1285,7 +1290,8 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                       stride, padding, dilation, int num_threads):
     """grad_x (B, Cin, H, W) from grad_out (B, Cout, Ho, Wo), gathered over rev (ptr, edge): for
     1x1 convs with one phase in quads of inputs (xk_quad_tile), except block expanders,
-    spread from each run of outputs instead (_whole_tiles: rev is not read)."""
+    spread from each run of outputs instead (_whole_tiles: rev is not read); stride-1 3x3
+    (_winograd) in quads of inputs on Winograd-transformed panels."""
     cdef int64_t tile = XK_TILE_F32 if floating is float else XK_TILE_F64
     cdef int64_t batch = grad_x.shape[0], n_in = grad_x.shape[1]
     cdef int64_t n_out = weight.shape[0], degree = weight.shape[1]
@@ -1309,7 +1315,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef int n_chunks = _threads(num_threads)
     dtype = np.float32 if floating is float else np.float64
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
-                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating)):
+                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating), n_chunks):
         # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
         # (padding 2 - pad) by Winograd, in quads of inputs over the reverse adjacency
         quads = _cached_terms("input quads", index, (n_in, width),

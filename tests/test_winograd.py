@@ -148,15 +148,23 @@ def test_winograd_strided_arrays(dtype):
 
 def test_winograd_auto_rule():
     """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
-    and 16+ panels of tiles; not for few edges, a small batch, other geometries or "never"."""
-    def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1):
+    and 16+ panels of tiles, 4+ per thread; not for few edges, a small batch, other
+    geometries or "never"."""
+    def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(np.float32, x, weight)
-        with _Winograd(mode) as calls:
-            out = xkern.xconv2d(x, weight, index, None, stride, 1, dilation, backend="cpu")
-            xkern.xconv2d_backward(np.ones_like(out), x, weight, index, stride, 1, dilation, backend="cpu",
-                                   grads=("input",))
+        try:
+            xkern.set_num_threads(n_threads)
+            with _Winograd(mode) as calls:
+                out = xkern.xconv2d(x, weight, index, None, stride, 1, dilation, backend="cpu")
+                xkern.xconv2d_backward(np.ones_like(out), x, weight, index, stride, 1, dilation, backend="cpu",
+                                       grads=("input",))
+        finally:
+            xkern.set_num_threads(None)
         return calls
+    # 2 x 14 x 14 tiles: 16.3 panels of 24, enough for up to 4 threads
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == {"forward": 1, "grad_input": 1}
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=5) == {"forward": 0, "grad_input": 0}
     assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == {"forward": 1, "grad_input": 1}
     # 96 -> 24 with D = 48: 12 edges per input channel; grad_input the same edges the other way
     assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == {"forward": 1, "grad_input": 1}

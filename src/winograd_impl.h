@@ -120,6 +120,10 @@ XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
  * patches that cross the left or right edge (or of images read with a column stride)
  * are copied into a zeroed stage first. */
 #define XK_WINO_W (XK_SACC * XK_VL)
+/* Source channels ahead whose staged patch rows are prefetched, and destinations ahead
+ * whose output lines are. */
+#define XK_WINO_AHEAD 12
+#define XK_WINO_OUT_AHEAD 4
 /* Panels one k apart, padded by a cache line: at a multiple of 4 KiB apart, the 16 loads
  * of one tile's entries would fall into one L1 set. */
 #define XK_WINO_PSTRIDE(rows) ((rows) * XK_WINO_W + 2 * XK_VL)
@@ -179,9 +183,12 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         for (int64_t j = 0; j < n_staged; j++) {
             const int64_t i = staged[j];
             const XK_T *p = s + s_off[i];
-            for (int a = lim[i][0]; a < lim[i][1]; a++)  /* (no memcpy call for 1-4 elements) */
+            for (int a = lim[i][0]; a < lim[i][1]; a++) {  /* (no memcpy call for 1-4 elements) */
+                if (c + XK_WINO_AHEAD < n_src)
+                    __builtin_prefetch(p + XK_WINO_AHEAD * chan + a * row + lim[i][2] * col);
                 XK_UNROLL for (int b = 0; b < 4; b++)
                     if (b >= lim[i][2] && b < lim[i][3]) stage[i][4 * a + b] = p[a * row + b * col];
+            }
         }
         XK_T *v = panel + c * W;
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* V = Bt d Bt^T */
@@ -224,6 +231,13 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         }
         XK_T *o = dst + v * dim->chan;
         const int64_t drow = dim->row, dcol = dim->col;
+        if (slot + XK_WINO_OUT_AHEAD < s_hi) {  /* the output lines of a destination ahead, for writing */
+            XK_T *o2 = dst + xk_quad_row(qs, slot + XK_WINO_OUT_AHEAD) * dim->chan;
+            for (int64_t i = 0; i < n; i += 4) {
+                __builtin_prefetch(o2 + d_off[i], 1);
+                __builtin_prefetch(o2 + d_off[i] + drow, 1);
+            }
+        }
         for (int64_t i = 0; i < n; i++) {
             XK_T *t = o + d_off[i];
             if (out_full[i] && dcol == 1) {

@@ -114,8 +114,9 @@ XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
  * the quads q_lo <= q < q_hi:
  *   dst = bias[v] (or 0) + At (sum over v's terms of U_k[term] * V_k[channel]) At^T,
  * U_k the terms' transformed weights at uw + k * ustride in the quads' term order
- * (xk_wino_weights), V_k the patches' transforms.  Scratch: panel XK_WINO_PANEL(n_src)
- * (V: one panel per k, each with its zero row), part XK_WINO_PART(n_dst) (M).  A patch
+ * (xk_wino_weights), V_k the patches' transforms.  Scratch: panel 16 *
+ * XK_WINO_PSTRIDE(n_src + 1) elements (V: one panel per k, each with its zero row), part
+ * 16 * XK_WINO_PSTRIDE(n_dst) (M; both at most 16 * (rows + 1) * XK_WINO_W).  A patch
  * row inside the image is read in place; rows outside read zeros, and the rows of
  * patches that cross the left or right edge (or of images read with a column stride)
  * are copied into a zeroed stage first. */

@@ -1043,6 +1043,20 @@ cdef void _wino_tiles(
                                  bias, panel, part, dst, dst_im)
 
 
+cdef void _wino_run(const floating *src, const xk_image_t *src_im, floating *dst, const xk_image_t *dst_im,
+                    int64_t batch, int64_t pad_y, int64_t pad_x, const xk_quads_t *qs, const floating[::1] qw,
+                    const floating *bias, int n_chunks) except *:
+    """_wino_tiles over the whole batch, into dst's maps, with this thread's scratch; qw from
+    _wino_weights."""
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] panels = _scratch(2, n_chunks * 16 * (qs.n_src + 2) * width, dtype)
+    cdef floating[::1] parts = _scratch(1, n_chunks * 16 * (qs.n_dst + 1) * width, dtype)
+    with nogil:
+        _wino_tiles(src, src_im, batch, (dst_im.height + 1) // 2, (dst_im.width + 1) // 2, pad_y, pad_x, qs,
+                    &qw[0], qw.shape[0] // 16, bias, &panels[0], &parts[0], dst, dst_im, n_chunks)
+
+
 cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
     """No Inf or NaN in planes[c * cstride + k] for c < n_chan, k < n."""
     cdef int64_t c
@@ -1206,27 +1220,17 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const int32_t[::1] qoff
     cdef const floating[::1] qw
-    cdef floating[::1] parts
-    cdef floating[::1] panels
     cdef xk_quads_t qs
-    cdef int64_t pad_y, pad_x
     cdef int n_chunks = _threads(num_threads)
-    dtype = np.float32 if floating is float else np.float64
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
                  (out.shape[2], out.shape[3]), batch, sizeof(floating), n_chunks):
         # stride-1 3x3: 16 1x1 correlations on Winograd-transformed panels, in quads
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
-        edges = _quad_edges(n_out, degree)
-        qw = _wino_weights(weight, edges, False)
-        panels = _scratch(2, n_chunks * 16 * (n_in + 2) * width, dtype)
-        parts = _scratch(1, n_chunks * 16 * (n_out + 1) * width, dtype)
+        qw = _wino_weights(weight, _quad_edges(n_out, degree), False)
         qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
         qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _rows_shared(index)
-        pad_y, pad_x = padding
-        with nogil:
-            _wino_tiles(&x[0, 0, 0, 0], &x_im, batch, (out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2,
-                        pad_y, pad_x, &qs, &qw[0], qw.shape[0] // 16, bias_ptr,
-                        &panels[0], &parts[0], &out[0, 0, 0, 0], &out_im, n_chunks)
+        _wino_run(&x[0, 0, 0, 0], &x_im, &out[0, 0, 0, 0], &out_im, batch, <int64_t>padding[0],
+                  <int64_t>padding[1], &qs, qw, bias_ptr, n_chunks)
         return
     planes = _forward_planes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
                              (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -1243,8 +1247,11 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
+    dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] packed = _scratch(0, n_chunks * n_in * cstride, dtype)
     cdef const int64_t[::1] toff = toff_arr
+    cdef floating[::1] parts
+    cdef floating[::1] panels
     cdef bint direct
     cdef const xk_scatter_t[::1] scatter = np.array(
         [(0, out_im.img, out_im.row, out_im.col, 0, out.shape[2], 0, out.shape[3])], SCATTER_DTYPE)
@@ -1308,12 +1315,8 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const int64_t[::1] qptr
     cdef const int64_t[::1] qrows
     cdef const floating[::1] qw
-    cdef floating[::1] parts
-    cdef floating[::1] panels
     cdef xk_quads_t qs
-    cdef int64_t pad_y, pad_x
     cdef int n_chunks = _threads(num_threads)
-    dtype = np.float32 if floating is float else np.float64
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
                  (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating), n_chunks):
         # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
@@ -1322,15 +1325,10 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
                               lambda: _input_quads(np.asarray(index), rev, n_in, width))
         qoff, qptr, qrows = quads[0], quads[1], quads[2]
         qw = _wino_weights(weight, quads[3], True)
-        panels = _scratch(2, n_chunks * 16 * (n_out + 2) * width, dtype)
-        parts = _scratch(1, n_chunks * 16 * (n_in + 1) * width, dtype)
         qs.off, qs.ptr, qs.rows = &qoff[0], &qptr[0], &qrows[0]
         qs.degree, qs.n_dst, qs.n_src, qs.shared = 0, n_in, n_out, False
-        pad_y, pad_x = 2 - padding[0], 2 - padding[1]
-        with nogil:
-            _wino_tiles(&grad_out[0, 0, 0, 0], &g_im, batch, (grad_x.shape[2] + 1) // 2, (grad_x.shape[3] + 1) // 2,
-                        pad_y, pad_x, &qs, &qw[0], qw.shape[0] // 16, NULL, &panels[0], &parts[0],
-                        &grad_x[0, 0, 0, 0], &x_im, n_chunks)
+        _wino_run(&grad_out[0, 0, 0, 0], &g_im, &grad_x[0, 0, 0, 0], &x_im, batch, 2 - <int64_t>padding[0],
+                  2 - <int64_t>padding[1], &qs, qw, <const floating *>NULL, n_chunks)
         return
     planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
                                 stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -1342,12 +1340,15 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     length, channel_stride, toff_arr = tiling[2:]
     cdef int64_t cstride = channel_stride
     lay.hb, lay.wb, lay.len = planes.hb, planes.wb, length
+    dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] packed = _scratch(0, n_chunks * n_out * cstride, dtype)
     cdef const int64_t[::1] toff = toff_arr
     cdef const int64_t[::1] tap_ptr = planes.tap_ptr
     cdef const xk_scatter_t[::1] scatter = planes.scatter
     cdef const int64_t[::1] run_rows
     cdef const floating[::1] w_runs
+    cdef floating[::1] parts
+    cdef floating[::1] panels
     cdef bint direct
     if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
         # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in

@@ -534,12 +534,7 @@ XK_CLONES static void XK_FN(xk_spread_tile_direct)(const XK_T *XK_RESTRICT src, 
  * loads per cycle): a term's four offsets come in two 8-byte loads and its four
  * weights in one, broadcast in registers.  Shared (a block expander's run), each x
  * load feeds four FMAs. */
-#if XK_GNU_VECTORS && (defined(__clang__) || __GNUC__ >= 12)  /* __builtin_shufflevector */
-#  define XK_QUAD_SHUFFLE 1
-#else
-#  define XK_QUAD_SHUFFLE 0
-#endif
-#if XK_QUAD_SHUFFLE && XK_VL == 8
+#if XK_SHUFFLE && XK_VL == 8
 typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), aligned(sizeof(XK_T)), may_alias));
 #  define XK_QUAD_W(wp, w0, w1, w2, w3)                                                                   \
     do {                                                                                                 \
@@ -550,7 +545,7 @@ typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), ali
         w2 = __builtin_shufflevector(w8_, w8_, 2, 2, 2, 2, 6, 6, 6, 6);                                   \
         w3 = __builtin_shufflevector(w8_, w8_, 3, 3, 3, 3, 7, 7, 7, 7);                                   \
     } while (0)
-#elif XK_QUAD_SHUFFLE && XK_VL == 4
+#elif XK_SHUFFLE && XK_VL == 4
 #  define XK_QUAD_W(wp, w0, w1, w2, w3)                                                                   \
     do {                                                                                                 \
         const XK_V w4_ = XK_VLOAD(XK_V, wp);                                                             \
@@ -613,7 +608,6 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
     }
 }
 #undef XK_QUAD_W
-#undef XK_QUAD_SHUFFLE
 
 /* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 correlation in quads of
  * destinations (xk_quad_panel), the quads q_lo <= q < q_hi: XK_SACC vectors at a time,

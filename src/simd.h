@@ -58,6 +58,14 @@ typedef double xk_ivec_f64;
 #  define XK_LANES_F64 1
 #endif
 
+/* XK_SHUFFLE: __builtin_shufflevector (GCC >= 12, Clang) rearranges the lanes of GNU
+ * vectors; without it the kernels take element-wise code for the same result. */
+#if XK_GNU_VECTORS && (defined(__clang__) || __GNUC__ >= 12)
+#  define XK_SHUFFLE 1
+#else
+#  define XK_SHUFFLE 0
+#endif
+
 /* Vector-typed access to n consecutive elements at p (any alignment). */
 #define XK_VLOAD(V, p) (*(const V *)(p))
 #define XK_VSTORE(V, p, v) (*(V *)(p) = (v))

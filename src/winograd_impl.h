@@ -62,7 +62,7 @@ static void XK_FN(xk_wino_weights)(XK_T *uw, const XK_T *w, const int64_t *edges
  * rows a start at rp[i][a] (four consecutive elements each): d = rp[i][a][b] in lane i. */
 XK_INLINE void XK_FN(xk_wino_gather)(XK_V d[16], const XK_T *const rp[][4])
 {
-#if XK_QUAD_SHUFFLE && XK_VL == 8
+#if XK_SHUFFLE && XK_VL == 8
     /* per patch row, four 8-lane vectors of two tiles' rows each, transposed 4x4 within
      * each 128-bit half: column b of tiles 0-3 | 4-7 */
     typedef XK_FN(xk_quarter) Q;
@@ -93,10 +93,10 @@ XK_INLINE void XK_FN(xk_wino_gather)(XK_V d[16], const XK_T *const rp[][4])
 /* p[2i] = y0 lane i, p[2i + 1] = y1 lane i (2 * XK_VL elements). */
 XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
 {
-#if XK_QUAD_SHUFFLE && XK_VL == 8
+#if XK_SHUFFLE && XK_VL == 8
     XK_VSTORE(XK_V, p, __builtin_shufflevector(y0, y1, 0, 8, 1, 9, 2, 10, 3, 11));
     XK_VSTORE(XK_V, p + XK_VL, __builtin_shufflevector(y0, y1, 4, 12, 5, 13, 6, 14, 7, 15));
-#elif XK_QUAD_SHUFFLE && XK_VL == 4
+#elif XK_SHUFFLE && XK_VL == 4
     XK_VSTORE(XK_V, p, __builtin_shufflevector(y0, y1, 0, 4, 1, 5));
     XK_VSTORE(XK_V, p + XK_VL, __builtin_shufflevector(y0, y1, 2, 6, 3, 7));
 #else

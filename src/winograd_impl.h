@@ -143,7 +143,7 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
     const XK_T *rp[W][4];              /* patch rows of the current channel */
     int64_t step[W][4];                /* rp's advance per channel: chan (in place) or 0 */
     int64_t s_off[W], d_off[W];        /* the patch's and the output tile's corner */
-    unsigned char lim[W][4], out_full[W], out_rows[W], out_cols[W];
+    unsigned char lim[W][4], out_rows[W], out_cols[W], out_full[W];  /* full: 2x2, contiguous pairs */
     int64_t staged[W], n_staged = 0;
     XK_T stage[W][16];
     static const XK_T zeros[4] = {0, 0, 0, 0};
@@ -165,7 +165,7 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         XK_UNROLL for (int a = 0; a < 4; a++) {
             const int valid = a >= lim[i][0] && a < lim[i][1] && lim[i][2] < lim[i][3];
             if (valid && in_row) {
-                rp[i][a] = src + s_off[i] + a * row - chan;   /* advanced before use */
+                rp[i][a] = src + s_off[i] + a * row;
                 step[i][a] = chan;
             } else {
                 rp[i][a] = valid ? stage[i] + 4 * a : zeros;
@@ -175,12 +175,10 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         d_off[i] = g * dim->img + 2 * ty * dim->row + 2 * tx * dim->col;
         out_rows[i] = (unsigned char)(dim->height - 2 * ty >= 2 ? 2 : 1);
         out_cols[i] = (unsigned char)(dim->width - 2 * tx >= 2 ? 2 : 1);
-        out_full[i] = out_rows[i] == 2 && out_cols[i] == 2;
+        out_full[i] = out_rows[i] == 2 && out_cols[i] == 2 && dim->col == 1;
     }
     for (int64_t c = 0; c < n_src; c++) {
         const XK_T *s = src + c * chan;
-        for (int64_t i = 0; i < W; i++)
-            XK_UNROLL for (int a = 0; a < 4; a++) rp[i][a] += step[i][a];
         for (int64_t j = 0; j < n_staged; j++) {
             const int64_t i = staged[j];
             const XK_T *p = s + s_off[i];
@@ -208,6 +206,9 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
                 XK_VSTORE(XK_V, v + (r + 3) * pstride + l * XK_VL, t[r + 1] - t[r + 3]);
             }
         }
+        if (c + 1 < n_src)  /* the next channel's rows (never past the last) */
+            for (int64_t i = 0; i < W; i++)
+                XK_UNROLL for (int a = 0; a < 4; a++) rp[i][a] += step[i][a];
     }
     for (int k = 0; k < 16; k++)  /* the zero rows that padding terms read */
         XK_UNROLL for (int l = 0; l < XK_SACC; l++)
@@ -241,15 +242,10 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         }
         for (int64_t i = 0; i < n; i++) {
             XK_T *t = o + d_off[i];
-            if (out_full[i] && dcol == 1) {
+            if (out_full[i]) {
                 memcpy(t, &y[0][2 * i], 2 * sizeof(XK_T));
                 memcpy(t + drow, &y[1][2 * i], 2 * sizeof(XK_T));
-            } else if (out_full[i]) {
-                t[0] = y[0][2 * i];
-                t[dcol] = y[0][2 * i + 1];
-                t[drow] = y[1][2 * i];
-                t[drow + dcol] = y[1][2 * i + 1];
-            } else {                   /* odd output sizes: the tile's last row or column is outside */
+            } else {  /* columns not contiguous, or odd sizes: the tile's last row or column is outside */
                 for (int a = 0; a < out_rows[i]; a++)
                     for (int b = 0; b < out_cols[i]; b++) t[a * drow + b * dcol] = y[a][2 * i + b];
             }

@@ -913,6 +913,15 @@ cdef void _correlate(
                                   dst + g0 * dst_im.img + d0 * dst_im.chan, dst_im.chan, ng, lay, &scatter[k])
 
 
+cdef inline int64_t _quad_blocks(int64_t n_quads, int64_t n_tiles, int n_chunks) noexcept nogil:
+    """Blocks into which a tile's quads are split, each block a work item of its own: 1, or
+    with fewer tiles than 4 per thread (small batches and maps) enough for 4 items per
+    thread (each block copies or transforms its tile's panels again)."""
+    if n_chunks > 1 and n_tiles < 4 * n_chunks:
+        return min(n_quads, (4 * n_chunks + n_tiles - 1) // n_tiles)
+    return 1
+
+
 cdef void _whole_tiles(
         const floating *src, const xk_image_t *src_im, int64_t n_src,  # IN: (B, n_src, H, W)
         const xk_frame_t *frame, const xk_layout_t *lay, int64_t cstride, int64_t toff0,
@@ -942,14 +951,11 @@ cdef void _whole_tiles(
     cdef floating *part
     cdef floating *panel
     cdef int64_t hw = src_im.height * src_im.width
-    # quads: fewer tiles than a few per thread (small batches and maps) split each
-    # tile's quads into n_ob blocks, items of their own (each copies its panels)
+    # quads: items are (tile, block of quads), _quad_blocks
     cdef int64_t n_quads = (n_dst + XK_SHARE - 1) // XK_SHARE if qs != NULL else 1
     cdef int64_t n_tiles = (batch * hw + tile - 1) // tile if direct else total
-    cdef int64_t n_ob = 1, per_ob, q_lo, q_hi
-    if qs != NULL and n_chunks > 1 and n_tiles < 4 * n_chunks:
-        n_ob = min(n_quads, (4 * n_chunks + n_tiles - 1) // n_tiles)
-    per_ob = (n_quads + n_ob - 1) // n_ob
+    cdef int64_t n_ob = _quad_blocks(n_quads, n_tiles, n_chunks) if qs != NULL else 1
+    cdef int64_t per_ob = (n_quads + n_ob - 1) // n_ob, q_lo, q_hi
     total = n_tiles * n_ob
     if direct:
         for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
@@ -1021,12 +1027,10 @@ cdef void _wino_tiles(
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef int64_t n_tiles = (batch * th * tw + width - 1) // width
     cdef int64_t n_quads = (qs.n_dst + XK_SHARE - 1) // XK_SHARE
-    cdef int64_t n_ob = 1, per_ob, q_lo, q_hi, total, chunk, item, t
+    cdef int64_t n_ob = _quad_blocks(n_quads, n_tiles, n_chunks)
+    cdef int64_t per_ob = (n_quads + n_ob - 1) // n_ob, q_lo, q_hi, total, chunk, item, t
     cdef floating *panel
     cdef floating *part
-    if n_chunks > 1 and n_tiles < 4 * n_chunks:
-        n_ob = min(n_quads, (4 * n_chunks + n_tiles - 1) // n_tiles)
-    per_ob = (n_quads + n_ob - 1) // n_ob
     total = n_tiles * n_ob
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         panel = panels + chunk * 16 * (qs.n_src + 2) * width

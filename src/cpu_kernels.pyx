@@ -21,7 +21,9 @@ strided conv is a stride-1 correlation on planes.  Stride-1 3x3 forwards and
 grad_inputs with enough edges per channel and tiles run by Winograd F(2x2, 3x3): 16
 1x1 correlations in quads on transformed panels (_wino_tiles, src/winograd_impl.h);
 otherwise in tiles of grid rows (xk_corr_rows3), so one load serves three kernel
-rows.  Their grad_weight keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
+rows.  Their grad_weight runs by Winograd too (float32, enough edges per channel: 16 products
+per tile and edge, each panel of tiles summed into one of a fixed number of partial sums,
+_wino_wgrads) or keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
 1x1 grad_inputs with one output phase, run in quads of four destinations that sum all
 their terms in registers from a panel of every source channel's positions (xk_quad_tile;
 with stride 1 and no padding the maps are read and written in place, no packing, no
@@ -34,7 +36,7 @@ between calls (_scratch; release_scratch frees them).  grad_input is the
 transposed conv: output phase r of grad_x (rows y with y + pad = Q*s + r)
 gathers the taps of phase r only.  X-Linear is the 1x1 conv of (B, Cin, 1, 1).
 """
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t, int64_t
 
 import functools
@@ -144,6 +146,16 @@ cdef extern from "cpu_kernels.h" nogil:
                           int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
                           int64_t q_hi, const double *uw, int64_t ustride, const double *bias, double *panel,
                           double *part, double *dst, const xk_image_t *dim)
+    void xk_wino_wgrad_tile_f32(const float *x, const xk_image_t *xim, const float *g, const xk_image_t *gim,
+                                int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
+                                float *vbuf, float *acc)
+    void xk_wino_wgrad_tile_f64(const double *x, const xk_image_t *xim, const double *g, const xk_image_t *gim,
+                                int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
+                                double *vbuf, double *acc)
+    void xk_wino_wgrad_finish_f32(float *grad_w, const float *acc, int64_t n_edges)
+    void xk_wino_wgrad_finish_f64(double *grad_w, const double *acc, int64_t n_edges)
     int xk_all_finite_f32(const float *x, int64_t n)
     int xk_all_finite_f64(const double *x, int64_t n)
     void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
@@ -190,6 +202,16 @@ WINO_MIN_PANELS = 16
 # ... and one thread's scratch (16 transformed panels of the sources and 16 of the
 # destinations) at most this many bytes.
 WINO_SCRATCH_BYTES = 4 << 20
+
+# grad_weight by Winograd (_winograd_wgrad, _wino_wgrads): "auto" takes it for float32 (float64's
+# transformed tiles are twice the bytes: 0.8-1.2x), with at least this many edges per source
+# and per destination channel (at 8 it measured 0.9-1.06x, at 16-128 1.2-1.6x, float32, batch 32) ...
+WINO_WGRAD_TERMS = 12
+# ... and as many partial sums as threads.  There are at most this many (so at most this many
+# threads share the work), of at most this many bytes in all (never a function of the
+# thread count: the sums add up in a fixed order).
+WINO_WGRAD_PARTS = 8
+WINO_WGRAD_ACC_BYTES = 8 << 20
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
                         ("off_y", np.int64), ("off_x", np.int64)])
@@ -1061,6 +1083,57 @@ cdef void _wino_run(const floating *src, const xk_image_t *src_im, floating *dst
                     &qw[0], qw.shape[0] // 16, bias, &panels[0], &parts[0], dst, dst_im, n_chunks)
 
 
+cdef void _wino_wgrads(
+        const floating *x, const xk_image_t *x_im, int64_t n_in,      # IN: (B, Cin, H, W)
+        const floating *g, const xk_image_t *g_im, int64_t n_out,     # IN: (B, Cout, Ho, Wo)
+        int64_t batch, int64_t pad_y, int64_t pad_x,
+        const int64_t *index, int64_t degree,                         # IN: (Cout, D)
+        int64_t n_parts, floating *vbufs, floating *accs,             # scratch: n_in * width * 16 per
+                                                                      #   thread, n_parts * Cout * D * 16
+        floating *grad_w,                                             # OUT: (Cout, D, 3, 3)
+        int n_chunks) noexcept nogil:
+    """grad_weight of a stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_wgrad_tile).
+    The panels of tiles are cut into n_parts contiguous ranges, each summed into its own
+    partial sums by one thread, which add up in part order: grad_w depends on n_parts,
+    not on the number of threads."""
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t th = (g_im.height + 1) // 2, tw = (g_im.width + 1) // 2
+    cdef int64_t n_panels = (batch * th * tw + width - 1) // width
+    cdef int64_t n_sums = n_out * degree * 16
+    cdef int64_t part, t, e, chunk, lo, hi, p
+    cdef floating *vbuf
+    cdef floating *acc
+    for part in prange(n_parts, schedule="dynamic", chunksize=1, num_threads=n_chunks):
+        vbuf = vbufs + threadid() * n_in * width * 16
+        acc = accs + part * n_sums
+        for e in range(n_sums):
+            acc[e] = 0
+        for t in range(n_panels * part // n_parts, n_panels * (part + 1) // n_parts):
+            if floating is float:
+                xk_wino_wgrad_tile_f32(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
+                                       degree, 0, n_out, vbuf, acc)
+            else:
+                xk_wino_wgrad_tile_f64(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
+                                       degree, 0, n_out, vbuf, acc)
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        lo = n_out * degree * chunk // n_chunks
+        hi = n_out * degree * (chunk + 1) // n_chunks
+        for p in range(1, n_parts):
+            for e in range(lo * 16, hi * 16):
+                accs[e] = accs[e] + accs[p * n_sums + e]
+        if floating is float:
+            xk_wino_wgrad_finish_f32(grad_w + lo * 9, accs + lo * 16, hi - lo)
+        else:
+            xk_wino_wgrad_finish_f64(grad_w + lo * 9, accs + lo * 16, hi - lo)
+
+
+def _wgrad_parts(int64_t n_panels, int64_t edges, int64_t itemsize):
+    """The number of partial sums of a Winograd grad_weight (_wino_wgrads): at most
+    WINO_WGRAD_PARTS, one per panel, and WINO_WGRAD_ACC_BYTES in all; never a function of
+    the number of threads."""
+    return int(max(1, min(WINO_WGRAD_PARTS, n_panels, WINO_WGRAD_ACC_BYTES // (edges * 16 * itemsize))))
+
+
 cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
     """No Inf or NaN in planes[c * cstride + k] for c < n_chan, k < n."""
     cdef int64_t c
@@ -1190,6 +1263,19 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
     tiles = batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
     return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= max(WINO_MIN_PANELS, 4 * n_threads) * width
             and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
+
+
+def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, int64_t n_parts,
+                    int64_t itemsize, int n_threads):
+    """Whether grad_weight of a correlation of n_src -> n_dst channels along `edges` edges, in
+    n_parts partial sums (_wgrad_parts), runs by Winograd (WINOGRAD and the WINO_* limits)."""
+    if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return False
+    if WINOGRAD == "always":
+        return True
+    width = XK_SACC * XK_LANES_F32
+    return (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= n_threads
+            and 16 * n_src * width * itemsize <= WINO_SCRATCH_BYTES)
 
 
 cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *dst, int64_t width):
@@ -1420,6 +1506,25 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     if batch == 0:
         np.asarray(grad_weight)[...] = 0
         return
+    cdef int n_chunks = _threads(num_threads)
+    dtype = np.float32 if floating is float else np.float64
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef floating[::1] vbufs
+    cdef floating[::1] accs
+    cdef int64_t pad_y, pad_x
+    cdef int64_t n_parts = _wgrad_parts((batch * ((grad_out.shape[2] + 1) // 2) * ((grad_out.shape[3] + 1) // 2)
+                                         + width - 1) // width, n_out * degree, sizeof(floating))
+    if _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
+                       n_out * degree, n_parts, sizeof(floating), n_chunks):
+        # stride-1 3x3: dot products of Winograd-transformed tiles, 16 per tile and edge
+        vbufs = _scratch(0, n_chunks * n_in * width * 16, dtype)
+        accs = _scratch(1, n_parts * n_out * degree * 16, dtype)
+        pad_y, pad_x = padding
+        with nogil:
+            _wino_wgrads(&x[0, 0, 0, 0], &x_im, n_in, &grad_out[0, 0, 0, 0], &g_im, n_out, batch,
+                         pad_y, pad_x, &index[0, 0], degree, n_parts, &vbufs[0], &accs[0],
+                         &grad_weight[0, 0, 0, 0], n_chunks)
+        return
     planes = _forward_planes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
                              (grad_out.shape[2], grad_out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef const xk_frame_t[::1] frames = planes.frames
@@ -1435,8 +1540,6 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     x_lay.hb, x_lay.wb, x_lay.len = planes.hb, planes.wb, length
     g_lay.hb, g_lay.wb = planes.hb, planes.wb
     g_lay.len = _odd_lines(_round_up(group * planes.hb * planes.wb, unit), sizeof(floating))
-    dtype = np.float32 if floating is float else np.float64
-    cdef int n_chunks = _threads(num_threads)
     cdef floating[::1] x_packed = _scratch(0, n_chunks * n_in * cstride, dtype)
     cdef bint shared = _rows_shared(index)
     cdef int64_t share = XK_SHARE if shared else 1  # chunks own whole runs of share outputs

@@ -107,19 +107,48 @@ XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
 #endif
 }
 
-/* One panel of Winograd tiles, positions [q0, q0 + XK_SACC * XK_VL) of the n_img * th * tw
- * tiles of src (n_img images of qs->n_src channels through sim): tile (g, ty, tx) reads
- * the patch src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the image)
- * and writes dst[g, v, 2ty + a, 2tx + b] (a, b < 2, inside dim) for the destinations of
- * the quads q_lo <= q < q_hi:
- *   dst = bias[v] (or 0) + At (sum over v's terms of U_k[term] * V_k[channel]) At^T,
- * U_k the terms' transformed weights at uw + k * ustride in the quads' term order
- * (xk_wino_weights), V_k the patches' transforms.  Scratch: panel 16 *
- * XK_WINO_PSTRIDE(n_src + 1) elements (V: one panel per k, each with its zero row), part
- * 16 * XK_WINO_PSTRIDE(n_dst) (M; both at most 16 * (rows + 1) * XK_WINO_W).  A patch
- * row inside the image is read in place; rows outside read zeros, and the rows of
- * patches that cross the left or right edge (or of images read with a column stride)
- * are copied into a zeroed stage first. */
+/* The XK_VL tiles' 16 entries t[k] (lane i: tile i) stored tile by tile: out[16 i + k]. */
+XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
+{
+#if XK_SHUFFLE && XK_VL == 8
+    XK_UNROLL for (int h = 0; h < 2; h++) {  /* two 8x8 transposes: entries 8h..8h+7 */
+        const XK_V *r = t + 8 * h;
+        XK_V a[8], c[8];
+        XK_UNROLL for (int m = 0; m < 4; m++) {
+            a[2 * m] = __builtin_shufflevector(r[2 * m], r[2 * m + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+            a[2 * m + 1] = __builtin_shufflevector(r[2 * m], r[2 * m + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+        }
+        XK_UNROLL for (int m = 0; m < 2; m++) {  /* c[4m + b]: entries 4m..4m+3 of tiles b, b + 4 */
+            c[4 * m + 0] = __builtin_shufflevector(a[4 * m], a[4 * m + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            c[4 * m + 1] = __builtin_shufflevector(a[4 * m], a[4 * m + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+            c[4 * m + 2] = __builtin_shufflevector(a[4 * m + 1], a[4 * m + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+            c[4 * m + 3] = __builtin_shufflevector(a[4 * m + 1], a[4 * m + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+        XK_UNROLL for (int b = 0; b < 4; b++) {
+            XK_VSTORE(XK_V, out + 16 * b + 8 * h, __builtin_shufflevector(c[b], c[4 + b], 0, 1, 2, 3, 8, 9, 10, 11));
+            XK_VSTORE(XK_V, out + 16 * (b + 4) + 8 * h,
+                      __builtin_shufflevector(c[b], c[4 + b], 4, 5, 6, 7, 12, 13, 14, 15));
+        }
+    }
+#elif XK_SHUFFLE && XK_VL == 4
+    XK_UNROLL for (int h = 0; h < 4; h++) {  /* four 4x4 transposes: entries 4h..4h+3 */
+        const XK_V *r = t + 4 * h;
+        const XK_V a = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6), b = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
+        const XK_V c = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6), d = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
+        XK_VSTORE(XK_V, out + 0 + 4 * h, __builtin_shufflevector(a, c, 0, 1, 4, 5));
+        XK_VSTORE(XK_V, out + 16 + 4 * h, __builtin_shufflevector(b, d, 0, 1, 4, 5));
+        XK_VSTORE(XK_V, out + 32 + 4 * h, __builtin_shufflevector(a, c, 2, 3, 6, 7));
+        XK_VSTORE(XK_V, out + 48 + 4 * h, __builtin_shufflevector(b, d, 2, 3, 6, 7));
+    }
+#else
+    XK_T e[16][XK_VL];
+    XK_UNROLL for (int k = 0; k < 16; k++) XK_VSTORE(XK_V, e[k], t[k]);
+    for (int i = 0; i < XK_VL; i++)
+        XK_UNROLL for (int k = 0; k < 16; k++) out[16 * i + k] = e[k][i];
+#endif
+}
+
+/* Panel geometry: XK_SACC * XK_VL tiles, positions q = (image * th + ty) * tw + tx. */
 #define XK_WINO_W (XK_SACC * XK_VL)
 /* Source channels ahead whose staged patch rows are prefetched, and destinations ahead
  * whose output lines are. */
@@ -128,22 +157,25 @@ XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
 /* Panels one k apart, padded by a cache line: at a multiple of 4 KiB apart, the 16 loads
  * of one tile's entries would fall into one L1 set. */
 #define XK_WINO_PSTRIDE(rows) ((rows) * XK_WINO_W + 2 * XK_VL)
-XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
-                                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                          const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
-                                          int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
-                                          XK_T *XK_RESTRICT dst, const xk_image_t *dim)
+
+/* V = Bt d Bt^T for the patches d of the n tiles [q0, q0 + n) of the panel (n <= XK_WINO_W;
+ * tiles past n read zeros) in n_src channels of src (n_img images through sim): tile
+ * (g, ty, tx) reads src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the
+ * image).  by_tile 0: entry k of channel c's tiles at out + k * pstride + c * XK_WINO_W
+ * (xk_quad_panel's rows); by_tile 1: at out + (c * XK_WINO_W + i) * 16 + k for tile i.
+ * A patch row inside the image is read in place; the rows of patches that cross the
+ * left or right edge (or of images read with a column stride) are copied into a zeroed
+ * stage first. */
+XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t th, int64_t tw,
+                                     int64_t pad_y, int64_t pad_x, int64_t q0, int64_t n, int64_t n_src,
+                                     XK_T *XK_RESTRICT out, int64_t pstride, const int by_tile)
 {
     enum { W = XK_WINO_W };
-    const int64_t n_src = qs->n_src, n_dst = qs->n_dst;
-    const int64_t pstride = XK_WINO_PSTRIDE(n_src + 1), mstride = XK_WINO_PSTRIDE(n_dst);
-    const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
-    const int64_t s_hi = q_hi * 4 < n_dst ? q_hi * 4 : n_dst;
     const int64_t H = sim->height, Wd = sim->width, row = sim->row, col = sim->col, chan = sim->chan;
     const XK_T *rp[W][4];              /* patch rows of the current channel */
     int64_t step[W][4];                /* rp's advance per channel: chan (in place) or 0 */
-    int64_t s_off[W], d_off[W];        /* the patch's and the output tile's corner */
-    unsigned char lim[W][4], out_rows[W], out_cols[W], out_full[W];  /* full: 2x2, contiguous pairs */
+    int64_t s_off[W];                  /* the patch's corner */
+    unsigned char lim[W][4];           /* rows [lim0, lim1) and columns [lim2, lim3) inside */
     int64_t staged[W], n_staged = 0;
     XK_T stage[W][16];
     static const XK_T zeros[4] = {0, 0, 0, 0};
@@ -172,10 +204,6 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
                 step[i][a] = 0;
             }
         }
-        d_off[i] = g * dim->img + 2 * ty * dim->row + 2 * tx * dim->col;
-        out_rows[i] = (unsigned char)(dim->height - 2 * ty >= 2 ? 2 : 1);
-        out_cols[i] = (unsigned char)(dim->width - 2 * tx >= 2 ? 2 : 1);
-        out_full[i] = out_rows[i] == 2 && out_cols[i] == 2 && dim->col == 1;
     }
     for (int64_t c = 0; c < n_src; c++) {
         const XK_T *s = src + c * chan;
@@ -189,7 +217,6 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
                     if (b >= lim[i][2] && b < lim[i][3]) stage[i][4 * a + b] = p[a * row + b * col];
             }
         }
-        XK_T *v = panel + c * W;
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* V = Bt d Bt^T */
             XK_V e[16], t[16];
             XK_FN(xk_wino_gather)(e, (const XK_T *const(*)[4])rp + l * XK_VL);
@@ -200,16 +227,55 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
                 t[12 + b] = e[4 + b] - e[12 + b];
             }
             XK_UNROLL for (int r = 0; r < 16; r += 4) {
-                XK_VSTORE(XK_V, v + (r + 0) * pstride + l * XK_VL, t[r + 0] - t[r + 2]);
-                XK_VSTORE(XK_V, v + (r + 1) * pstride + l * XK_VL, t[r + 1] + t[r + 2]);
-                XK_VSTORE(XK_V, v + (r + 2) * pstride + l * XK_VL, t[r + 2] - t[r + 1]);
-                XK_VSTORE(XK_V, v + (r + 3) * pstride + l * XK_VL, t[r + 1] - t[r + 3]);
+                e[r + 0] = t[r + 0] - t[r + 2];
+                e[r + 1] = t[r + 1] + t[r + 2];
+                e[r + 2] = t[r + 2] - t[r + 1];
+                e[r + 3] = t[r + 1] - t[r + 3];
+            }
+            if (by_tile) {
+                XK_FN(xk_wino_by_tile)(out + (c * W + l * XK_VL) * 16, e);
+            } else {
+                XK_T *v = out + c * W + l * XK_VL;
+                XK_UNROLL for (int k = 0; k < 16; k++) XK_VSTORE(XK_V, v + k * pstride, e[k]);
             }
         }
         if (c + 1 < n_src)  /* the next channel's rows (never past the last) */
             for (int64_t i = 0; i < W; i++)
                 XK_UNROLL for (int a = 0; a < 4; a++) rp[i][a] += step[i][a];
     }
+}
+
+/* One panel of Winograd tiles, positions [q0, q0 + XK_WINO_W) of the n_img * th * tw
+ * tiles of src (n_img images of qs->n_src channels through sim): tile (g, ty, tx) reads
+ * the patch src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the image)
+ * and writes dst[g, v, 2ty + a, 2tx + b] (a, b < 2, inside dim) for the destinations of
+ * the quads q_lo <= q < q_hi:
+ *   dst = bias[v] (or 0) + At (sum over v's terms of U_k[term] * V_k[channel]) At^T,
+ * U_k the terms' transformed weights at uw + k * ustride in the quads' term order
+ * (xk_wino_weights), V_k the patches' transforms (xk_wino_source).  Scratch: panel 16 *
+ * XK_WINO_PSTRIDE(n_src + 1) elements (V: one panel per k, each with its zero row), part
+ * 16 * XK_WINO_PSTRIDE(n_dst) (M; both at most 16 * (rows + 1) * XK_WINO_W). */
+XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
+                                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                          const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
+                                          int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
+                                          XK_T *XK_RESTRICT dst, const xk_image_t *dim)
+{
+    enum { W = XK_WINO_W };
+    const int64_t n_src = qs->n_src, n_dst = qs->n_dst;
+    const int64_t pstride = XK_WINO_PSTRIDE(n_src + 1), mstride = XK_WINO_PSTRIDE(n_dst);
+    const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
+    const int64_t s_hi = q_hi * 4 < n_dst ? q_hi * 4 : n_dst;
+    int64_t d_off[W];                  /* the output tile's corner */
+    unsigned char out_rows[W], out_cols[W], out_full[W];  /* full: 2x2, contiguous pairs */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t q = q0 + i, g = q / (th * tw), ty = q / tw % th, tx = q % tw;
+        d_off[i] = g * dim->img + 2 * ty * dim->row + 2 * tx * dim->col;
+        out_rows[i] = (unsigned char)(dim->height - 2 * ty >= 2 ? 2 : 1);
+        out_cols[i] = (unsigned char)(dim->width - 2 * tx >= 2 ? 2 : 1);
+        out_full[i] = out_rows[i] == 2 && out_cols[i] == 2 && dim->col == 1;
+    }
+    XK_FN(xk_wino_source)(src, sim, th, tw, pad_y, pad_x, q0, n, n_src, panel, pstride, 0);
     for (int k = 0; k < 16; k++)  /* the zero rows that padding terms read */
         XK_UNROLL for (int l = 0; l < XK_SACC; l++)
             XK_VSTORE(XK_V, panel + k * pstride + n_src * W + l * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
@@ -249,6 +315,128 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
                 for (int a = 0; a < out_rows[i]; a++)
                     for (int b = 0; b < out_cols[i]; b++) t[a * drow + b * dcol] = y[a][2 * i + b];
             }
+        }
+    }
+}
+
+/* grad_weight by Winograd.  A tile's Y = At M At^T with M = sum over a destination's terms
+ * of U * V (U = G w G^T), so a term's dU = sum over the tiles of dM * V, where dM = At^T dY
+ * At (4x4, from the tile's 2x2 of grad_out), and grad_w = G^T dU G
+ * (xk_wino_wgrad_finish): 16 products per tile and edge where the direct dot products
+ * have 36.  A tile's 16 entries are contiguous (xk_wino_source's by_tile layout), so an
+ * edge's 16 sums accumulate lane by lane over the tiles, with no reduction across lanes. */
+
+/* Edges per pass of xk_wino_wdot: with XK_VL = 8, their 4 x 2 accumulators and dM's
+ * two vectors take 10 of AVX2's 16 registers; each tile loads 2 + 4 * 2 vectors for 8
+ * FMAs. */
+#define XK_WINO_WTERMS 4
+
+/* acc[16 j + k] += sum over tiles i < n of dm[16 i + k] * vp[j][16 i + k] for j < m. */
+XK_INLINE void XK_FN(xk_wino_wdot)(XK_T *acc, const XK_T *XK_RESTRICT dm, const XK_T *const *vp, int64_t n,
+                                   const int m)
+{
+    enum { NV = 16 / XK_VL };
+    XK_V s[XK_WINO_WTERMS][NV];
+    XK_UNROLL for (int j = 0; j < m; j++)
+        XK_UNROLL for (int b = 0; b < NV; b++) s[j][b] = XK_VSPLAT(XK_V, (XK_T)0);
+    for (int64_t i = 0; i < n; i++) {
+        XK_V d[NV];
+        XK_UNROLL for (int b = 0; b < NV; b++) d[b] = XK_VLOAD(XK_V, dm + 16 * i + b * XK_VL);
+        XK_UNROLL for (int j = 0; j < m; j++)
+            XK_UNROLL for (int b = 0; b < NV; b++) s[j][b] += d[b] * XK_VLOAD(XK_V, vp[j] + 16 * i + b * XK_VL);
+    }
+    XK_UNROLL for (int j = 0; j < m; j++)
+        XK_UNROLL for (int b = 0; b < NV; b++)
+            XK_VSTORE(XK_V, acc + 16 * j + b * XK_VL, XK_VLOAD(XK_V, acc + 16 * j + b * XK_VL) + s[j][b]);
+}
+
+/* One panel of the tiles of xk_wino_tile (positions [q0, q0 + XK_WINO_W) of n_img * th *
+ * tw) for grad_weight: for the destinations v_lo <= v < v_hi and their terms j < degree,
+ *   acc[((v - v_lo) * degree + j) * 16 + k] += sum over the panel's tiles of dM_k * V_k,
+ * V the transformed patches of x (n_src channels through xim) at channel index[v, j],
+ * dM the transformed 2x2 tiles of grad_out (g through gim; 0 outside it).  Scratch: vbuf
+ * n_src * XK_WINO_W * 16 elements.  Every sum runs over the tiles in order, so a
+ * destination's result does not depend on which thread owns it. */
+XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
+                                                const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
+                                                int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo,
+                                                int64_t v_hi, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
+{
+    enum { W = XK_WINO_W };
+    const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
+    const int64_t drow = gim->row, dcol = gim->col;
+    int64_t d_off[W];                  /* the grad_out tile's corner */
+    unsigned char in_rows[W], in_cols[W];
+    XK_T y[4][W];                      /* dY of tile i: y[2a + b][i] */
+    XK_T dm[W * 16];                   /* dM of tile i: dm[16 i + k] */
+    memset(y, 0, sizeof y);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t q = q0 + i, gi = q / (th * tw), ty = q / tw % th, tx = q % tw;
+        d_off[i] = gi * gim->img + 2 * ty * drow + 2 * tx * dcol;
+        in_rows[i] = (unsigned char)(gim->height - 2 * ty >= 2 ? 2 : 1);
+        in_cols[i] = (unsigned char)(gim->width - 2 * tx >= 2 ? 2 : 1);
+    }
+    XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1);
+    for (int64_t v = v_lo; v < v_hi; v++) {
+        const XK_T *o = g + v * gim->chan;
+        if (v + XK_WINO_OUT_AHEAD < v_hi) {  /* the grad_out lines of a destination ahead */
+            const XK_T *o2 = o + XK_WINO_OUT_AHEAD * gim->chan;
+            for (int64_t i = 0; i < n; i += 4) {
+                __builtin_prefetch(o2 + d_off[i]);
+                __builtin_prefetch(o2 + d_off[i] + drow);
+            }
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const XK_T *t = o + d_off[i];
+            y[0][i] = t[0];
+            y[1][i] = in_cols[i] == 2 ? t[dcol] : (XK_T)0;
+            y[2][i] = in_rows[i] == 2 ? t[drow] : (XK_T)0;
+            y[3][i] = in_rows[i] == 2 && in_cols[i] == 2 ? t[drow + dcol] : (XK_T)0;
+        }
+        XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* dM = At^T dY At */
+            const XK_V a = XK_VLOAD(XK_V, y[0] + l * XK_VL), b = XK_VLOAD(XK_V, y[1] + l * XK_VL);
+            const XK_V c = XK_VLOAD(XK_V, y[2] + l * XK_VL), d = XK_VLOAD(XK_V, y[3] + l * XK_VL);
+            const XK_V r[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}};
+            XK_V e[16];
+            XK_UNROLL for (int k = 0; k < 4; k++) {
+                e[4 * k + 0] = r[k][0];
+                e[4 * k + 1] = r[k][0] + r[k][1];
+                e[4 * k + 2] = r[k][0] - r[k][1];
+                e[4 * k + 3] = -r[k][1];
+            }
+            XK_FN(xk_wino_by_tile)(dm + l * XK_VL * 16, e);
+        }
+        XK_T *av = acc + (v - v_lo) * degree * 16;
+        const int64_t *iv = index + v * degree;
+        for (int64_t j = 0; j < degree; j += XK_WINO_WTERMS) {
+            const XK_T *vp[XK_WINO_WTERMS];
+            const int64_t m = degree - j < XK_WINO_WTERMS ? degree - j : XK_WINO_WTERMS;
+            for (int64_t s = 0; s < m; s++) vp[s] = vbuf + iv[j + s] * W * 16;
+            if (m == 4) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 4);
+            else if (m == 3) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 3);
+            else if (m == 2) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 2);
+            else XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 1);
+        }
+    }
+}
+
+/* grad_w[9 e + 3 r + c] = (G^T dU_e G)[r][c] for the n_edges sums dU_e = acc[16 e, 16 e + 16). */
+static void XK_FN(xk_wino_wgrad_finish)(XK_T *grad_w, const XK_T *acc, int64_t n_edges)
+{
+    const XK_T h = (XK_T)0.5;
+    for (int64_t e = 0; e < n_edges; e++) {
+        const XK_T *u = acc + 16 * e;
+        XK_T p[3][4];
+        for (int c = 0; c < 4; c++) {  /* G^T dU */
+            p[0][c] = u[c] + (u[4 + c] + u[8 + c]) * h;
+            p[1][c] = (u[4 + c] - u[8 + c]) * h;
+            p[2][c] = (u[4 + c] + u[8 + c]) * h + u[12 + c];
+        }
+        for (int r = 0; r < 3; r++) {  /* (G^T dU) G */
+            grad_w[9 * e + 3 * r + 0] = p[r][0] + (p[r][1] + p[r][2]) * h;
+            grad_w[9 * e + 3 * r + 1] = (p[r][1] - p[r][2]) * h;
+            grad_w[9 * e + 3 * r + 2] = (p[r][1] + p[r][2]) * h + p[r][3];
         }
     }
 }

@@ -1,4 +1,4 @@
-"""The CPU backend's Winograd F(2x2, 3x3) path (stride-1 3x3 forward and grad_input) against
+"""The CPU backend's Winograd F(2x2, 3x3) path (stride-1 3x3 forward, grad_input, grad_weight) against
 the float64 oracle, forced on for every stride-1 3x3 conv ("always") over random
 configurations, plus what it promises besides: the same bits at any thread count, no
 reach of values nothing reads, strided arrays, and the rule that picks it ("auto")."""
@@ -14,24 +14,30 @@ from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extens
 
 
 class _Winograd:
-    """Sets _cpu.WINOGRAD for a block and counts the calls that transform weights
-    (calls["forward"], calls["grad_input"])."""
+    """Sets _cpu.WINOGRAD for a block and counts the calls that run by Winograd
+    (calls["forward"], calls["grad_input"]: those that transform weights; calls["grad_weight"]:
+    those its rule admits)."""
 
     def __init__(self, mode):
-        self.mode, self.calls = mode, {"forward": 0, "grad_input": 0}
+        self.mode, self.calls = mode, {"forward": 0, "grad_input": 0, "grad_weight": 0}
 
     def __enter__(self):
-        self.saved = _cpu.WINOGRAD, _cpu._wino_weights
-        make = _cpu._wino_weights
+        self.saved = _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad
+        make, rule = _cpu._wino_weights, _cpu._winograd_wgrad
 
         def counted(weight, edges, flip):
             self.calls["grad_input" if flip else "forward"] += 1
             return make(weight, edges, flip)
-        _cpu.WINOGRAD, _cpu._wino_weights = self.mode, counted
+
+        def counted_rule(*args):
+            taken = rule(*args)
+            self.calls["grad_weight"] += bool(taken)
+            return taken
+        _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad = self.mode, counted, counted_rule
         return self.calls
 
     def __exit__(self, *exc):
-        _cpu.WINOGRAD, _cpu._wino_weights = self.saved
+        _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad = self.saved
 
 
 def _case(batch, n_in, n_out, degree, hw, padding, repeats=False, bias=True, seed=0):
@@ -82,7 +88,7 @@ def test_winograd_against_the_oracle(cfg):
         for dtype in DTYPES:
             _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), cfg["padding"]),
                    expected, dtype, str(cfg))
-    assert calls == {"forward": 2, "grad_input": 2}
+    assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2}
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
@@ -98,7 +104,7 @@ def test_winograd_same_bits_at_any_thread_count(batch, hw, n_threads):
             got = _run(x, weight, index, None, grad_out, 1)
         finally:
             xkern.set_num_threads(None)
-    for name, a, b in zip(("out", "grad_x"), got, want):
+    for name, a, b in zip(("out", "grad_x", "grad_weight"), got, want):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
@@ -114,14 +120,20 @@ def test_winograd_ignores_values_nothing_reads():
     x[:, 0] = np.inf
     grad_inf = grad_out.copy()
     grad_inf[:, 0] = np.inf  # output 0 reads inputs 1 and 2 only
-    with _Winograd("always"):
+    with _Winograd("always") as calls:
         for dtype in DTYPES:
             out = xkern.xconv2d(*_cast(dtype, x, weight), index, None, 1, 1, 1, backend="cpu")
             assert np.isfinite(out).all()
             assert_close(out, expected[0], dtype, "Inf in an unread channel")
-            grad_x = xkern.xconv2d_backward(*_cast(dtype, grad_inf, x, weight), index, 1, 1, 1, backend="cpu")[0]
+            grad_w = xkern.xconv2d_backward(*_cast(dtype, grad_out, x, weight), index, 1, 1, 1, backend="cpu",
+                                            grads=("weight",))[1]
+            assert np.isfinite(grad_w).all()
+            assert_close(grad_w, expected[2], dtype, "grad_weight, Inf in an unread channel")
+            grad_x = xkern.xconv2d_backward(*_cast(dtype, grad_inf, x, weight), index, 1, 1, 1, backend="cpu",
+                                            grads=("input",))[0]
             assert np.isfinite(grad_x[:, [0, 3, 4, 5]]).all()
             assert_close(grad_x[:, [0, 3, 4, 5]], expected[1][:, [0, 3, 4, 5]], dtype, "grad_x, Inf in output 0")
+    assert calls["grad_weight"] == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,13 +149,16 @@ def test_winograd_strided_arrays(dtype):
     grad_x = np.full(x.shape[::-1], np.nan, dtype).transpose(3, 2, 1, 0)
     from xkern.backends import cpu
     from xkern.ops.adjacency import reverse_adjacency
+    grad_w = np.full(weight.shape, np.nan, dtype)
     with _Winograd("always") as calls:
         cpu.xconv2d_fwd(x_t, weight.astype(dtype), index, bias.astype(dtype), out, (1, 1), (1, 1), (1, 1))
         cpu.xconv2d_bwd_input(g_t, weight.astype(dtype), index, reverse_adjacency(index, x.shape[1]), grad_x,
                               (1, 1), (1, 1), (1, 1))
-    assert calls == {"forward": 1, "grad_input": 1}
+        cpu.xconv2d_bwd_weight(g_t, x_t, index, grad_w, (1, 1), (1, 1), (1, 1))
+    assert calls == {"forward": 1, "grad_input": 1, "grad_weight": 1}
     assert_close(out, expected[0], dtype, "out")
     assert_close(grad_x, expected[1], dtype, "grad_x")
+    assert_close(grad_w, expected[2], dtype, "grad_weight")
 
 
 def test_winograd_auto_rule():
@@ -161,7 +176,7 @@ def test_winograd_auto_rule():
                                        grads=("input",))
         finally:
             xkern.set_num_threads(None)
-        return calls
+        return {k: calls[k] for k in ("forward", "grad_input")}
     # 2 x 14 x 14 tiles: 16.3 panels of 24, enough for up to 4 threads
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == {"forward": 1, "grad_input": 1}
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=5) == {"forward": 0, "grad_input": 0}
@@ -193,4 +208,58 @@ def test_winograd_block_expander_and_many_channels():
             for dtype in DTYPES:
                 _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), 1), expected, dtype,
                        f"{n_in}->{n_out} block {block}")
-        assert calls == {"forward": 2, "grad_input": 2}
+        assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2}
+
+
+def test_winograd_grad_weight_auto_rule():
+    """"auto" takes Winograd for grad_weight of float32 stride-1 3x3 convs with 12+ edges per
+    channel on both sides and as many partial sums as threads (_wgrad_parts: one per panel of
+    tiles, at most WINO_WGRAD_PARTS); not for float64, few edges, other geometries or "never"."""
+    def taken(mode, batch, n_in, n_out, degree, hw, dtype=np.float32, stride=1, n_threads=2):
+        x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
+        x, weight = _cast(dtype, x, weight)
+        out_hw = tuple((n - 1) // stride + 1 for n in hw)
+        try:
+            xkern.set_num_threads(n_threads)
+            with _Winograd(mode) as calls:
+                xkern.xconv2d_backward(np.ones((batch, n_out) + out_hw, dtype), x, weight, index, stride, 1, 1,
+                                       backend="cpu", grads=("weight",))
+        finally:
+            xkern.set_num_threads(None)
+        return calls["grad_weight"]
+    assert taken("auto", 2, 64, 64, 12, (10, 10)) == 1
+    assert taken("auto", 2, 64, 64, 8, (10, 10)) == 0
+    assert taken("auto", 2, 96, 24, 48, (10, 10)) == 1  # 12 edges per input channel
+    assert taken("auto", 2, 96, 24, 12, (10, 10)) == 0
+    assert taken("auto", 2, 64, 64, 16, (10, 10), dtype=np.float64) == 0
+    assert taken("always", 2, 64, 64, 16, (10, 10), dtype=np.float64) == 1
+    assert taken("auto", 2, 64, 64, 16, (10, 10), stride=2) == 0
+    assert taken("never", 2, 64, 64, 16, (10, 10)) == 0
+    # 2 x 5 x 5 tiles: 3 panels of 24, so 3 partial sums: enough for 3 threads, not 4
+    assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=3) == 1
+    assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=4) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_grad_weight_partial_sums(dtype, monkeypatch):
+    """grad_weight summed in one partial sum or in many (panels cut into WINO_WGRAD_PARTS
+    ranges, each a thread's), with more threads than partial sums, against the oracle; and the
+    same bits at 1 and 3 threads."""
+    x, weight, index, _, grad_out = _case(3, 10, 7, 6, (11, 9), (1, 1), repeats=True)
+    expected = conv2d_oracle(x, weight, index, None, 1, 1, 1, grad_out)
+    x, weight, grad_out = _cast(dtype, x, weight, grad_out)
+    results = []
+    for parts, n_threads in ((1, 1), (1, 3), (8, 1), (8, 3), (5, 16)):
+        monkeypatch.setattr(_cpu, "WINO_WGRAD_PARTS", parts)
+        try:
+            xkern.set_num_threads(n_threads)
+            with _Winograd("always") as calls:
+                grad_w = xkern.xconv2d_backward(grad_out, x, weight, index, 1, 1, 1, backend="cpu",
+                                                grads=("weight",))[1]
+        finally:
+            xkern.set_num_threads(None)
+        assert calls["grad_weight"] == 1
+        assert_close(grad_w, expected[2], dtype, f"{parts} partial sums, {n_threads} threads")
+        results.append(grad_w)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[2], results[3])

@@ -165,7 +165,9 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
  * (xk_quad_panel's rows); by_tile 1: at out + (c * XK_WINO_W + i) * 16 + k for tile i.
  * A patch row inside the image is read in place; the rows of patches that cross the
  * left or right edge (or of images read with a column stride) are copied into a zeroed
- * stage first. */
+ * stage first: with contiguous rows of at least 4 columns, as the 4 columns of the image
+ * nearest the patch's, which land in the stage row shifted (3 guard elements each side
+ * take what falls outside). */
 XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t th, int64_t tw,
                                      int64_t pad_y, int64_t pad_x, int64_t q0, int64_t n, int64_t n_src,
                                      XK_T *XK_RESTRICT out, int64_t pstride, const int by_tile)
@@ -174,11 +176,13 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
     const int64_t H = sim->height, Wd = sim->width, row = sim->row, col = sim->col, chan = sim->chan;
     const XK_T *rp[W][4];              /* patch rows of the current channel */
     int64_t step[W][4];                /* rp's advance per channel: chan (in place) or 0 */
-    int64_t s_off[W];                  /* the patch's corner */
+    int64_t s_row[W], s_x0[W];         /* the patch's row 0 at column 0, its first column */
     unsigned char lim[W][4];           /* rows [lim0, lim1) and columns [lim2, lim3) inside */
     int64_t staged[W], n_staged = 0;
-    XK_T stage[W][16];
+    int64_t s_win[W];                  /* the first column copied (wide: 4 of them) */
+    XK_T stage[W][4][12];              /* staged patch row a of tile i at stage[i][a] + 4 */
     static const XK_T zeros[4] = {0, 0, 0, 0};
+    const int wide = col == 1 && Wd >= 4;
     memset(stage, 0, sizeof stage);
     for (int64_t i = 0; i < W; i++) {
         if (i >= n) {                  /* past the last tile: zeros */
@@ -187,20 +191,22 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
         }
         const int64_t q = q0 + i, g = q / (th * tw), ty = q / tw % th, tx = q % tw;
         const int64_t y0 = 2 * ty - pad_y, x0 = 2 * tx - pad_x;
-        s_off[i] = g * sim->img + y0 * row + x0 * col;
+        s_row[i] = g * sim->img + y0 * row;
+        s_x0[i] = x0;
         lim[i][0] = (unsigned char)(y0 < 0 ? (-y0 < 4 ? -y0 : 4) : 0);
         lim[i][1] = (unsigned char)(H - y0 >= 4 ? 4 : H - y0 > 0 ? H - y0 : 0);
         lim[i][2] = (unsigned char)(x0 < 0 ? (-x0 < 4 ? -x0 : 4) : 0);
         lim[i][3] = (unsigned char)(Wd - x0 >= 4 ? 4 : Wd - x0 > 0 ? Wd - x0 : 0);
         const int in_row = lim[i][2] == 0 && lim[i][3] == 4 && col == 1;
         if (!in_row && lim[i][0] < lim[i][1] && lim[i][2] < lim[i][3]) staged[n_staged++] = i;
+        s_win[i] = !wide ? x0 + lim[i][2] : x0 < 0 ? 0 : x0 > Wd - 4 ? Wd - 4 : x0;
         XK_UNROLL for (int a = 0; a < 4; a++) {
             const int valid = a >= lim[i][0] && a < lim[i][1] && lim[i][2] < lim[i][3];
             if (valid && in_row) {
-                rp[i][a] = src + s_off[i] + a * row;
+                rp[i][a] = src + (s_row[i] + a * row + x0);
                 step[i][a] = chan;
             } else {
-                rp[i][a] = valid ? stage[i] + 4 * a : zeros;
+                rp[i][a] = valid ? stage[i][a] + 4 : zeros;
                 step[i][a] = 0;
             }
         }
@@ -208,13 +214,16 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
     for (int64_t c = 0; c < n_src; c++) {
         const XK_T *s = src + c * chan;
         for (int64_t j = 0; j < n_staged; j++) {
-            const int64_t i = staged[j];
-            const XK_T *p = s + s_off[i];
-            for (int a = lim[i][0]; a < lim[i][1]; a++) {  /* (no memcpy call for 1-4 elements) */
-                if (c + XK_WINO_AHEAD < n_src)
-                    __builtin_prefetch(p + XK_WINO_AHEAD * chan + a * row + lim[i][2] * col);
-                XK_UNROLL for (int b = 0; b < 4; b++)
-                    if (b >= lim[i][2] && b < lim[i][3]) stage[i][4 * a + b] = p[a * row + b * col];
+            const int64_t i = staged[j], x0 = s_x0[i];
+            for (int a = lim[i][0]; a < lim[i][1]; a++) {
+                const int64_t r = s_row[i] + a * row;  /* column 0 of the patch's row a */
+                if (c + XK_WINO_AHEAD < n_src) __builtin_prefetch(s + r + XK_WINO_AHEAD * chan + s_win[i] * col);
+                if (wide) {  /* columns s_win..s_win + 3 of the row (x0 is the stage row's first) */
+                    memcpy(stage[i][a] + 4 + (s_win[i] - x0), s + r + s_win[i], 4 * sizeof(XK_T));
+                } else {
+                    XK_UNROLL for (int b = 0; b < 4; b++)
+                        if (b >= lim[i][2] && b < lim[i][3]) stage[i][a][4 + b] = s[r + (x0 + b) * col];
+                }
             }
         }
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* V = Bt d Bt^T */

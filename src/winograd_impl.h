@@ -166,8 +166,8 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
  * A patch row inside the image is read in place; the rows of patches that cross the
  * left or right edge (or of images read with a column stride) are copied into a zeroed
  * stage first: with contiguous rows of at least 4 columns, as the 4 columns of the image
- * nearest the patch's, which land in the stage row shifted (3 guard elements each side
- * take what falls outside). */
+ * nearest the patch's, which land in the stage row shifted by up to 3 (guard elements,
+ * 4 on each side, take what falls outside the patch). */
 XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t th, int64_t tw,
                                      int64_t pad_y, int64_t pad_x, int64_t q0, int64_t n, int64_t n_src,
                                      XK_T *XK_RESTRICT out, int64_t pstride, const int by_tile)

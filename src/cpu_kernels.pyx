@@ -545,8 +545,9 @@ def _input_quads(index, rev, int64_t n_in, int64_t width):
     per_slot[:n_in] = count[rows]
     qptr = np.zeros(n_slots // XK_SHARE + 1, np.int64)
     np.cumsum(per_slot.reshape(-1, XK_SHARE).max(axis=1), out=qptr[1:])
-    off = np.full((qptr[-1], XK_SHARE), n_out * width, np.int32)
-    edges = np.full((qptr[-1], XK_SHARE), n_out * degree, np.int64)
+    n_terms = int(qptr[n_slots // XK_SHARE])  # (no negative index: this module is compiled without wraparound)
+    off = np.full((n_terms, XK_SHARE), n_out * width, np.int32)
+    edges = np.full((n_terms, XK_SHARE), n_out * degree, np.int64)
     slot = np.repeat(np.arange(n_in), per_slot[:n_in])                      # each term's slot
     within = np.arange(slot.shape[0]) - np.repeat(np.cumsum(per_slot[:n_in]) - per_slot[:n_in], per_slot[:n_in])
     e = edge[ptr[rows[slot]] + within]

@@ -149,11 +149,11 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_wino_wgrad_tile_f32(const float *x, const xk_image_t *xim, const float *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
-                                float *vbuf, float *acc)
+                                int shared, float *vbuf, float *acc)
     void xk_wino_wgrad_tile_f64(const double *x, const xk_image_t *xim, const double *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
-                                double *vbuf, double *acc)
+                                int shared, double *vbuf, double *acc)
     void xk_wino_wgrad_finish_f32(float *grad_w, const float *acc, int64_t n_edges)
     void xk_wino_wgrad_finish_f64(double *grad_w, const double *acc, int64_t n_edges)
     int xk_all_finite_f32(const float *x, int64_t n)
@@ -1088,15 +1088,16 @@ cdef void _wino_wgrads(
         const floating *x, const xk_image_t *x_im, int64_t n_in,      # IN: (B, Cin, H, W)
         const floating *g, const xk_image_t *g_im, int64_t n_out,     # IN: (B, Cout, Ho, Wo)
         int64_t batch, int64_t pad_y, int64_t pad_x,
-        const int64_t *index, int64_t degree,                         # IN: (Cout, D)
+        const int64_t *index, int64_t degree, bint shared,            # IN: (Cout, D); rows in runs
         int64_t n_parts, floating *vbufs, floating *accs,             # scratch: n_in * width * 16 per
                                                                       #   thread, n_parts * Cout * D * 16
         floating *grad_w,                                             # OUT: (Cout, D, 3, 3)
         int n_chunks) noexcept nogil:
-    """grad_weight of a stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_wgrad_tile).
-    The panels of tiles are cut into n_parts contiguous ranges, each summed into its own
-    partial sums by one thread, which add up in part order: grad_w depends on n_parts,
-    not on the number of threads."""
+    """grad_weight of a stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_wgrad_tile;
+    shared: index rows equal in runs of XK_SHARE, _rows_shared).  The panels of tiles are
+    cut into n_parts contiguous ranges, each summed into its own partial sums by one
+    thread, which add up in part order: grad_w depends on n_parts, not on the number of
+    threads."""
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
     cdef int64_t th = (g_im.height + 1) // 2, tw = (g_im.width + 1) // 2
     cdef int64_t n_panels = (batch * th * tw + width - 1) // width
@@ -1112,10 +1113,10 @@ cdef void _wino_wgrads(
         for t in range(n_panels * part // n_parts, n_panels * (part + 1) // n_parts):
             if floating is float:
                 xk_wino_wgrad_tile_f32(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, 0, n_out, vbuf, acc)
+                                       degree, 0, n_out, shared, vbuf, acc)
             else:
                 xk_wino_wgrad_tile_f64(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, 0, n_out, vbuf, acc)
+                                       degree, 0, n_out, shared, vbuf, acc)
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         lo = n_out * degree * chunk // n_chunks
         hi = n_out * degree * (chunk + 1) // n_chunks
@@ -1513,6 +1514,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef floating[::1] vbufs
     cdef floating[::1] accs
     cdef int64_t pad_y, pad_x
+    cdef bint shared = _rows_shared(index)
     cdef int64_t n_parts = _wgrad_parts((batch * ((grad_out.shape[2] + 1) // 2) * ((grad_out.shape[3] + 1) // 2)
                                          + width - 1) // width, n_out * degree, sizeof(floating))
     if _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
@@ -1523,7 +1525,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
         pad_y, pad_x = padding
         with nogil:
             _wino_wgrads(&x[0, 0, 0, 0], &x_im, n_in, &grad_out[0, 0, 0, 0], &g_im, n_out, batch,
-                         pad_y, pad_x, &index[0, 0], degree, n_parts, &vbufs[0], &accs[0],
+                         pad_y, pad_x, &index[0, 0], degree, shared, n_parts, &vbufs[0], &accs[0],
                          &grad_weight[0, 0, 0, 0], n_chunks)
         return
     planes = _forward_planes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,
@@ -1542,7 +1544,6 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     g_lay.hb, g_lay.wb = planes.hb, planes.wb
     g_lay.len = _odd_lines(_round_up(group * planes.hb * planes.wb, unit), sizeof(floating))
     cdef floating[::1] x_packed = _scratch(0, n_chunks * n_in * cstride, dtype)
-    cdef bint shared = _rows_shared(index)
     cdef int64_t share = XK_SHARE if shared else 1  # chunks own whole runs of share outputs
     cdef floating[::1] g_packed = _scratch(1, n_chunks * ((n_out // share + n_chunks - 1) // n_chunks * share)
                                            * g_lay.len, dtype)

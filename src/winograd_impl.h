@@ -359,26 +359,52 @@ XK_INLINE void XK_FN(xk_wino_wdot)(XK_T *acc, const XK_T *XK_RESTRICT dm, const 
             XK_VSTORE(XK_V, acc + 16 * j + b * XK_VL, XK_VLOAD(XK_V, acc + 16 * j + b * XK_VL) + s[j][b]);
 }
 
+/* The same for the XK_SHARE destinations of a block expander's run and one edge they all
+ * have (the same source): acc[o * astride + k] += sum over tiles i < n of
+ * dm[o * XK_WINO_W * 16 + 16 i + k] * vp[16 i + k].  Each vp load feeds XK_SHARE FMAs (the
+ * transformed tiles come from L2, dm from L1); every sum runs in xk_wino_wdot's order. */
+XK_INLINE void XK_FN(xk_wino_wdot_shared)(XK_T *acc, int64_t astride, const XK_T *XK_RESTRICT dm,
+                                          const XK_T *XK_RESTRICT vp, int64_t n)
+{
+    enum { NV = 16 / XK_VL, DS = XK_WINO_W * 16 };
+    XK_V s[XK_SHARE][NV];
+    XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+        XK_UNROLL for (int b = 0; b < NV; b++) s[o][b] = XK_VSPLAT(XK_V, (XK_T)0);
+    for (int64_t i = 0; i < n; i++) {
+        XK_V x[NV];
+        XK_UNROLL for (int b = 0; b < NV; b++) x[b] = XK_VLOAD(XK_V, vp + 16 * i + b * XK_VL);
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+            XK_UNROLL for (int b = 0; b < NV; b++) s[o][b] += XK_VLOAD(XK_V, dm + o * DS + 16 * i + b * XK_VL) * x[b];
+    }
+    XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+        XK_UNROLL for (int b = 0; b < NV; b++)
+            XK_VSTORE(XK_V, acc + o * astride + b * XK_VL, XK_VLOAD(XK_V, acc + o * astride + b * XK_VL) + s[o][b]);
+}
+
 /* One panel of the tiles of xk_wino_tile (positions [q0, q0 + XK_WINO_W) of n_img * th *
  * tw) for grad_weight: for the destinations v_lo <= v < v_hi and their terms j < degree,
  *   acc[((v - v_lo) * degree + j) * 16 + k] += sum over the panel's tiles of dM_k * V_k,
  * V the transformed patches of x (n_src channels through xim) at channel index[v, j],
- * dM the transformed 2x2 tiles of grad_out (g through gim; 0 outside it).  Scratch: vbuf
- * n_src * XK_WINO_W * 16 elements.  Every sum runs over the tiles in order, so a
- * destination's result does not depend on which thread owns it. */
+ * dM the transformed 2x2 tiles of grad_out (g through gim; 0 outside it).  shared: index
+ * rows equal in runs of XK_SHARE (block expanders; v_lo, v_hi multiples of it), each
+ * run's edges one at a time for its four destinations (xk_wino_wdot_shared), with the
+ * same results.  Scratch: vbuf n_src * XK_WINO_W * 16 elements.  Every sum runs over the
+ * tiles in order, so a destination's result does not depend on which thread owns it. */
 XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo,
-                                                int64_t v_hi, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
+                                                int64_t v_hi, int shared, XK_T *XK_RESTRICT vbuf,
+                                                XK_T *XK_RESTRICT acc)
 {
     enum { W = XK_WINO_W };
     const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
     const int64_t drow = gim->row, dcol = gim->col;
+    const int share = shared ? XK_SHARE : 1;
     int64_t d_off[W];                  /* the grad_out tile's corner */
     unsigned char in_rows[W], in_cols[W];
     XK_T y[4][W];                      /* dY of tile i: y[2a + b][i] */
-    XK_T dm[W * 16];                   /* dM of tile i: dm[16 i + k] */
+    XK_T dm[XK_SHARE][W * 16];         /* dM of tile i: dm[o][16 i + k], destination v0 + o */
     memset(y, 0, sizeof y);
     for (int64_t i = 0; i < n; i++) {
         const int64_t q = q0 + i, gi = q / (th * tw), ty = q / tw % th, tx = q % tw;
@@ -387,45 +413,53 @@ XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const
         in_cols[i] = (unsigned char)(gim->width - 2 * tx >= 2 ? 2 : 1);
     }
     XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1);
-    for (int64_t v = v_lo; v < v_hi; v++) {
-        const XK_T *o = g + v * gim->chan;
-        if (v + XK_WINO_OUT_AHEAD < v_hi) {  /* the grad_out lines of a destination ahead */
-            const XK_T *o2 = o + XK_WINO_OUT_AHEAD * gim->chan;
-            for (int64_t i = 0; i < n; i += 4) {
-                __builtin_prefetch(o2 + d_off[i]);
-                __builtin_prefetch(o2 + d_off[i] + drow);
+    for (int64_t v0 = v_lo; v0 < v_hi; v0 += share) {
+        for (int o = 0; o < share; o++) {
+            const int64_t v = v0 + o;
+            const XK_T *gv = g + v * gim->chan;
+            if (v + XK_WINO_OUT_AHEAD < v_hi) {  /* the grad_out lines of a destination ahead */
+                const XK_T *g2 = gv + XK_WINO_OUT_AHEAD * gim->chan;
+                for (int64_t i = 0; i < n; i += 4) {
+                    __builtin_prefetch(g2 + d_off[i]);
+                    __builtin_prefetch(g2 + d_off[i] + drow);
+                }
+            }
+            for (int64_t i = 0; i < n; i++) {
+                const XK_T *t = gv + d_off[i];
+                y[0][i] = t[0];
+                y[1][i] = in_cols[i] == 2 ? t[dcol] : (XK_T)0;
+                y[2][i] = in_rows[i] == 2 ? t[drow] : (XK_T)0;
+                y[3][i] = in_rows[i] == 2 && in_cols[i] == 2 ? t[drow + dcol] : (XK_T)0;
+            }
+            XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* dM = At^T dY At */
+                const XK_V a = XK_VLOAD(XK_V, y[0] + l * XK_VL), b = XK_VLOAD(XK_V, y[1] + l * XK_VL);
+                const XK_V c = XK_VLOAD(XK_V, y[2] + l * XK_VL), d = XK_VLOAD(XK_V, y[3] + l * XK_VL);
+                const XK_V r[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}};
+                XK_V e[16];
+                XK_UNROLL for (int k = 0; k < 4; k++) {
+                    e[4 * k + 0] = r[k][0];
+                    e[4 * k + 1] = r[k][0] + r[k][1];
+                    e[4 * k + 2] = r[k][0] - r[k][1];
+                    e[4 * k + 3] = -r[k][1];
+                }
+                XK_FN(xk_wino_by_tile)(dm[o] + l * XK_VL * 16, e);
             }
         }
-        for (int64_t i = 0; i < n; i++) {
-            const XK_T *t = o + d_off[i];
-            y[0][i] = t[0];
-            y[1][i] = in_cols[i] == 2 ? t[dcol] : (XK_T)0;
-            y[2][i] = in_rows[i] == 2 ? t[drow] : (XK_T)0;
-            y[3][i] = in_rows[i] == 2 && in_cols[i] == 2 ? t[drow + dcol] : (XK_T)0;
+        XK_T *av = acc + (v0 - v_lo) * degree * 16;
+        const int64_t *iv = index + v0 * degree;
+        if (shared) {  /* one source per edge for the whole run */
+            for (int64_t j = 0; j < degree; j++)
+                XK_FN(xk_wino_wdot_shared)(av + j * 16, degree * 16, dm[0], vbuf + iv[j] * W * 16, n);
+            continue;
         }
-        XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* dM = At^T dY At */
-            const XK_V a = XK_VLOAD(XK_V, y[0] + l * XK_VL), b = XK_VLOAD(XK_V, y[1] + l * XK_VL);
-            const XK_V c = XK_VLOAD(XK_V, y[2] + l * XK_VL), d = XK_VLOAD(XK_V, y[3] + l * XK_VL);
-            const XK_V r[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}};
-            XK_V e[16];
-            XK_UNROLL for (int k = 0; k < 4; k++) {
-                e[4 * k + 0] = r[k][0];
-                e[4 * k + 1] = r[k][0] + r[k][1];
-                e[4 * k + 2] = r[k][0] - r[k][1];
-                e[4 * k + 3] = -r[k][1];
-            }
-            XK_FN(xk_wino_by_tile)(dm + l * XK_VL * 16, e);
-        }
-        XK_T *av = acc + (v - v_lo) * degree * 16;
-        const int64_t *iv = index + v * degree;
         for (int64_t j = 0; j < degree; j += XK_WINO_WTERMS) {
             const XK_T *vp[XK_WINO_WTERMS];
             const int64_t m = degree - j < XK_WINO_WTERMS ? degree - j : XK_WINO_WTERMS;
             for (int64_t s = 0; s < m; s++) vp[s] = vbuf + iv[j + s] * W * 16;
-            if (m == 4) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 4);
-            else if (m == 3) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 3);
-            else if (m == 2) XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 2);
-            else XK_FN(xk_wino_wdot)(av + j * 16, dm, vp, n, 1);
+            if (m == 4) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 4);
+            else if (m == 3) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 3);
+            else if (m == 2) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 2);
+            else XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 1);
         }
     }
 }

@@ -263,3 +263,29 @@ def test_winograd_grad_weight_partial_sums(dtype, monkeypatch):
         results.append(grad_w)
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[2], results[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_grad_weight_block_runs(dtype, monkeypatch):
+    """Block expanders' grad_weight shares each transformed tile between the four outputs of
+    a run (xk_wino_wdot_shared): the same bits as the one-output-at-a-time path, and the
+    oracle's values."""
+    from xkern.graphs import expander
+    rng = np.random.default_rng(5)
+    index = expander(20, 16, 8, block=4, seed=2)
+    x = rng.uniform(-1, 1, (3, 20, 9, 7))
+    grad_out = rng.standard_normal((3, 16, 9, 7))
+    weight = rng.standard_normal((16, 8, 3, 3))
+    expected = conv2d_oracle(x, weight, index, None, 1, 1, 1, grad_out)
+    x, weight, grad_out = _cast(dtype, x, weight, grad_out)
+    assert _cpu._rows_shared(index)
+    results = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(_cpu, "_rows_shared", lambda index: False)
+        with _Winograd("always") as calls:
+            results.append(xkern.xconv2d_backward(grad_out, x, weight, index, 1, 1, 1, backend="cpu",
+                                                  grads=("weight",))[1])
+        assert calls["grad_weight"] == 1
+    assert_close(results[0], expected[2], dtype, "grad_weight, shared runs")
+    np.testing.assert_array_equal(results[0], results[1])

@@ -195,9 +195,9 @@ WINOGRAD = "auto"
 # channel (the transforms cost per channel, the products per edge: at 8 it measured
 # 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
 WINO_MIN_TERMS = 12
-# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x), and 4 per
-# thread (with fewer, _wino_tiles splits a panel's quads between threads, each
-# transforming the panel again) ...
+# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x; with fewer than 4
+# per thread, _wino_tiles splits a panel's quads between threads, each transforming the panel
+# again).  No rule looks at the thread count: a result's bits must not depend on it ...
 WINO_MIN_PANELS = 16
 # ... and one thread's scratch (16 transformed panels of the sources and 16 of the
 # destinations) at most this many bytes.
@@ -207,9 +207,11 @@ WINO_SCRATCH_BYTES = 4 << 20
 # transformed tiles are twice the bytes: 0.8-1.2x), with at least this many edges per source
 # and per destination channel (at 8 it measured 0.9-1.06x, at 16-128 1.2-1.6x, float32, batch 32) ...
 WINO_WGRAD_TERMS = 12
-# ... and as many partial sums as threads.  There are at most this many (so at most this many
-# threads share the work), of at most this many bytes in all (never a function of the
-# thread count: the sums add up in a fixed order).
+# ... and at least this many partial sums (one per range of panels, each a thread's work) ...
+WINO_WGRAD_MIN_PARTS = 2
+# ... of which there are at most this many (so at most this many threads share the work), of
+# at most this many bytes in all (never a function of the thread count: the sums add up in
+# a fixed order, and the rule must not switch algorithms with it).
 WINO_WGRAD_PARTS = 8
 WINO_WGRAD_ACC_BYTES = 8 << 20
 
@@ -1254,29 +1256,30 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
 
 
 def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
-              int64_t itemsize, int n_threads):
+              int64_t itemsize):
     """Whether a correlation of n_src -> n_dst channels along `edges` edges, into maps of out_hw,
-    runs by Winograd (WINOGRAD and the WINO_* limits)."""
+    runs by Winograd (WINOGRAD and the WINO_* limits; never the thread count)."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return False
     if WINOGRAD == "always":
         return True
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
     tiles = batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
-    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= max(WINO_MIN_PANELS, 4 * n_threads) * width
+    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= WINO_MIN_PANELS * width
             and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
 
 
 def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, int64_t n_parts,
-                    int64_t itemsize, int n_threads):
+                    int64_t itemsize):
     """Whether grad_weight of a correlation of n_src -> n_dst channels along `edges` edges, in
-    n_parts partial sums (_wgrad_parts), runs by Winograd (WINOGRAD and the WINO_* limits)."""
+    n_parts partial sums (_wgrad_parts), runs by Winograd (WINOGRAD and the WINO_* limits;
+    never the thread count)."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return False
     if WINOGRAD == "always":
         return True
     width = XK_SACC * XK_LANES_F32
-    return (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= n_threads
+    return (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= WINO_WGRAD_MIN_PARTS
             and 16 * n_src * width * itemsize <= WINO_SCRATCH_BYTES)
 
 
@@ -1315,7 +1318,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef xk_quads_t qs
     cdef int n_chunks = _threads(num_threads)
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
-                 (out.shape[2], out.shape[3]), batch, sizeof(floating), n_chunks):
+                 (out.shape[2], out.shape[3]), batch, sizeof(floating)):
         # stride-1 3x3: 16 1x1 correlations on Winograd-transformed panels, in quads
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         qw = _wino_weights(weight, _quad_edges(n_out, degree), False)
@@ -1410,7 +1413,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef xk_quads_t qs
     cdef int n_chunks = _threads(num_threads)
     if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
-                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating), n_chunks):
+                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating)):
         # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
         # (padding 2 - pad) by Winograd, in quads of inputs over the reverse adjacency
         quads = _cached_terms("input quads", index, (n_in, width),
@@ -1518,7 +1521,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef int64_t n_parts = _wgrad_parts((batch * ((grad_out.shape[2] + 1) // 2) * ((grad_out.shape[3] + 1) // 2)
                                          + width - 1) // width, n_out * degree, sizeof(floating))
     if _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
-                       n_out * degree, n_parts, sizeof(floating), n_chunks):
+                       n_out * degree, n_parts, sizeof(floating)):
         # stride-1 3x3: dot products of Winograd-transformed tiles, 16 per tile and edge
         vbufs = _scratch(0, n_chunks * n_in * width * 16, dtype)
         accs = _scratch(1, n_parts * n_out * degree * 16, dtype)

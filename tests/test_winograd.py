@@ -163,7 +163,7 @@ def test_winograd_strided_arrays(dtype):
 
 def test_winograd_auto_rule():
     """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
-    and 16+ panels of tiles, 4+ per thread; not for few edges, a small batch, other
+    and 16+ panels of tiles, at any thread count; not for few edges, a small batch, other
     geometries or "never"."""
     def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
@@ -177,9 +177,10 @@ def test_winograd_auto_rule():
         finally:
             xkern.set_num_threads(None)
         return {k: calls[k] for k in ("forward", "grad_input")}
-    # 2 x 14 x 14 tiles: 16.3 panels of 24, enough for up to 4 threads
+    # 2 x 14 x 14 tiles: 16.3 panels of 24 (the thread count never switches the algorithm)
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == {"forward": 1, "grad_input": 1}
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=5) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=16) == {"forward": 1, "grad_input": 1}
+    assert calls_for("auto", 2, 64, 64, 16, (26, 26)) == {"forward": 0, "grad_input": 0}  # 14.1 panels
     assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == {"forward": 1, "grad_input": 1}
     # 96 -> 24 with D = 48: 12 edges per input channel; grad_input the same edges the other way
     assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == {"forward": 1, "grad_input": 1}
@@ -213,8 +214,9 @@ def test_winograd_block_expander_and_many_channels():
 
 def test_winograd_grad_weight_auto_rule():
     """"auto" takes Winograd for grad_weight of float32 stride-1 3x3 convs with 12+ edges per
-    channel on both sides and as many partial sums as threads (_wgrad_parts: one per panel of
-    tiles, at most WINO_WGRAD_PARTS); not for float64, few edges, other geometries or "never"."""
+    channel on both sides and 2+ partial sums (_wgrad_parts: one per panel of tiles, at most
+    WINO_WGRAD_PARTS), at any thread count; not for float64, few edges, one panel, other
+    geometries or "never"."""
     def taken(mode, batch, n_in, n_out, degree, hw, dtype=np.float32, stride=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(dtype, x, weight)
@@ -235,9 +237,9 @@ def test_winograd_grad_weight_auto_rule():
     assert taken("always", 2, 64, 64, 16, (10, 10), dtype=np.float64) == 1
     assert taken("auto", 2, 64, 64, 16, (10, 10), stride=2) == 0
     assert taken("never", 2, 64, 64, 16, (10, 10)) == 0
-    # 2 x 5 x 5 tiles: 3 panels of 24, so 3 partial sums: enough for 3 threads, not 4
-    assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=3) == 1
-    assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=4) == 0
+    # 2 x 5 x 5 tiles: 3 panels of 24, so 3 partial sums; 1 x 4 x 4 tiles: one panel
+    assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=16) == 1
+    assert taken("auto", 1, 64, 64, 16, (8, 8)) == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -289,3 +291,23 @@ def test_winograd_grad_weight_block_runs(dtype, monkeypatch):
         assert calls["grad_weight"] == 1
     assert_close(results[0], expected[2], dtype, "grad_weight, shared runs")
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_winograd_auto_same_bits_at_any_thread_count():
+    """"auto" picks the same algorithm at every thread count, so forward and gradients keep
+    their bits: 64 -> 64, D 16 at 28x28, batch 2 (16.3 panels of tiles: Winograd) and at
+    26x26 (14.1: direct)."""
+    for hw in ((28, 28), (26, 26)):
+        x, weight, index, _, grad_out = _case(2, 64, 64, 16, hw, (1, 1), bias=False)
+        x, weight, grad_out = _cast(np.float32, x, weight, grad_out)
+        runs = []
+        with _Winograd("auto"):
+            for n_threads in (1, 2, 5, 16):
+                try:
+                    xkern.set_num_threads(n_threads)
+                    runs.append(_run(x, weight, index, None, grad_out, 1))
+                finally:
+                    xkern.set_num_threads(None)
+        for got in runs[1:]:
+            for name, a, b in zip(("out", "grad_x", "grad_weight"), got, runs[0]):
+                np.testing.assert_array_equal(a, b, err_msg=f"{hw} {name}")

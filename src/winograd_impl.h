@@ -16,12 +16,15 @@
  * of destinations once per k on them, and transforms the destinations' M back into
  * their 2x2 tiles.  Everything a panel needs stays in this thread's cache; nothing of
  * size 16 x the map is ever stored.  grad_input is the same with the kernel rotated by
- * 180 degrees and padding 2 - pad (xk_wino_weights' flip).
+ * 180 degrees and padding 2 - pad (xk_wino_weights' flip).  grad_weight sums, per edge,
+ * the products of the patches' transforms and grad_out's tiles transformed back through
+ * At (xk_wino_wgrad_tile, below).
  *
  * Sums of products come in a different order than in the direct conv (and through the
  * transforms), so results differ from the direct kernels in the last bits; they are the
  * same at every thread count.  An Inf or NaN in a patch reaches all four outputs of its
- * tile (as in any Winograd conv). */
+ * tile, and all nine taps of grad_weight of the edges that read it (as in any Winograd
+ * conv). */
 
 /* The 16 transformed weights of one term: u[k * ustride] = (G w G^T)[k] for the 3x3 taps
  * w (row-major), rotated by 180 degrees when flip. */

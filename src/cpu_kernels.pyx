@@ -148,11 +148,11 @@ cdef extern from "cpu_kernels.h" nogil:
                           double *part, double *dst, const xk_image_t *dim)
     void xk_wino_wgrad_tile_f32(const float *x, const xk_image_t *xim, const float *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
+                                int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
                                 int shared, float *vbuf, float *acc)
     void xk_wino_wgrad_tile_f64(const double *x, const xk_image_t *xim, const double *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo, int64_t v_hi,
+                                int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
                                 int shared, double *vbuf, double *acc)
     void xk_wino_wgrad_finish_f32(float *grad_w, const float *acc, int64_t n_edges)
     void xk_wino_wgrad_finish_f64(double *grad_w, const double *acc, int64_t n_edges)
@@ -1115,10 +1115,10 @@ cdef void _wino_wgrads(
         for t in range(n_panels * part // n_parts, n_panels * (part + 1) // n_parts):
             if floating is float:
                 xk_wino_wgrad_tile_f32(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, 0, n_out, shared, vbuf, acc)
+                                       degree, n_out, shared, vbuf, acc)
             else:
                 xk_wino_wgrad_tile_f64(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, 0, n_out, shared, vbuf, acc)
+                                       degree, n_out, shared, vbuf, acc)
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         lo = n_out * degree * chunk // n_chunks
         hi = n_out * degree * (chunk + 1) // n_chunks

@@ -162,7 +162,7 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
 #define XK_WINO_PSTRIDE(rows) ((rows) * XK_WINO_W + 2 * XK_VL)
 
 /* V = Bt d Bt^T for the patches d of the n tiles [q0, q0 + n) of the panel (n <= XK_WINO_W;
- * tiles past n read zeros) in n_src channels of src (n_img images through sim): tile
+ * tiles past n read zeros) in n_src channels of src (images through sim): tile
  * (g, ty, tx) reads src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the
  * image).  by_tile 0: entry k of channel c's tiles at out + k * pstride + c * XK_WINO_W
  * (xk_quad_panel's rows); by_tile 1: at out + (c * XK_WINO_W + i) * 16 + k for tile i.
@@ -385,19 +385,19 @@ XK_INLINE void XK_FN(xk_wino_wdot_shared)(XK_T *acc, int64_t astride, const XK_T
 }
 
 /* One panel of the tiles of xk_wino_tile (positions [q0, q0 + XK_WINO_W) of n_img * th *
- * tw) for grad_weight: for the destinations v_lo <= v < v_hi and their terms j < degree,
- *   acc[((v - v_lo) * degree + j) * 16 + k] += sum over the panel's tiles of dM_k * V_k,
+ * tw) for grad_weight: for the destinations v < n_dst and their terms j < degree,
+ *   acc[(v * degree + j) * 16 + k] += sum over the panel's tiles of dM_k * V_k,
  * V the transformed patches of x (n_src channels through xim) at channel index[v, j],
  * dM the transformed 2x2 tiles of grad_out (g through gim; 0 outside it).  shared: index
- * rows equal in runs of XK_SHARE (block expanders; v_lo, v_hi multiples of it), each
+ * rows equal in runs of XK_SHARE (block expanders; n_dst a multiple of it), each
  * run's edges one at a time for its four destinations (xk_wino_wdot_shared), with the
  * same results.  Scratch: vbuf n_src * XK_WINO_W * 16 elements.  Every sum runs over the
- * tiles in order, so a destination's result does not depend on which thread owns it. */
+ * panel's tiles in order (_wino_wgrads adds the panels' sums in a fixed order too). */
 XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                                int64_t n_src, const int64_t *index, int64_t degree, int64_t v_lo,
-                                                int64_t v_hi, int shared, XK_T *XK_RESTRICT vbuf,
+                                                int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
+                                                int shared, XK_T *XK_RESTRICT vbuf,
                                                 XK_T *XK_RESTRICT acc)
 {
     enum { W = XK_WINO_W };
@@ -416,11 +416,11 @@ XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const
         in_cols[i] = (unsigned char)(gim->width - 2 * tx >= 2 ? 2 : 1);
     }
     XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1);
-    for (int64_t v0 = v_lo; v0 < v_hi; v0 += share) {
+    for (int64_t v0 = 0; v0 < n_dst; v0 += share) {
         for (int o = 0; o < share; o++) {
             const int64_t v = v0 + o;
             const XK_T *gv = g + v * gim->chan;
-            if (v + XK_WINO_OUT_AHEAD < v_hi) {  /* the grad_out lines of a destination ahead */
+            if (v + XK_WINO_OUT_AHEAD < n_dst) {  /* the grad_out lines of a destination ahead */
                 const XK_T *g2 = gv + XK_WINO_OUT_AHEAD * gim->chan;
                 for (int64_t i = 0; i < n; i += 4) {
                     __builtin_prefetch(g2 + d_off[i]);
@@ -448,7 +448,7 @@ XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const
                 XK_FN(xk_wino_by_tile)(dm[o] + l * XK_VL * 16, e);
             }
         }
-        XK_T *av = acc + (v0 - v_lo) * degree * 16;
+        XK_T *av = acc + v0 * degree * 16;
         const int64_t *iv = index + v0 * degree;
         if (shared) {  /* one source per edge for the whole run */
             for (int64_t j = 0; j < degree; j++)

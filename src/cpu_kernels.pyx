@@ -1269,18 +1269,21 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
             and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
 
 
-def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, int64_t n_parts,
+def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
                     int64_t itemsize):
-    """Whether grad_weight of a correlation of n_src -> n_dst channels along `edges` edges, in
-    n_parts partial sums (_wgrad_parts), runs by Winograd (WINOGRAD and the WINO_* limits;
-    never the thread count)."""
+    """How many partial sums (_wgrad_parts) grad_weight of a correlation of n_src -> n_dst
+    channels along `edges` edges, from maps of out_hw, sums by Winograd; 0: it runs direct
+    (WINOGRAD and the WINO_* limits; never the thread count)."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
-        return False
+        return 0
+    width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
+    n_parts = _wgrad_parts((batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2) + width - 1) // width, edges,
+                           itemsize)
     if WINOGRAD == "always":
-        return True
-    width = XK_SACC * XK_LANES_F32
-    return (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= WINO_WGRAD_MIN_PARTS
-            and 16 * n_src * width * itemsize <= WINO_SCRATCH_BYTES)
+        return n_parts
+    taken = (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= WINO_WGRAD_MIN_PARTS
+             and 16 * n_src * width * itemsize <= WINO_SCRATCH_BYTES)
+    return n_parts if taken else 0
 
 
 cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *dst, int64_t width):
@@ -1518,10 +1521,10 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef floating[::1] accs
     cdef int64_t pad_y, pad_x
     cdef bint shared = _rows_shared(index)
-    cdef int64_t n_parts = _wgrad_parts((batch * ((grad_out.shape[2] + 1) // 2) * ((grad_out.shape[3] + 1) // 2)
-                                         + width - 1) // width, n_out * degree, sizeof(floating))
-    if _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
-                       n_out * degree, n_parts, sizeof(floating)):
+    cdef int64_t n_parts = _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in,
+                                           n_out, n_out * degree, (grad_out.shape[2], grad_out.shape[3]), batch,
+                                           sizeof(floating))
+    if n_parts:
         # stride-1 3x3: dot products of Winograd-transformed tiles, 16 per tile and edge
         vbufs = _scratch(0, n_chunks * n_in * width * 16, dtype)
         accs = _scratch(1, n_parts * n_out * degree * 16, dtype)

@@ -19,8 +19,9 @@
  * XK_NACC (here) and XK_VEC_BYTES (simd.h) may be set with -D to try other
  * tile shapes; cpu_kernels.pyx reads the resulting tile sizes from here.
  *
- * Stride-1 3x3 forwards and grad_inputs may instead run by Winograd F(2x2, 3x3)
- * (winograd_impl.h): 1x1 correlations in quads on transformed panels of 2x2 tiles.
+ * Stride-1 3x3 forwards and grad_inputs may instead run by Winograd F(2x2, 3x3) or
+ * F(4x4, 3x3) (winograd_impl.h): 1x1 correlations in quads on transformed panels of
+ * 2x2 or 4x4 tiles.
  *
  * The element type is a template parameter: cpu_kernels_impl.h and winograd_impl.h
  * are included once for float (suffix _f32) and once for double (_f64).

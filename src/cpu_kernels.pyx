@@ -18,8 +18,9 @@ alone, so results are bitwise the same at any thread count.
 Strides and dilations: the tap offset k*d = q*s + r along an axis reads the
 polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
 strided conv is a stride-1 correlation on planes.  Stride-1 3x3 forwards and
-grad_inputs with enough edges per channel and tiles run by Winograd F(2x2, 3x3): 16
-1x1 correlations in quads on transformed panels (_wino_tiles, src/winograd_impl.h);
+grad_inputs with enough edges per channel and tiles run by Winograd F(4x4, 3x3) or
+F(2x2, 3x3): 36 or 16 1x1 correlations in quads on transformed panels (_wino_tiles,
+src/winograd_impl.h);
 otherwise in tiles of grid rows (xk_corr_rows3), so one load serves three kernel
 rows.  Their grad_weight runs by Winograd too (float32, enough edges per channel: 16 products
 per tile and edge, each panel of tiles summed into one of a fixed number of partial sums,
@@ -135,17 +136,19 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_dot_rows3_f64(double *out, const double *g, const double *x, int64_t wb, int64_t cols,
                           int64_t n_rows)
     void xk_wino_weights_f32(float *uw, const float *w, const int64_t *edges, int64_t n, int64_t n_edges,
-                             int flip)
+                             int flip, int m, int64_t j_lo,
+                             int64_t j_hi)
     void xk_wino_weights_f64(double *uw, const double *w, const int64_t *edges, int64_t n, int64_t n_edges,
-                             int flip)
+                             int flip, int m, int64_t j_lo,
+                             int64_t j_hi)
     void xk_wino_tile_f32(const float *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
                           int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
                           int64_t q_hi, const float *uw, int64_t ustride, const float *bias, float *panel,
-                          float *part, float *dst, const xk_image_t *dim)
+                          float *part, float *dst, const xk_image_t *dim, int m)
     void xk_wino_tile_f64(const double *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
                           int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
                           int64_t q_hi, const double *uw, int64_t ustride, const double *bias, double *panel,
-                          double *part, double *dst, const xk_image_t *dim)
+                          double *part, double *dst, const xk_image_t *dim, int m)
     void xk_wino_wgrad_tile_f32(const float *x, const xk_image_t *xim, const float *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
@@ -191,16 +194,22 @@ QUAD_PANEL_BYTES = 1 << 20
 # where it measured faster than the direct row tiles (_winograd), "always" for every
 # stride-1 3x3 conv, "never" not at all.
 WINOGRAD = "auto"
+# The tile of m x m outputs: 0, the rule (_winograd) takes F(4x4, 3x3) where its tiles make
+# WINO_MIN_PANELS panels and its scratch fits, else F(2x2, 3x3); 2 or 4: that one wherever
+# Winograd runs.  F(4x4) against F(2x2), two threads, float32, batch 32, 128-256 channels:
+# 1.28-1.53x at 28x28, 0.99-1.22x at 14x14 (its 4x4 tiles cover 16x16).
+WINO_TILE = 0
 # "auto": at least this many edges (Cout * D) per source channel and per destination
 # channel (the transforms cost per channel, the products per edge: at 8 it measured
 # 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
 WINO_MIN_TERMS = 12
-# ... at least this many panels of 2x2 tiles (batch 1 at 14x14 has 2: 0.4x; with fewer than 4
-# per thread, _wino_tiles splits a panel's quads between threads, each transforming the panel
-# again).  No rule looks at the thread count: a result's bits must not depend on it ...
+# ... at least this many panels of tiles (batch 1 at 14x14 has 2 of 2x2 tiles: 0.4x; with
+# fewer than 4 per thread, _wino_tiles splits a panel's quads between threads, each
+# transforming the panel again).  No rule looks at the thread count: a result's bits must
+# not depend on it ...
 WINO_MIN_PANELS = 16
-# ... and one thread's scratch (16 transformed panels of the sources and 16 of the
-# destinations) at most this many bytes.
+# ... and one thread's scratch ((m + 2)^2 transformed panels of the sources and as many of
+# the destinations) at most this many bytes.
 WINO_SCRATCH_BYTES = 4 << 20
 
 # grad_weight by Winograd (_winograd_wgrad, _wino_wgrads): "auto" takes it for float32 (float64's
@@ -585,19 +594,22 @@ def _quad_edges(int64_t n_out, int64_t degree):
     return e
 
 
-def _wino_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges, bint flip):
-    """The 16 Winograd-transformed weights (G w G^T, xk_wino_weights) of the 3x3 weight's flat
-    edges in term-slot order, (16, len(edges)) flat, rotated by 180 degrees when flip
-    (grad_input); a slot past the edges gets 0.  This thread's scratch slot 6, valid until its
-    next call."""
-    cdef int64_t n = edges.shape[0], n_edges = weight.shape[0] * weight.shape[1]
-    out = _scratch(6, 16 * n, np.float32 if floating is float else np.float64)
+def _wino_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges, bint flip, int m,
+                  int n_chunks):
+    """The (m + 2)^2 Winograd-transformed weights (G w G^T, xk_wino_weights) for tiles of m x m
+    outputs of the 3x3 weight's flat edges in term-slot order, ((m + 2)^2, len(edges)) flat,
+    rotated by 180 degrees when flip (grad_input); a slot past the edges gets 0.  n_chunks
+    threads share the slots.  This thread's scratch slot 6, valid until its next call."""
+    cdef int64_t n = edges.shape[0], n_edges = weight.shape[0] * weight.shape[1], chunk
+    out = _scratch(6, (m + 2) * (m + 2) * n, np.float32 if floating is float else np.float64)
     cdef floating[::1] u = out
-    with nogil:
+    for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
         if floating is float:
-            xk_wino_weights_f32(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip)
+            xk_wino_weights_f32(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip, m, n * chunk // n_chunks,
+                                n * (chunk + 1) // n_chunks)
         else:
-            xk_wino_weights_f64(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip)
+            xk_wino_weights_f64(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip, m, n * chunk // n_chunks,
+                                n * (chunk + 1) // n_chunks)
     return out
 
 
@@ -1040,16 +1052,18 @@ cdef void _whole_tiles(
 
 cdef void _wino_tiles(
         const floating *src, const xk_image_t *src_im, int64_t batch,  # IN: (B, n_src, H, W)
-        int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x,          # the 2x2 tiles: th x tw per image
+        int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int m,   # the m x m tiles: th x tw per image
         const xk_quads_t *qs, const floating *uw, int64_t ustride,     # IN: quads, transformed weights
-        const floating *bias, floating *panels, floating *parts,       # scratch per chunk: 16 * (n_src + 2)
-                                                                       #   * width, 16 * (n_dst + 1) * width
+        const floating *bias, floating *panels, floating *parts,       # scratch per chunk: nk * (n_src + 2)
+                                                                       #   * width, nk * (n_dst + 1) * width
         floating *dst, const xk_image_t *dst_im,                       # OUT: (B, n_dst, Ho, Wo)
         int n_chunks) noexcept nogil:
-    """A stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_tile): work items are
-    panels of width tiles over the whole batch, each computing every destination of its
-    tiles; with fewer panels than 4 per thread, items are (panel, block of quads)."""
+    """A stride-1 3x3 correlation by Winograd F(m x m, 3x3) (xk_wino_tile; nk = (m + 2)^2
+    transformed entries): work items are panels of width tiles over the whole batch, each
+    computing every destination of its tiles; with fewer panels than 4 per thread, items are
+    (panel, block of quads)."""
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t nk = (m + 2) * (m + 2)
     cdef int64_t n_tiles = (batch * th * tw + width - 1) // width
     cdef int64_t n_quads = (qs.n_dst + XK_SHARE - 1) // XK_SHARE
     cdef int64_t n_ob = _quad_blocks(n_quads, n_tiles, n_chunks)
@@ -1058,32 +1072,33 @@ cdef void _wino_tiles(
     cdef floating *part
     total = n_tiles * n_ob
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
-        panel = panels + chunk * 16 * (qs.n_src + 2) * width
-        part = parts + chunk * 16 * (qs.n_dst + 1) * width
+        panel = panels + chunk * nk * (qs.n_src + 2) * width
+        part = parts + chunk * nk * (qs.n_dst + 1) * width
         for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
             t = item // n_ob
             q_lo = item % n_ob * per_ob
             q_hi = min(n_quads, q_lo + per_ob)
             if floating is float:
                 xk_wino_tile_f32(src, src_im, batch, th, tw, pad_y, pad_x, t * width, qs, q_lo, q_hi, uw, ustride,
-                                 bias, panel, part, dst, dst_im)
+                                 bias, panel, part, dst, dst_im, m)
             else:
                 xk_wino_tile_f64(src, src_im, batch, th, tw, pad_y, pad_x, t * width, qs, q_lo, q_hi, uw, ustride,
-                                 bias, panel, part, dst, dst_im)
+                                 bias, panel, part, dst, dst_im, m)
 
 
 cdef void _wino_run(const floating *src, const xk_image_t *src_im, floating *dst, const xk_image_t *dst_im,
-                    int64_t batch, int64_t pad_y, int64_t pad_x, const xk_quads_t *qs, const floating[::1] qw,
-                    const floating *bias, int n_chunks) except *:
-    """_wino_tiles over the whole batch, into dst's maps, with this thread's scratch; qw from
-    _wino_weights."""
+                    int64_t batch, int64_t pad_y, int64_t pad_x, int m, const xk_quads_t *qs,
+                    const floating[::1] qw, const floating *bias, int n_chunks) except *:
+    """_wino_tiles over the whole batch in m x m tiles, into dst's maps, with this thread's
+    scratch; qw from _wino_weights(..., m)."""
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t nk = (m + 2) * (m + 2)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] panels = _scratch(2, n_chunks * 16 * (qs.n_src + 2) * width, dtype)
-    cdef floating[::1] parts = _scratch(1, n_chunks * 16 * (qs.n_dst + 1) * width, dtype)
+    cdef floating[::1] panels = _scratch(2, n_chunks * nk * (qs.n_src + 2) * width, dtype)
+    cdef floating[::1] parts = _scratch(1, n_chunks * nk * (qs.n_dst + 1) * width, dtype)
     with nogil:
-        _wino_tiles(src, src_im, batch, (dst_im.height + 1) // 2, (dst_im.width + 1) // 2, pad_y, pad_x, qs,
-                    &qw[0], qw.shape[0] // 16, bias, &panels[0], &parts[0], dst, dst_im, n_chunks)
+        _wino_tiles(src, src_im, batch, (dst_im.height + m - 1) // m, (dst_im.width + m - 1) // m, pad_y, pad_x,
+                    m, qs, &qw[0], qw.shape[0] // nk, bias, &panels[0], &parts[0], dst, dst_im, n_chunks)
 
 
 cdef void _wino_wgrads(
@@ -1257,16 +1272,26 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
 
 def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
               int64_t itemsize):
-    """Whether a correlation of n_src -> n_dst channels along `edges` edges, into maps of out_hw,
-    runs by Winograd (WINOGRAD and the WINO_* limits; never the thread count)."""
+    """The tile side m (2 or 4) with which a correlation of n_src -> n_dst channels along `edges`
+    edges, into maps of out_hw, runs by Winograd F(m x m, 3x3), or 0: it runs direct
+    (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count)."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
-        return False
-    if WINOGRAD == "always":
-        return True
+        return 0
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
-    tiles = batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
-    return (edges >= WINO_MIN_TERMS * max(n_src, n_dst) and tiles >= WINO_MIN_PANELS * width
-            and 16 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES)
+
+    def panels(m):
+        return batch * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m) / width
+
+    def fits(m):
+        return (m + 2) ** 2 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES
+    if WINOGRAD == "always":
+        return WINO_TILE or (4 if fits(4) else 2)
+    if edges < WINO_MIN_TERMS * max(n_src, n_dst):
+        return 0
+    for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
+        if panels(m) >= WINO_MIN_PANELS and fits(m):
+            return m
+    return 0
 
 
 def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
@@ -1320,15 +1345,16 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef const floating[::1] qw
     cdef xk_quads_t qs
     cdef int n_chunks = _threads(num_threads)
-    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
-                 (out.shape[2], out.shape[3]), batch, sizeof(floating)):
-        # stride-1 3x3: 16 1x1 correlations on Winograd-transformed panels, in quads
+    cdef int m = _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_in, n_out, n_out * degree,
+                           (out.shape[2], out.shape[3]), batch, sizeof(floating))
+    if m:
+        # stride-1 3x3: (m + 2)^2 1x1 correlations on Winograd-transformed panels, in quads
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
-        qw = _wino_weights(weight, _quad_edges(n_out, degree), False)
+        qw = _wino_weights(weight, _quad_edges(n_out, degree), False, m, n_chunks)
         qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
         qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _rows_shared(index)
         _wino_run(&x[0, 0, 0, 0], &x_im, &out[0, 0, 0, 0], &out_im, batch, <int64_t>padding[0],
-                  <int64_t>padding[1], &qs, qw, bias_ptr, n_chunks)
+                  <int64_t>padding[1], m, &qs, qw, bias_ptr, n_chunks)
         return
     planes = _forward_planes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
                              (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -1415,18 +1441,19 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef const floating[::1] qw
     cdef xk_quads_t qs
     cdef int n_chunks = _threads(num_threads)
-    if _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
-                 (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating)):
+    cdef int m = _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
+                           (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating))
+    if m:
         # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
         # (padding 2 - pad) by Winograd, in quads of inputs over the reverse adjacency
         quads = _cached_terms("input quads", index, (n_in, width),
                               lambda: _input_quads(np.asarray(index), rev, n_in, width))
         qoff, qptr, qrows = quads[0], quads[1], quads[2]
-        qw = _wino_weights(weight, quads[3], True)
+        qw = _wino_weights(weight, quads[3], True, m, n_chunks)
         qs.off, qs.ptr, qs.rows = &qoff[0], &qptr[0], &qrows[0]
         qs.degree, qs.n_dst, qs.n_src, qs.shared = 0, n_in, n_out, False
         _wino_run(&grad_out[0, 0, 0, 0], &g_im, &grad_x[0, 0, 0, 0], &x_im, batch, 2 - <int64_t>padding[0],
-                  2 - <int64_t>padding[1], &qs, qw, <const floating *>NULL, n_chunks)
+                  2 - <int64_t>padding[1], m, &qs, qw, <const floating *>NULL, n_chunks)
         return
     planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
                                 stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)

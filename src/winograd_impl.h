@@ -1,37 +1,70 @@
-/* Winograd F(2x2, 3x3) for one element type (included by cpu_kernels.h after
- * cpu_kernels_impl.h, once per type; no include guard on purpose).
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) for one element type (included by cpu_kernels.h
+ * after cpu_kernels_impl.h, once per type; no include guard on purpose).
  *
- * A stride-1 3x3 X-Conv computes its outputs in 2x2 tiles, each from a 4x4 patch of
- * its source.  With the standard F(2, 3) matrices
+ * A stride-1 3x3 X-Conv computes its outputs in m x m tiles, each from a P x P patch of
+ * its source (P = m + 2).  With the standard F(2, 3) matrices
  *
  *     Bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
  *     G  = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
  *     At = [[1, 1, 1, 0], [0, 1, -1, -1]]
  *
- * a tile is Y = At M At^T with M = sum over the terms of (G w G^T) * (Bt d Bt^T), and
- * each of M's 16 entries k is a 1x1 X-Conv over the tiles: 16 products per tile and term
- * where the direct conv has 36.  xk_wino_tile does it for one panel of XK_SACC * XK_VL
- * tiles (positions q = (image * th + ty) * tw + tx): it transforms every source
- * channel's patches into 16 panels (one per k, xk_quad_panel's layout), runs the quads
- * of destinations once per k on them, and transforms the destinations' M back into
- * their 2x2 tiles.  Everything a panel needs stays in this thread's cache; nothing of
- * size 16 x the map is ever stored.  grad_input is the same with the kernel rotated by
- * 180 degrees and padding 2 - pad (xk_wino_weights' flip).  grad_weight sums, per edge,
- * the products of the patches' transforms and grad_out's tiles transformed back through
- * At (xk_wino_wgrad_tile, below).
+ * or those of F(4, 3) (points 0, 1, -1, 2, -2 and infinity: xk_wino_bt6, xk_wino_weight,
+ * xk_wino_at6), a tile is Y = At M At^T with M = sum over the terms of (G w G^T) *
+ * (Bt d Bt^T), and each of M's P^2 entries k is a 1x1 X-Conv over the tiles: per output
+ * and term, 4 products (m = 2) or 2.25 (m = 4) where the direct conv has 9.  xk_wino_tile
+ * does it for one panel of XK_SACC * XK_VL tiles (positions q = (image * th + ty) * tw +
+ * tx): it transforms every source channel's patches into P^2 panels (one per k,
+ * xk_quad_panel's layout), runs the quads of destinations once per k on them, and
+ * transforms the destinations' M back into their m x m tiles.  Everything a panel needs
+ * stays in this thread's cache; nothing of size P^2 x the map is ever stored.  grad_input
+ * is the same with the kernel rotated by 180 degrees and padding 2 - pad
+ * (xk_wino_weights' flip).  grad_weight (m = 2 only) sums, per edge, the products of the
+ * patches' transforms and grad_out's tiles transformed back through At
+ * (xk_wino_wgrad_tile, below).
  *
  * Sums of products come in a different order than in the direct conv (and through the
  * transforms), so results differ from the direct kernels in the last bits; they are the
- * same at every thread count.  An Inf or NaN in a patch reaches all four outputs of its
- * tile, and all nine taps of grad_weight of the edges that read it (as in any Winograd
- * conv). */
+ * same at every thread count.  F(4x4, 3x3)'s transforms scale values by up to 5 (Bt) and
+ * 8 (At): its float32 results carry about 10x F(2x2, 3x3)'s rounding error (measured:
+ * ~4e-6 of the largest output against 3e-7).  An Inf or NaN in a patch reaches all outputs
+ * of its tile, and all nine taps of grad_weight of the edges that read it (as in any
+ * Winograd conv). */
 
-/* The 16 transformed weights of one term: u[k * ustride] = (G w G^T)[k] for the 3x3 taps
- * w (row-major), rotated by 180 degrees when flip. */
-XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, int flip)
+/* The largest patch: F(4x4, 3x3)'s 6 x 6. */
+#define XK_WINO_PMAX 6
+
+/* The transformed weights of one term for tiles of m x m outputs (m = 2 or 4):
+ * u[k * ustride] = (G w G^T)[k] for k < (m + 2)^2, of the 3x3 taps w (row-major), rotated
+ * by 180 degrees when flip.  F(4x4, 3x3)'s G (points 0, 1, -1, 2, -2, infinity) has
+ * fractions: its products are formed in double and rounded once. */
+XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, int flip, int m)
 {
-    XK_T g[9], t[4][3];
+    XK_T g[9];
     for (int i = 0; i < 9; i++) g[i] = flip ? w[8 - i] : w[i];
+    if (m == 4) {
+        double t[6][3], r[6];
+        for (int c = 0; c < 3; c++) {  /* G w, column c */
+            const double a = g[c], b = g[3 + c], e = g[6 + c];
+            t[0][c] = a * 0.25;
+            t[1][c] = (a + b + e) * (-1.0 / 6);
+            t[2][c] = (a - b + e) * (-1.0 / 6);
+            t[3][c] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
+            t[4][c] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
+            t[5][c] = e;
+        }
+        for (int i = 0; i < 6; i++) {  /* (G w) G^T, row i */
+            const double a = t[i][0], b = t[i][1], e = t[i][2];
+            r[0] = a * 0.25;
+            r[1] = (a + b + e) * (-1.0 / 6);
+            r[2] = (a - b + e) * (-1.0 / 6);
+            r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
+            r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
+            r[5] = e;
+            for (int c = 0; c < 6; c++) u[(6 * i + c) * ustride] = (XK_T)r[c];
+        }
+        return;
+    }
+    XK_T t[4][3];
     for (int c = 0; c < 3; c++) {  /* G w */
         t[0][c] = g[c];
         t[1][c] = (g[c] + g[3 + c] + g[6 + c]) * (XK_T)0.5;
@@ -46,30 +79,43 @@ XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, in
     }
 }
 
-/* uw[k * n + j] for k < 16 and the n term slots j of a quads' weight list: the transformed
- * weight of edge edges[j] of w (n_edges terms of 3x3 taps), 0 where edges[j] >= n_edges
- * (padding terms). */
+/* uw[k * n + j] for k < (m + 2)^2 and the term slots j_lo <= j < j_hi (of n) of a quads'
+ * weight list: the transformed weight of edge edges[j] of w (n_edges terms of 3x3 taps), 0
+ * where edges[j] >= n_edges (padding terms).  Formed 64 slots at a time in a local block
+ * and copied out row by row: uw's rows are n apart, often a multiple of 4 KiB, and 36
+ * stores per slot into as many rows would fight over one L1 set. */
 static void XK_FN(xk_wino_weights)(XK_T *uw, const XK_T *w, const int64_t *edges, int64_t n, int64_t n_edges,
-                                   int flip)
+                                   int flip, int m, int64_t j_lo, int64_t j_hi)
 {
-    for (int64_t j = 0; j < n; j++) {
-        if (edges[j] < n_edges) {
-            XK_FN(xk_wino_weight)(uw + j, n, w + edges[j] * 9, flip);
-        } else {
-            for (int k = 0; k < 16; k++) uw[k * n + j] = 0;
+    enum { B = 64 };
+    const int nk = (m + 2) * (m + 2);
+    XK_T blk[XK_WINO_PMAX * XK_WINO_PMAX][B];
+    for (int64_t j0 = j_lo; j0 < j_hi; j0 += B) {
+        const int64_t nb = j_hi - j0 < B ? j_hi - j0 : B;
+        for (int64_t jj = 0; jj < nb; jj++) {
+            const int64_t e = edges[j0 + jj];
+            if (e < n_edges) {
+                XK_FN(xk_wino_weight)(&blk[0][jj], B, w + e * 9, flip, m);
+            } else {
+                for (int k = 0; k < nk; k++) blk[k][jj] = 0;
+            }
         }
+        for (int k = 0; k < nk; k++) memcpy(uw + k * n + j0, blk[k], nb * sizeof(XK_T));
     }
 }
 
-/* The 16 patch entries d[4a + b] (a vector of XK_VL tiles each) of the tiles whose patch
- * rows a start at rp[i][a] (four consecutive elements each): d = rp[i][a][b] in lane i. */
-XK_INLINE void XK_FN(xk_wino_gather)(XK_V d[16], const XK_T *const rp[][4])
+/* The (m + 2)^2 patch entries d[(m + 2) a + b] (a vector of XK_VL tiles each) of the tiles
+ * whose patch rows a start at rp[i][a] (m + 2 consecutive elements each): d = rp[i][a][b]
+ * in lane i. */
+XK_INLINE void XK_FN(xk_wino_gather)(XK_V *d, const XK_T *const rp[][XK_WINO_PMAX], const int m)
 {
+    const int P = m + 2;
 #if XK_SHUFFLE && XK_VL == 8
     /* per patch row, four 8-lane vectors of two tiles' rows each, transposed 4x4 within
-     * each 128-bit half: column b of tiles 0-3 | 4-7 */
+     * each 128-bit half: column b of tiles 0-3 | 4-7; with 6 columns, columns 4 and 5
+     * the same way from the rows' columns 2-5 */
     typedef XK_FN(xk_quarter) Q;
-    XK_UNROLL for (int a = 0; a < 4; a++) {
+    XK_UNROLL for (int a = 0; a < P; a++) {
         XK_V r[4], t[4];
         XK_UNROLL for (int i = 0; i < 4; i++) {
             const Q lo = *(const Q *)rp[i][a], hi = *(const Q *)rp[i + 4][a];
@@ -79,18 +125,53 @@ XK_INLINE void XK_FN(xk_wino_gather)(XK_V d[16], const XK_T *const rp[][4])
         t[1] = __builtin_shufflevector(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
         t[2] = __builtin_shufflevector(r[2], r[3], 0, 8, 1, 9, 4, 12, 5, 13);
         t[3] = __builtin_shufflevector(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
-        d[4 * a + 0] = __builtin_shufflevector(t[0], t[2], 0, 1, 8, 9, 4, 5, 12, 13);
-        d[4 * a + 1] = __builtin_shufflevector(t[0], t[2], 2, 3, 10, 11, 6, 7, 14, 15);
-        d[4 * a + 2] = __builtin_shufflevector(t[1], t[3], 0, 1, 8, 9, 4, 5, 12, 13);
-        d[4 * a + 3] = __builtin_shufflevector(t[1], t[3], 2, 3, 10, 11, 6, 7, 14, 15);
+        d[P * a + 0] = __builtin_shufflevector(t[0], t[2], 0, 1, 8, 9, 4, 5, 12, 13);
+        d[P * a + 1] = __builtin_shufflevector(t[0], t[2], 2, 3, 10, 11, 6, 7, 14, 15);
+        d[P * a + 2] = __builtin_shufflevector(t[1], t[3], 0, 1, 8, 9, 4, 5, 12, 13);
+        d[P * a + 3] = __builtin_shufflevector(t[1], t[3], 2, 3, 10, 11, 6, 7, 14, 15);
+        if (P == 6) {
+            XK_UNROLL for (int i = 0; i < 4; i++) {
+                const Q lo = *(const Q *)(rp[i][a] + 2), hi = *(const Q *)(rp[i + 4][a] + 2);
+                r[i] = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+            }
+            t[1] = __builtin_shufflevector(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
+            t[3] = __builtin_shufflevector(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
+            d[P * a + 4] = __builtin_shufflevector(t[1], t[3], 0, 1, 8, 9, 4, 5, 12, 13);
+            d[P * a + 5] = __builtin_shufflevector(t[1], t[3], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
     }
 #else
-    XK_T e[16][XK_VL];
+    XK_T e[XK_WINO_PMAX * XK_WINO_PMAX][XK_VL];
     for (int i = 0; i < XK_VL; i++)
-        XK_UNROLL for (int a = 0; a < 4; a++)
-            XK_UNROLL for (int b = 0; b < 4; b++) e[4 * a + b][i] = rp[i][a][b];
-    XK_UNROLL for (int k = 0; k < 16; k++) d[k] = XK_VLOAD(XK_V, e[k]);
+        XK_UNROLL for (int a = 0; a < P; a++)
+            XK_UNROLL for (int b = 0; b < P; b++) e[P * a + b][i] = rp[i][a][b];
+    XK_UNROLL for (int k = 0; k < P * P; k++) d[k] = XK_VLOAD(XK_V, e[k]);
 #endif
+}
+
+/* F(4x4, 3x3)'s Bt (points 0, 1, -1, 2, -2, infinity) on the six vectors d[0], d[ds], ...,
+ * d[5 ds]: o[j * os] = (Bt d)[j]. */
+XK_INLINE void XK_FN(xk_wino_bt6)(XK_V *o, const int os, const XK_V *d, const int ds)
+{
+    const XK_V d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
+    const XK_V p = d4 - d2, q = d3 - d1;
+    o[0] = (XK_T)4 * d0 - (XK_T)5 * d2 + d4;
+    o[os] = (d3 + d4) - (XK_T)4 * (d1 + d2);
+    o[2 * os] = (d4 - d3) + (XK_T)4 * (d1 - d2);
+    o[3 * os] = p + (XK_T)2 * q;
+    o[4 * os] = p - (XK_T)2 * q;
+    o[5 * os] = (XK_T)4 * d1 - (XK_T)5 * d3 + d5;
+}
+
+/* F(4x4, 3x3)'s At on the six vectors s[0], s[ss], ..., s[5 ss]: o[j * os] = (At s)[j], j < 4. */
+XK_INLINE void XK_FN(xk_wino_at6)(XK_V *o, const int os, const XK_V *s, const int ss)
+{
+    const XK_V s0 = s[0], s1 = s[ss], s2 = s[2 * ss], s3 = s[3 * ss], s4 = s[4 * ss], s5 = s[5 * ss];
+    const XK_V a = s1 + s2, b = s1 - s2, c = s3 + s4, e = s3 - s4;
+    o[0] = s0 + a + c;
+    o[os] = b + (XK_T)2 * e;
+    o[2 * os] = a + (XK_T)4 * c;
+    o[3 * os] = b + (XK_T)8 * e + s5;
 }
 
 /* p[2i] = y0 lane i, p[2i + 1] = y1 lane i (2 * XK_VL elements). */
@@ -107,6 +188,37 @@ XK_INLINE void XK_FN(xk_wino_pairs)(XK_T *p, XK_V y0, XK_V y1)
     XK_VSTORE(XK_V, a, y0);
     XK_VSTORE(XK_V, b, y1);
     for (int i = 0; i < XK_VL; i++) p[2 * i] = a[i], p[2 * i + 1] = b[i];
+#endif
+}
+
+/* p[4i + b] = y[b] lane i for b < 4 (4 * XK_VL elements): XK_VL rows of 4 outputs. */
+XK_INLINE void XK_FN(xk_wino_rows4)(XK_T *p, const XK_V y[4])
+{
+#if XK_SHUFFLE && XK_VL == 8
+    const XK_V t0 = __builtin_shufflevector(y[0], y[1], 0, 8, 1, 9, 4, 12, 5, 13);
+    const XK_V t1 = __builtin_shufflevector(y[0], y[1], 2, 10, 3, 11, 6, 14, 7, 15);
+    const XK_V t2 = __builtin_shufflevector(y[2], y[3], 0, 8, 1, 9, 4, 12, 5, 13);
+    const XK_V t3 = __builtin_shufflevector(y[2], y[3], 2, 10, 3, 11, 6, 14, 7, 15);
+    const XK_V z0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);  /* lanes 0 | 4 */
+    const XK_V z1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);  /* 1 | 5 */
+    const XK_V z2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);  /* 2 | 6 */
+    const XK_V z3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);  /* 3 | 7 */
+    XK_VSTORE(XK_V, p, __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 8, 9, 10, 11));
+    XK_VSTORE(XK_V, p + 8, __builtin_shufflevector(z2, z3, 0, 1, 2, 3, 8, 9, 10, 11));
+    XK_VSTORE(XK_V, p + 16, __builtin_shufflevector(z0, z1, 4, 5, 6, 7, 12, 13, 14, 15));
+    XK_VSTORE(XK_V, p + 24, __builtin_shufflevector(z2, z3, 4, 5, 6, 7, 12, 13, 14, 15));
+#elif XK_SHUFFLE && XK_VL == 4
+    const XK_V a = __builtin_shufflevector(y[0], y[1], 0, 4, 2, 6), b = __builtin_shufflevector(y[0], y[1], 1, 5, 3, 7);
+    const XK_V c = __builtin_shufflevector(y[2], y[3], 0, 4, 2, 6), d = __builtin_shufflevector(y[2], y[3], 1, 5, 3, 7);
+    XK_VSTORE(XK_V, p, __builtin_shufflevector(a, c, 0, 1, 4, 5));
+    XK_VSTORE(XK_V, p + 4, __builtin_shufflevector(b, d, 0, 1, 4, 5));
+    XK_VSTORE(XK_V, p + 8, __builtin_shufflevector(a, c, 2, 3, 6, 7));
+    XK_VSTORE(XK_V, p + 12, __builtin_shufflevector(b, d, 2, 3, 6, 7));
+#else
+    XK_T e[4][XK_VL];
+    XK_UNROLL for (int b = 0; b < 4; b++) XK_VSTORE(XK_V, e[b], y[b]);
+    for (int i = 0; i < XK_VL; i++)
+        XK_UNROLL for (int b = 0; b < 4; b++) p[4 * i + b] = e[b][i];
 #endif
 }
 
@@ -162,54 +274,56 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
 #define XK_WINO_PSTRIDE(rows) ((rows) * XK_WINO_W + 2 * XK_VL)
 
 /* V = Bt d Bt^T for the patches d of the n tiles [q0, q0 + n) of the panel (n <= XK_WINO_W;
- * tiles past n read zeros) in n_src channels of src (images through sim): tile
- * (g, ty, tx) reads src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the
- * image).  by_tile 0: entry k of channel c's tiles at out + k * pstride + c * XK_WINO_W
- * (xk_quad_panel's rows); by_tile 1: at out + (c * XK_WINO_W + i) * 16 + k for tile i.
- * A patch row inside the image is read in place; the rows of patches that cross the
- * left or right edge (or of images read with a column stride) are copied into a zeroed
- * stage first: with contiguous rows of at least 4 columns, as the 4 columns of the image
- * nearest the patch's, which land in the stage row shifted by up to 3 (guard elements,
- * 4 on each side, take what falls outside the patch). */
+ * tiles past n read zeros) in n_src channels of src (images through sim), for tiles of
+ * m x m outputs (m = 2 or 4; P = m + 2): tile (g, ty, tx) reads src[g, c, m ty - pad_y + a,
+ * m tx - pad_x + b] (a, b < P; 0 outside the image).  by_tile 0: entry k < P^2 of channel
+ * c's tiles at out + k * pstride + c * XK_WINO_W (xk_quad_panel's rows); by_tile 1 (m = 2
+ * only): at out + (c * XK_WINO_W + i) * 16 + k for tile i.  A patch row inside the image
+ * is read in place; the rows of patches that cross the left or right edge (or of images
+ * read with a column stride) are copied into a zeroed stage first: with contiguous rows of
+ * at least P columns, as the P columns of the image nearest the patch's, which land in
+ * the stage row shifted by up to P - 1 (guard elements, P on each side, take what falls
+ * outside the patch). */
 XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t th, int64_t tw,
                                      int64_t pad_y, int64_t pad_x, int64_t q0, int64_t n, int64_t n_src,
-                                     XK_T *XK_RESTRICT out, int64_t pstride, const int by_tile)
+                                     XK_T *XK_RESTRICT out, int64_t pstride, const int by_tile, const int m)
 {
-    enum { W = XK_WINO_W };
+    enum { W = XK_WINO_W, PM = XK_WINO_PMAX };
+    const int P = m + 2;
     const int64_t H = sim->height, Wd = sim->width, row = sim->row, col = sim->col, chan = sim->chan;
-    const XK_T *rp[W][4];              /* patch rows of the current channel */
-    int64_t step[W][4];                /* rp's advance per channel: chan (in place) or 0 */
+    const XK_T *rp[W][PM];             /* patch rows of the current channel */
+    int64_t step[W][PM];               /* rp's advance per channel: chan (in place) or 0 */
     int64_t s_row[W], s_x0[W];         /* the patch's row 0 at column 0, its first column */
     unsigned char lim[W][4];           /* rows [lim0, lim1) and columns [lim2, lim3) inside */
     int64_t staged[W], n_staged = 0;
-    int64_t s_win[W];                  /* the first column copied (wide: 4 of them) */
-    XK_T stage[W][4][12];              /* staged patch row a of tile i at stage[i][a] + 4 */
-    static const XK_T zeros[4] = {0, 0, 0, 0};
-    const int wide = col == 1 && Wd >= 4;
+    int64_t s_win[W];                  /* the first column copied (wide: P of them) */
+    XK_T stage[W][PM][3 * PM];         /* staged patch row a of tile i at stage[i][a] + P */
+    static const XK_T zeros[PM] = {0};
+    const int wide = col == 1 && Wd >= P;
     memset(stage, 0, sizeof stage);
     for (int64_t i = 0; i < W; i++) {
         if (i >= n) {                  /* past the last tile: zeros */
-            XK_UNROLL for (int a = 0; a < 4; a++) rp[i][a] = zeros, step[i][a] = 0;
+            XK_UNROLL for (int a = 0; a < P; a++) rp[i][a] = zeros, step[i][a] = 0;
             continue;
         }
         const int64_t q = q0 + i, g = q / (th * tw), ty = q / tw % th, tx = q % tw;
-        const int64_t y0 = 2 * ty - pad_y, x0 = 2 * tx - pad_x;
+        const int64_t y0 = m * ty - pad_y, x0 = m * tx - pad_x;
         s_row[i] = g * sim->img + y0 * row;
         s_x0[i] = x0;
-        lim[i][0] = (unsigned char)(y0 < 0 ? (-y0 < 4 ? -y0 : 4) : 0);
-        lim[i][1] = (unsigned char)(H - y0 >= 4 ? 4 : H - y0 > 0 ? H - y0 : 0);
-        lim[i][2] = (unsigned char)(x0 < 0 ? (-x0 < 4 ? -x0 : 4) : 0);
-        lim[i][3] = (unsigned char)(Wd - x0 >= 4 ? 4 : Wd - x0 > 0 ? Wd - x0 : 0);
-        const int in_row = lim[i][2] == 0 && lim[i][3] == 4 && col == 1;
+        lim[i][0] = (unsigned char)(y0 < 0 ? (-y0 < P ? -y0 : P) : 0);
+        lim[i][1] = (unsigned char)(H - y0 >= P ? P : H - y0 > 0 ? H - y0 : 0);
+        lim[i][2] = (unsigned char)(x0 < 0 ? (-x0 < P ? -x0 : P) : 0);
+        lim[i][3] = (unsigned char)(Wd - x0 >= P ? P : Wd - x0 > 0 ? Wd - x0 : 0);
+        const int in_row = lim[i][2] == 0 && lim[i][3] == P && col == 1;
         if (!in_row && lim[i][0] < lim[i][1] && lim[i][2] < lim[i][3]) staged[n_staged++] = i;
-        s_win[i] = !wide ? x0 + lim[i][2] : x0 < 0 ? 0 : x0 > Wd - 4 ? Wd - 4 : x0;
-        XK_UNROLL for (int a = 0; a < 4; a++) {
+        s_win[i] = !wide ? x0 + lim[i][2] : x0 < 0 ? 0 : x0 > Wd - P ? Wd - P : x0;
+        XK_UNROLL for (int a = 0; a < P; a++) {
             const int valid = a >= lim[i][0] && a < lim[i][1] && lim[i][2] < lim[i][3];
             if (valid && in_row) {
                 rp[i][a] = src + (s_row[i] + a * row + x0);
                 step[i][a] = chan;
             } else {
-                rp[i][a] = valid ? stage[i][a] + 4 : zeros;
+                rp[i][a] = valid ? stage[i][a] + P : zeros;
                 step[i][a] = 0;
             }
         }
@@ -221,17 +335,27 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
             for (int a = lim[i][0]; a < lim[i][1]; a++) {
                 const int64_t r = s_row[i] + a * row;  /* column 0 of the patch's row a */
                 if (c + XK_WINO_AHEAD < n_src) __builtin_prefetch(s + r + XK_WINO_AHEAD * chan + s_win[i] * col);
-                if (wide) {  /* columns s_win..s_win + 3 of the row (x0 is the stage row's first) */
-                    memcpy(stage[i][a] + 4 + (s_win[i] - x0), s + r + s_win[i], 4 * sizeof(XK_T));
+                if (wide) {  /* columns s_win..s_win + P - 1 of the row (x0 is the stage row's first) */
+                    memcpy(stage[i][a] + P + (s_win[i] - x0), s + r + s_win[i], P * sizeof(XK_T));
                 } else {
-                    XK_UNROLL for (int b = 0; b < 4; b++)
-                        if (b >= lim[i][2] && b < lim[i][3]) stage[i][a][4 + b] = s[r + (x0 + b) * col];
+                    XK_UNROLL for (int b = 0; b < P; b++)
+                        if (b >= lim[i][2] && b < lim[i][3]) stage[i][a][P + b] = s[r + (x0 + b) * col];
                 }
             }
         }
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* V = Bt d Bt^T */
+            const XK_T *const(*rl)[PM] = (const XK_T *const(*)[PM])rp + l * XK_VL;
+            if (m == 4) {
+                XK_V e[36], t[36];
+                XK_FN(xk_wino_gather)(e, rl, 4);
+                XK_UNROLL for (int a = 0; a < 6; a++) XK_FN(xk_wino_bt6)(t + 6 * a, 1, e + 6 * a, 1);  /* rows */
+                XK_UNROLL for (int b = 0; b < 6; b++) XK_FN(xk_wino_bt6)(e + b, 6, t + b, 6);  /* columns */
+                XK_T *v = out + c * W + l * XK_VL;
+                XK_UNROLL for (int k = 0; k < 36; k++) XK_VSTORE(XK_V, v + k * pstride, e[k]);
+                continue;
+            }
             XK_V e[16], t[16];
-            XK_FN(xk_wino_gather)(e, (const XK_T *const(*)[4])rp + l * XK_VL);
+            XK_FN(xk_wino_gather)(e, rl, 2);
             XK_UNROLL for (int b = 0; b < 4; b++) {
                 t[0 + b] = e[0 + b] - e[8 + b];
                 t[4 + b] = e[4 + b] + e[8 + b];
@@ -253,54 +377,67 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
         }
         if (c + 1 < n_src)  /* the next channel's rows (never past the last) */
             for (int64_t i = 0; i < W; i++)
-                XK_UNROLL for (int a = 0; a < 4; a++) rp[i][a] += step[i][a];
+                XK_UNROLL for (int a = 0; a < P; a++) rp[i][a] += step[i][a];
     }
 }
 
-/* One panel of Winograd tiles, positions [q0, q0 + XK_WINO_W) of the n_img * th * tw
- * tiles of src (n_img images of qs->n_src channels through sim): tile (g, ty, tx) reads
- * the patch src[g, c, 2ty - pad_y + a, 2tx - pad_x + b] (a, b < 4; 0 outside the image)
- * and writes dst[g, v, 2ty + a, 2tx + b] (a, b < 2, inside dim) for the destinations of
- * the quads q_lo <= q < q_hi:
+/* One panel of Winograd tiles of m x m outputs (m = 2 or 4; P = m + 2, NK = P^2
+ * transformed entries), positions [q0, q0 + XK_WINO_W) of the n_img * th * tw tiles of src
+ * (n_img images of qs->n_src channels through sim): tile (g, ty, tx) reads the patch
+ * src[g, c, m ty - pad_y + a, m tx - pad_x + b] (a, b < P; 0 outside the image) and writes
+ * dst[g, v, m ty + a, m tx + b] (a, b < m, inside dim) for the destinations of the quads
+ * q_lo <= q < q_hi:
  *   dst = bias[v] (or 0) + At (sum over v's terms of U_k[term] * V_k[channel]) At^T,
  * U_k the terms' transformed weights at uw + k * ustride in the quads' term order
- * (xk_wino_weights), V_k the patches' transforms (xk_wino_source).  Scratch: panel 16 *
+ * (xk_wino_weights), V_k the patches' transforms (xk_wino_source).  Scratch: panel NK *
  * XK_WINO_PSTRIDE(n_src + 1) elements (V: one panel per k, each with its zero row), part
- * 16 * XK_WINO_PSTRIDE(n_dst) (M; both at most 16 * (rows + 1) * XK_WINO_W). */
-XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
-                                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                          const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
-                                          int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
-                                          XK_T *XK_RESTRICT dst, const xk_image_t *dim)
+ * NK * XK_WINO_PSTRIDE(n_dst) (M; both at most NK * (rows + 1) * XK_WINO_W). */
+XK_INLINE void XK_FN(xk_wino_panel)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
+                                    int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                    const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
+                                    int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
+                                    XK_T *XK_RESTRICT dst, const xk_image_t *dim, const int m)
 {
     enum { W = XK_WINO_W };
+    const int NK = (m + 2) * (m + 2);
     const int64_t n_src = qs->n_src, n_dst = qs->n_dst;
     const int64_t pstride = XK_WINO_PSTRIDE(n_src + 1), mstride = XK_WINO_PSTRIDE(n_dst);
     const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
     const int64_t s_hi = q_hi * 4 < n_dst ? q_hi * 4 : n_dst;
     int64_t d_off[W];                  /* the output tile's corner */
-    unsigned char out_rows[W], out_cols[W], out_full[W];  /* full: 2x2, contiguous pairs */
+    unsigned char out_rows[W], out_cols[W], out_full[W];  /* full: m x m, contiguous rows */
     for (int64_t i = 0; i < n; i++) {
         const int64_t q = q0 + i, g = q / (th * tw), ty = q / tw % th, tx = q % tw;
-        d_off[i] = g * dim->img + 2 * ty * dim->row + 2 * tx * dim->col;
-        out_rows[i] = (unsigned char)(dim->height - 2 * ty >= 2 ? 2 : 1);
-        out_cols[i] = (unsigned char)(dim->width - 2 * tx >= 2 ? 2 : 1);
-        out_full[i] = out_rows[i] == 2 && out_cols[i] == 2 && dim->col == 1;
+        d_off[i] = g * dim->img + m * ty * dim->row + m * tx * dim->col;
+        out_rows[i] = (unsigned char)(dim->height - m * ty >= m ? m : dim->height - m * ty);
+        out_cols[i] = (unsigned char)(dim->width - m * tx >= m ? m : dim->width - m * tx);
+        out_full[i] = out_rows[i] == m && out_cols[i] == m && dim->col == 1;
     }
-    XK_FN(xk_wino_source)(src, sim, th, tw, pad_y, pad_x, q0, n, n_src, panel, pstride, 0);
-    for (int k = 0; k < 16; k++)  /* the zero rows that padding terms read */
+    XK_FN(xk_wino_source)(src, sim, th, tw, pad_y, pad_x, q0, n, n_src, panel, pstride, 0, m);
+    for (int k = 0; k < NK; k++)  /* the zero rows that padding terms read */
         XK_UNROLL for (int l = 0; l < XK_SACC; l++)
             XK_VSTORE(XK_V, panel + k * pstride + n_src * W + l * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
-    for (int k = 0; k < 16; k++)
+    for (int k = 0; k < NK; k++)
         XK_FN(xk_quad_panel)(part + k * mstride, W, panel + k * pstride, qs, uw + k * ustride, NULL, q_lo, q_hi);
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
         const int64_t v = xk_quad_row(qs, slot);
-        const XK_T *m = part + v * W;
-        XK_T y[2][2 * W];              /* output row a of tile i: y[a][2i], y[a][2i + 1] */
+        const XK_T *mv = part + v * W;
+        XK_T y[4][4 * W];              /* output row a of tile i: y[a][m i + b] */
         const XK_V b0 = XK_VSPLAT(XK_V, bias ? bias[v] : (XK_T)0);
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* Y = At M At^T */
+            if (m == 4) {
+                XK_V e[36], s4[24], o[4][4];
+                XK_UNROLL for (int k = 0; k < 36; k++) e[k] = XK_VLOAD(XK_V, mv + k * mstride + l * XK_VL);
+                XK_UNROLL for (int c = 0; c < 6; c++) XK_FN(xk_wino_at6)(s4 + c, 6, e + c, 6);  /* columns */
+                XK_UNROLL for (int a = 0; a < 4; a++) {                                      /* rows */
+                    XK_FN(xk_wino_at6)(o[a], 1, s4 + 6 * a, 1);
+                    XK_UNROLL for (int c = 0; c < 4; c++) o[a][c] += b0;
+                    XK_FN(xk_wino_rows4)(&y[a][4 * l * XK_VL], o[a]);
+                }
+                continue;
+            }
             XK_V e[16], s2[8];
-            XK_UNROLL for (int k = 0; k < 16; k++) e[k] = XK_VLOAD(XK_V, m + k * mstride + l * XK_VL);
+            XK_UNROLL for (int k = 0; k < 16; k++) e[k] = XK_VLOAD(XK_V, mv + k * mstride + l * XK_VL);
             XK_UNROLL for (int b = 0; b < 4; b++) {
                 s2[0 + b] = e[0 + b] + e[4 + b] + e[8 + b];
                 s2[4 + b] = e[4 + b] - e[8 + b] - e[12 + b];
@@ -313,22 +450,54 @@ XK_CLONES static void XK_FN(xk_wino_tile)(const XK_T *XK_RESTRICT src, const xk_
         const int64_t drow = dim->row, dcol = dim->col;
         if (slot + XK_WINO_OUT_AHEAD < s_hi) {  /* the output lines of a destination ahead, for writing */
             XK_T *o2 = dst + xk_quad_row(qs, slot + XK_WINO_OUT_AHEAD) * dim->chan;
-            for (int64_t i = 0; i < n; i += 4) {
-                __builtin_prefetch(o2 + d_off[i], 1);
-                __builtin_prefetch(o2 + d_off[i] + drow, 1);
-            }
+            for (int64_t i = 0; i < n; i += 4)
+                for (int a = 0; a < m; a++) __builtin_prefetch(o2 + d_off[i] + a * drow, 1);
         }
         for (int64_t i = 0; i < n; i++) {
             XK_T *t = o + d_off[i];
             if (out_full[i]) {
-                memcpy(t, &y[0][2 * i], 2 * sizeof(XK_T));
-                memcpy(t + drow, &y[1][2 * i], 2 * sizeof(XK_T));
-            } else {  /* columns not contiguous, or odd sizes: the tile's last row or column is outside */
+                XK_UNROLL for (int a = 0; a < m; a++) memcpy(t + a * drow, &y[a][m * i], m * sizeof(XK_T));
+            } else {  /* columns not contiguous, or odd sizes: the tile's last rows or columns are outside */
                 for (int a = 0; a < out_rows[i]; a++)
-                    for (int b = 0; b < out_cols[i]; b++) t[a * drow + b * dcol] = y[a][2 * i + b];
+                    for (int b = 0; b < out_cols[i]; b++) t[a * drow + b * dcol] = y[a][m * i + b];
             }
         }
     }
+}
+
+/* xk_wino_panel for tiles of 2 x 2 and of 4 x 4 outputs, each compiled on its own. */
+XK_CLONES static void XK_FN(xk_wino_tile2)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
+                                           int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                           const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
+                                           int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
+                                           XK_T *XK_RESTRICT dst, const xk_image_t *dim)
+{
+    XK_FN(xk_wino_panel)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel, part,
+                         dst, dim, 2);
+}
+
+XK_CLONES static void XK_FN(xk_wino_tile4)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
+                                           int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                           const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
+                                           int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
+                                           XK_T *XK_RESTRICT dst, const xk_image_t *dim)
+{
+    XK_FN(xk_wino_panel)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel, part,
+                         dst, dim, 4);
+}
+
+/* xk_wino_panel with m = 2 or 4 outputs per tile side. */
+static void XK_FN(xk_wino_tile)(const XK_T *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
+                                int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo,
+                                int64_t q_hi, const XK_T *uw, int64_t ustride, const XK_T *bias, XK_T *panel,
+                                XK_T *part, XK_T *dst, const xk_image_t *dim, int m)
+{
+    if (m == 4)
+        XK_FN(xk_wino_tile4)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel,
+                             part, dst, dim);
+    else
+        XK_FN(xk_wino_tile2)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel,
+                             part, dst, dim);
 }
 
 /* grad_weight by Winograd.  A tile's Y = At M At^T with M = sum over a destination's terms
@@ -415,7 +584,7 @@ XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const
         in_rows[i] = (unsigned char)(gim->height - 2 * ty >= 2 ? 2 : 1);
         in_cols[i] = (unsigned char)(gim->width - 2 * tx >= 2 ? 2 : 1);
     }
-    XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1);
+    XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1, 2);
     for (int64_t v0 = 0; v0 < n_dst; v0 += share) {
         for (int o = 0; o < share; o++) {
             const int64_t v = v0 + o;

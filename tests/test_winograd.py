@@ -14,30 +14,37 @@ from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extens
 
 
 class _Winograd:
-    """Sets _cpu.WINOGRAD for a block and counts the calls that run by Winograd
-    (calls["forward"], calls["grad_input"]: those that transform weights; calls["grad_weight"]:
-    those its rule admits)."""
+    """Sets _cpu.WINOGRAD (and _cpu.WINO_TILE: 0, the rule's tile; 2 or 4, F(2x2, 3x3) or
+    F(4x4, 3x3)) for a block and counts the calls that run by Winograd (calls["forward"],
+    calls["grad_input"]: those that transform weights, with the tiles they took in
+    calls["tiles"]; calls["grad_weight"]: those its rule admits)."""
 
-    def __init__(self, mode):
-        self.mode, self.calls = mode, {"forward": 0, "grad_input": 0, "grad_weight": 0}
+    def __init__(self, mode, tile=0):
+        self.mode, self.tile = mode, tile
+        self.calls = {"forward": 0, "grad_input": 0, "grad_weight": 0, "tiles": set()}
 
     def __enter__(self):
-        self.saved = _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad
+        self.saved = _cpu.WINOGRAD, _cpu.WINO_TILE, _cpu._wino_weights, _cpu._winograd_wgrad
         make, rule = _cpu._wino_weights, _cpu._winograd_wgrad
 
-        def counted(weight, edges, flip):
+        def counted(weight, edges, flip, m, n_chunks):
             self.calls["grad_input" if flip else "forward"] += 1
-            return make(weight, edges, flip)
+            self.calls["tiles"].add(m)
+            return make(weight, edges, flip, m, n_chunks)
 
         def counted_rule(*args):
             taken = rule(*args)
             self.calls["grad_weight"] += bool(taken)
             return taken
-        _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad = self.mode, counted, counted_rule
+        _cpu.WINOGRAD, _cpu.WINO_TILE, _cpu._wino_weights, _cpu._winograd_wgrad = (self.mode, self.tile, counted,
+                                                                                   counted_rule)
         return self.calls
 
     def __exit__(self, *exc):
-        _cpu.WINOGRAD, _cpu._wino_weights, _cpu._winograd_wgrad = self.saved
+        _cpu.WINOGRAD, _cpu.WINO_TILE, _cpu._wino_weights, _cpu._winograd_wgrad = self.saved
+
+
+TILES = (2, 4)
 
 
 def _case(batch, n_in, n_out, degree, hw, padding, repeats=False, bias=True, seed=0):
@@ -79,24 +86,26 @@ def wino_configs(draw):
                 bias=draw(st.booleans()), seed=draw(st.integers(0, 2**32 - 1)))
 
 
+@pytest.mark.parametrize("tile", TILES)
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(cfg=wino_configs())
-def test_winograd_against_the_oracle(cfg):
+def test_winograd_against_the_oracle(tile, cfg):
     x, weight, index, bias, grad_out = _case(**cfg)
     expected = conv2d_oracle(x, weight, index, bias, 1, cfg["padding"], 1, grad_out)
-    with _Winograd("always") as calls:
+    with _Winograd("always", tile) as calls:
         for dtype in DTYPES:
             _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), cfg["padding"]),
                    expected, dtype, str(cfg))
-    assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2}
+    assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2, "tiles": {tile}}
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("batch, hw", [(5, (13, 11)), (1, (5, 6))])  # many panels; one panel, quads split
-def test_winograd_same_bits_at_any_thread_count(batch, hw, n_threads):
+def test_winograd_same_bits_at_any_thread_count(batch, hw, n_threads, tile):
     x, weight, index, _, grad_out = _case(batch, 9, 14, 5, hw, (1, 1), bias=False)
     x, weight, grad_out = _cast(np.float32, x, weight, grad_out)
-    with _Winograd("always"):
+    with _Winograd("always", tile):
         try:
             xkern.set_num_threads(1)
             want = _run(x, weight, index, None, grad_out, 1)
@@ -108,7 +117,8 @@ def test_winograd_same_bits_at_any_thread_count(batch, hw, n_threads):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-def test_winograd_ignores_values_nothing_reads():
+@pytest.mark.parametrize("tile", TILES)
+def test_winograd_ignores_values_nothing_reads(tile):
     """A forward quad's padding slots read channel 0 with weight 0, grad_input's padding terms a
     row of zeros: Inf in a channel no output reads, or in an output no input gathers, must
     not reach any result."""
@@ -120,7 +130,7 @@ def test_winograd_ignores_values_nothing_reads():
     x[:, 0] = np.inf
     grad_inf = grad_out.copy()
     grad_inf[:, 0] = np.inf  # output 0 reads inputs 1 and 2 only
-    with _Winograd("always") as calls:
+    with _Winograd("always", tile) as calls:
         for dtype in DTYPES:
             out = xkern.xconv2d(*_cast(dtype, x, weight), index, None, 1, 1, 1, backend="cpu")
             assert np.isfinite(out).all()
@@ -133,11 +143,12 @@ def test_winograd_ignores_values_nothing_reads():
                                             grads=("input",))[0]
             assert np.isfinite(grad_x[:, [0, 3, 4, 5]]).all()
             assert_close(grad_x[:, [0, 3, 4, 5]], expected[1][:, [0, 3, 4, 5]], dtype, "grad_x, Inf in output 0")
-    assert calls["grad_weight"] == 2
+    assert calls["grad_weight"] == 2 and calls["tiles"] == {tile}
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_winograd_strided_arrays(dtype):
+def test_winograd_strided_arrays(dtype, tile):
     """The raw kernels on views with any strides: x and grad_out in NHWC or reversed memory
     (columns not contiguous: every patch row is copied into the stage), out and grad_x
     written through transposed views."""
@@ -150,12 +161,12 @@ def test_winograd_strided_arrays(dtype):
     from xkern.backends import cpu
     from xkern.ops.adjacency import reverse_adjacency
     grad_w = np.full(weight.shape, np.nan, dtype)
-    with _Winograd("always") as calls:
+    with _Winograd("always", tile) as calls:
         cpu.xconv2d_fwd(x_t, weight.astype(dtype), index, bias.astype(dtype), out, (1, 1), (1, 1), (1, 1))
         cpu.xconv2d_bwd_input(g_t, weight.astype(dtype), index, reverse_adjacency(index, x.shape[1]), grad_x,
                               (1, 1), (1, 1), (1, 1))
         cpu.xconv2d_bwd_weight(g_t, x_t, index, grad_w, (1, 1), (1, 1), (1, 1))
-    assert calls == {"forward": 1, "grad_input": 1, "grad_weight": 1}
+    assert calls == {"forward": 1, "grad_input": 1, "grad_weight": 1, "tiles": {tile}}
     assert_close(out, expected[0], dtype, "out")
     assert_close(grad_x, expected[1], dtype, "grad_x")
     assert_close(grad_w, expected[2], dtype, "grad_weight")
@@ -164,7 +175,8 @@ def test_winograd_strided_arrays(dtype):
 def test_winograd_auto_rule():
     """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
     and 16+ panels of tiles, at any thread count; not for few edges, a small batch, other
-    geometries or "never"."""
+    geometries or "never".  It takes F(4x4, 3x3) where its tiles make 16+ panels and its
+    scratch fits, else F(2x2, 3x3); WINO_TILE forces one."""
     def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(np.float32, x, weight)
@@ -176,20 +188,37 @@ def test_winograd_auto_rule():
                                        grads=("input",))
         finally:
             xkern.set_num_threads(None)
-        return {k: calls[k] for k in ("forward", "grad_input")}
-    # 2 x 14 x 14 tiles: 16.3 panels of 24 (the thread count never switches the algorithm)
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == {"forward": 1, "grad_input": 1}
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=16) == {"forward": 1, "grad_input": 1}
-    assert calls_for("auto", 2, 64, 64, 16, (26, 26)) == {"forward": 0, "grad_input": 0}  # 14.1 panels
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == {"forward": 1, "grad_input": 1}
+        return {k: calls[k] for k in ("forward", "grad_input", "tiles")}
+    f2, f4 = ({"forward": 1, "grad_input": 1, "tiles": {m}} for m in (2, 4))
+    direct = {"forward": 0, "grad_input": 0, "tiles": set()}
+    # 2 x 14 x 14 tiles of 2x2: 16.3 panels of 24 (the thread count never switches the algorithm)
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == f2
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=16) == f2
+    assert calls_for("auto", 2, 64, 64, 16, (26, 26)) == direct  # 14.1 panels
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == f2
+    # 8 x 7 x 7 tiles of 4x4: 16.3 panels; 7 x 7 x 7: 14.3, so 2x2 tiles
+    assert calls_for("auto", 8, 64, 64, 16, (28, 28)) == f4
+    assert calls_for("auto", 8, 64, 64, 16, (28, 28), n_threads=16) == f4
+    assert calls_for("auto", 7, 64, 64, 16, (28, 28)) == f2
     # 96 -> 24 with D = 48: 12 edges per input channel; grad_input the same edges the other way
-    assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == {"forward": 1, "grad_input": 1}
-    assert calls_for("auto", 2, 96, 24, 12, (28, 28)) == {"forward": 0, "grad_input": 0}
-    assert calls_for("auto", 2, 64, 64, 8, (28, 28)) == {"forward": 0, "grad_input": 0}
-    assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == {"forward": 0, "grad_input": 0}
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28), stride=2) == {"forward": 0, "grad_input": 0}
-    assert calls_for("auto", 2, 64, 64, 16, (28, 28), dilation=2) == {"forward": 0, "grad_input": 0}
-    assert calls_for("never", 2, 64, 64, 16, (28, 28)) == {"forward": 0, "grad_input": 0}
+    assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == f2
+    assert calls_for("auto", 2, 96, 24, 12, (28, 28)) == direct
+    assert calls_for("auto", 2, 64, 64, 8, (28, 28)) == direct
+    assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == direct
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), stride=2) == direct
+    assert calls_for("auto", 2, 64, 64, 16, (28, 28), dilation=2) == direct
+    assert calls_for("never", 2, 64, 64, 16, (28, 28)) == direct
+    # the scratch limit: 36 (resp. 16) transformed panels of the sources and destinations
+    rule = _cpu._winograd
+    assert rule((3, 3), (1, 1), (1, 1), 512, 512, 512 * 64, (28, 28), 32, 4) == 4
+    assert rule((3, 3), (1, 1), (1, 1), 620, 620, 620 * 64, (28, 28), 32, 4) == 2
+    assert rule((3, 3), (1, 1), (1, 1), 1400, 1400, 1400 * 64, (28, 28), 32, 4) == 0
+    with _Winograd("auto", 2):
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 8, 4) == 2
+    with _Winograd("auto", 4):
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 2, 4) == 0  # 4.1 panels of 4x4 tiles
+    with _Winograd("always"):
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64, (5, 5), 1, 4) == 4
 
 
 def test_winograd_block_expander_and_many_channels():
@@ -205,11 +234,12 @@ def test_winograd_block_expander_and_many_channels():
         bias = rng.standard_normal(n_out)
         grad_out = rng.standard_normal((2, n_out, 6, 5))
         expected = conv2d_oracle(x, weight, index, bias, 1, 1, 1, grad_out)
-        with _Winograd("always") as calls:
-            for dtype in DTYPES:
-                _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), 1), expected, dtype,
-                       f"{n_in}->{n_out} block {block}")
-        assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2}
+        for tile in TILES:
+            with _Winograd("always", tile) as calls:
+                for dtype in DTYPES:
+                    _check(_run(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), 1), expected,
+                           dtype, f"{n_in}->{n_out} block {block}, tile {tile}")
+            assert calls == {"forward": 2, "grad_input": 2, "grad_weight": 2, "tiles": {tile}}
 
 
 def test_winograd_grad_weight_auto_rule():
@@ -295,10 +325,10 @@ def test_winograd_grad_weight_block_runs(dtype, monkeypatch):
 
 def test_winograd_auto_same_bits_at_any_thread_count():
     """"auto" picks the same algorithm at every thread count, so forward and gradients keep
-    their bits: 64 -> 64, D 16 at 28x28, batch 2 (16.3 panels of tiles: Winograd) and at
-    26x26 (14.1: direct)."""
-    for hw in ((28, 28), (26, 26)):
-        x, weight, index, _, grad_out = _case(2, 64, 64, 16, hw, (1, 1), bias=False)
+    their bits: 64 -> 64, D 16 at 28x28, batch 2 (16.3 panels of 2x2 tiles: F(2x2, 3x3)), at
+    26x26 (14.1: direct) and at 28x28, batch 8 (16.3 panels of 4x4 tiles: F(4x4, 3x3))."""
+    for batch, hw in ((2, (28, 28)), (2, (26, 26)), (8, (28, 28))):
+        x, weight, index, _, grad_out = _case(batch, 64, 64, 16, hw, (1, 1), bias=False)
         x, weight, grad_out = _cast(np.float32, x, weight, grad_out)
         runs = []
         with _Winograd("auto"):

@@ -152,13 +152,13 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_wino_wgrad_tile_f32(const float *x, const xk_image_t *xim, const float *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
-                                int shared, float *vbuf, float *acc)
+                                int shared, float *vbuf, float *acc, int m)
     void xk_wino_wgrad_tile_f64(const double *x, const xk_image_t *xim, const double *g, const xk_image_t *gim,
                                 int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
-                                int shared, double *vbuf, double *acc)
-    void xk_wino_wgrad_finish_f32(float *grad_w, const float *acc, int64_t n_edges)
-    void xk_wino_wgrad_finish_f64(double *grad_w, const double *acc, int64_t n_edges)
+                                int shared, double *vbuf, double *acc, int m)
+    void xk_wino_wgrad_finish_f32(float *grad_w, const float *acc, int64_t n_edges, int m)
+    void xk_wino_wgrad_finish_f64(double *grad_w, const double *acc, int64_t n_edges, int m)
     int xk_all_finite_f32(const float *x, int64_t n)
     int xk_all_finite_f64(const double *x, int64_t n)
     void xk_valid_mask_f32(float *mk, int64_t n, int64_t n_img, const xk_layout_t *lay, int64_t rows, int64_t cols)
@@ -223,6 +223,11 @@ WINO_WGRAD_MIN_PARTS = 2
 # a fixed order, and the rule must not switch algorithms with it).
 WINO_WGRAD_PARTS = 8
 WINO_WGRAD_ACC_BYTES = 8 << 20
+# "auto" takes F(4x4, 3x3) for grad_weight (the dot products read the transformed tiles from
+# L2: 36 values per 4x4 tile) where it reads at most this fraction of F(2x2, 3x3)'s values
+# (16 per 2x2 tile): 0.56 at 28x28 measured 1.25-1.49x, 0.73 at 14x14 0.96-1.02x (two
+# threads, float32, batch 32, 128-256 channels).
+WINO_WGRAD_F4_VALUES = 0.65
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
                         ("off_y", np.int64), ("off_x", np.int64)])
@@ -1104,53 +1109,54 @@ cdef void _wino_run(const floating *src, const xk_image_t *src_im, floating *dst
 cdef void _wino_wgrads(
         const floating *x, const xk_image_t *x_im, int64_t n_in,      # IN: (B, Cin, H, W)
         const floating *g, const xk_image_t *g_im, int64_t n_out,     # IN: (B, Cout, Ho, Wo)
-        int64_t batch, int64_t pad_y, int64_t pad_x,
+        int64_t batch, int64_t pad_y, int64_t pad_x, int m,           # tiles of m x m outputs
         const int64_t *index, int64_t degree, bint shared,            # IN: (Cout, D); rows in runs
-        int64_t n_parts, floating *vbufs, floating *accs,             # scratch: n_in * width * 16 per
-                                                                      #   thread, n_parts * Cout * D * 16
+        int64_t n_parts, floating *vbufs, floating *accs,             # scratch: n_in * width * nk per
+                                                                      #   thread, n_parts * Cout * D * nk
         floating *grad_w,                                             # OUT: (Cout, D, 3, 3)
         int n_chunks) noexcept nogil:
-    """grad_weight of a stride-1 3x3 correlation by Winograd F(2x2, 3x3) (xk_wino_wgrad_tile;
-    shared: index rows equal in runs of XK_SHARE, _rows_shared).  The panels of tiles are
-    cut into n_parts contiguous ranges, each summed into its own partial sums by one
-    thread, which add up in part order: grad_w depends on n_parts, not on the number of
-    threads."""
+    """grad_weight of a stride-1 3x3 correlation by Winograd F(m x m, 3x3) (xk_wino_wgrad_tile,
+    nk = (m + 2)^2 transformed entries; shared: index rows equal in runs of XK_SHARE,
+    _rows_shared).  The panels of tiles are cut into n_parts contiguous ranges, each summed
+    into its own partial sums by one thread, which add up in part order: grad_w depends on
+    n_parts, not on the number of threads."""
     cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
-    cdef int64_t th = (g_im.height + 1) // 2, tw = (g_im.width + 1) // 2
+    cdef int64_t nk = (m + 2) * (m + 2)
+    cdef int64_t th = (g_im.height + m - 1) // m, tw = (g_im.width + m - 1) // m
     cdef int64_t n_panels = (batch * th * tw + width - 1) // width
-    cdef int64_t n_sums = n_out * degree * 16
+    cdef int64_t n_sums = n_out * degree * nk
     cdef int64_t part, t, e, chunk, lo, hi, p
     cdef floating *vbuf
     cdef floating *acc
     for part in prange(n_parts, schedule="dynamic", chunksize=1, num_threads=n_chunks):
-        vbuf = vbufs + threadid() * n_in * width * 16
+        vbuf = vbufs + threadid() * n_in * width * nk
         acc = accs + part * n_sums
         for e in range(n_sums):
             acc[e] = 0
         for t in range(n_panels * part // n_parts, n_panels * (part + 1) // n_parts):
             if floating is float:
                 xk_wino_wgrad_tile_f32(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, n_out, shared, vbuf, acc)
+                                       degree, n_out, shared, vbuf, acc, m)
             else:
                 xk_wino_wgrad_tile_f64(x, x_im, g, g_im, batch, th, tw, pad_y, pad_x, t * width, n_in, index,
-                                       degree, n_out, shared, vbuf, acc)
+                                       degree, n_out, shared, vbuf, acc, m)
     for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
         lo = n_out * degree * chunk // n_chunks
         hi = n_out * degree * (chunk + 1) // n_chunks
         for p in range(1, n_parts):
-            for e in range(lo * 16, hi * 16):
+            for e in range(lo * nk, hi * nk):
                 accs[e] = accs[e] + accs[p * n_sums + e]
         if floating is float:
-            xk_wino_wgrad_finish_f32(grad_w + lo * 9, accs + lo * 16, hi - lo)
+            xk_wino_wgrad_finish_f32(grad_w + lo * 9, accs + lo * nk, hi - lo, m)
         else:
-            xk_wino_wgrad_finish_f64(grad_w + lo * 9, accs + lo * 16, hi - lo)
+            xk_wino_wgrad_finish_f64(grad_w + lo * 9, accs + lo * nk, hi - lo, m)
 
 
-def _wgrad_parts(int64_t n_panels, int64_t edges, int64_t itemsize):
-    """The number of partial sums of a Winograd grad_weight (_wino_wgrads): at most
-    WINO_WGRAD_PARTS, one per panel, and WINO_WGRAD_ACC_BYTES in all; never a function of
-    the number of threads."""
-    return int(max(1, min(WINO_WGRAD_PARTS, n_panels, WINO_WGRAD_ACC_BYTES // (edges * 16 * itemsize))))
+def _wgrad_parts(int64_t n_panels, int64_t edges, int64_t itemsize, int64_t nk=16):
+    """The number of partial sums of a Winograd grad_weight (_wino_wgrads) with nk transformed
+    entries per edge: at most WINO_WGRAD_PARTS, one per panel, and WINO_WGRAD_ACC_BYTES in
+    all; never a function of the number of threads."""
+    return int(max(1, min(WINO_WGRAD_PARTS, n_panels, WINO_WGRAD_ACC_BYTES // (edges * nk * itemsize))))
 
 
 cdef bint _all_finite(const floating *planes, int64_t cstride, int64_t n_chan, int64_t n) noexcept nogil:
@@ -1296,19 +1302,35 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
 
 def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
                     int64_t itemsize):
-    """How many partial sums (_wgrad_parts) grad_weight of a correlation of n_src -> n_dst
-    channels along `edges` edges, from maps of out_hw, sums by Winograd; 0: it runs direct
-    (WINOGRAD and the WINO_* limits; never the thread count)."""
+    """(m, n_parts): grad_weight of a correlation of n_src -> n_dst channels along `edges`
+    edges, from maps of out_hw, sums by Winograd F(m x m, 3x3) in n_parts partial sums
+    (_wgrad_parts); (0, 0): it runs direct (WINOGRAD, WINO_TILE and the WINO_* limits; never
+    the thread count).  "auto" takes F(4x4, 3x3) where it makes WINO_WGRAD_MIN_PARTS partial
+    sums, its scratch fits and it reads at most WINO_WGRAD_F4_VALUES as many transformed values
+    as F(2x2, 3x3), else F(2x2, 3x3) on the same terms."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
-        return 0
+        return 0, 0
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
-    n_parts = _wgrad_parts((batch * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2) + width - 1) // width, edges,
-                           itemsize)
+
+    def parts(m):
+        tiles = batch * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
+        return _wgrad_parts((tiles + width - 1) // width, edges, itemsize, (m + 2) ** 2)
+
+    def fits(m):
+        return (m + 2) ** 2 * n_src * width * itemsize <= WINO_SCRATCH_BYTES
     if WINOGRAD == "always":
-        return n_parts
-    taken = (itemsize == 4 and edges >= WINO_WGRAD_TERMS * max(n_src, n_dst) and n_parts >= WINO_WGRAD_MIN_PARTS
-             and 16 * n_src * width * itemsize <= WINO_SCRATCH_BYTES)
-    return n_parts if taken else 0
+        m = WINO_TILE or (4 if fits(4) else 2)
+        return m, parts(m)
+    if itemsize != 4 or edges < WINO_WGRAD_TERMS * max(n_src, n_dst):
+        return 0, 0
+
+    def values(m):  # transformed values per edge: (m + 2)^2 per tile
+        return (m + 2) ** 2 * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
+    for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
+        if (parts(m) >= WINO_WGRAD_MIN_PARTS and fits(m)
+                and (m == 2 or WINO_TILE or values(4) <= WINO_WGRAD_F4_VALUES * values(2))):
+            return m, parts(m)
+    return 0, 0
 
 
 cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *dst, int64_t width):
@@ -1548,17 +1570,18 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef floating[::1] accs
     cdef int64_t pad_y, pad_x
     cdef bint shared = _rows_shared(index)
-    cdef int64_t n_parts = _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in,
-                                           n_out, n_out * degree, (grad_out.shape[2], grad_out.shape[3]), batch,
-                                           sizeof(floating))
-    if n_parts:
-        # stride-1 3x3: dot products of Winograd-transformed tiles, 16 per tile and edge
-        vbufs = _scratch(0, n_chunks * n_in * width * 16, dtype)
-        accs = _scratch(1, n_parts * n_out * degree * 16, dtype)
+    wino = _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
+                           n_out * degree, (grad_out.shape[2], grad_out.shape[3]), batch, sizeof(floating))
+    cdef int m = wino[0]
+    cdef int64_t n_parts = wino[1], nk = (m + 2) * (m + 2)
+    if m:
+        # stride-1 3x3: dot products of Winograd-transformed tiles, nk per tile and edge
+        vbufs = _scratch(0, n_chunks * n_in * width * nk, dtype)
+        accs = _scratch(1, n_parts * n_out * degree * nk, dtype)
         pad_y, pad_x = padding
         with nogil:
             _wino_wgrads(&x[0, 0, 0, 0], &x_im, n_in, &grad_out[0, 0, 0, 0], &g_im, n_out, batch,
-                         pad_y, pad_x, &index[0, 0], degree, shared, n_parts, &vbufs[0], &accs[0],
+                         pad_y, pad_x, m, &index[0, 0], degree, shared, n_parts, &vbufs[0], &accs[0],
                          &grad_weight[0, 0, 0, 0], n_chunks)
         return
     planes = _forward_planes((grad_weight.shape[2], grad_weight.shape[3]), stride, padding, dilation,

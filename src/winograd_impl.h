@@ -222,11 +222,18 @@ XK_INLINE void XK_FN(xk_wino_rows4)(XK_T *p, const XK_V y[4])
 #endif
 }
 
-/* The XK_VL tiles' 16 entries t[k] (lane i: tile i) stored tile by tile: out[16 i + k]. */
-XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
+/* The entries of a tile that fill whole vectors (XK_WINO_NA) and those past them (XK_WINO_NR):
+ * 16 = 16 + 0; with XK_VL = 8, 36 = 32 + 4. */
+#define XK_WINO_NA(nk) ((nk) / XK_VL * XK_VL)
+#define XK_WINO_NR(nk) ((nk) - XK_WINO_NA(nk))
+
+/* The XK_VL tiles' nk entries t[k] (lane i: tile i; nk = 16 or 36) stored tile by tile: the
+ * first NA = XK_WINO_NA(nk) at out[NA i + k], the other NR at rest[NR i + k - NA]. */
+XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, XK_T *rest, const XK_V *t, const int nk)
 {
 #if XK_SHUFFLE && XK_VL == 8
-    XK_UNROLL for (int h = 0; h < 2; h++) {  /* two 8x8 transposes: entries 8h..8h+7 */
+    const int NA = XK_WINO_NA(nk);
+    XK_UNROLL for (int h = 0; h < NA / 8; h++) {  /* 8x8 transposes: entries 8h..8h+7 */
         const XK_V *r = t + 8 * h;
         XK_V a[8], c[8];
         XK_UNROLL for (int m = 0; m < 4; m++) {
@@ -240,26 +247,29 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
             c[4 * m + 3] = __builtin_shufflevector(a[4 * m + 1], a[4 * m + 3], 2, 3, 10, 11, 6, 7, 14, 15);
         }
         XK_UNROLL for (int b = 0; b < 4; b++) {
-            XK_VSTORE(XK_V, out + 16 * b + 8 * h, __builtin_shufflevector(c[b], c[4 + b], 0, 1, 2, 3, 8, 9, 10, 11));
-            XK_VSTORE(XK_V, out + 16 * (b + 4) + 8 * h,
+            XK_VSTORE(XK_V, out + NA * b + 8 * h, __builtin_shufflevector(c[b], c[4 + b], 0, 1, 2, 3, 8, 9, 10, 11));
+            XK_VSTORE(XK_V, out + NA * (b + 4) + 8 * h,
                       __builtin_shufflevector(c[b], c[4 + b], 4, 5, 6, 7, 12, 13, 14, 15));
         }
     }
+    if (nk > NA) XK_FN(xk_wino_rows4)(rest, t + NA);  /* the last four entries, four per tile */
 #elif XK_SHUFFLE && XK_VL == 4
-    XK_UNROLL for (int h = 0; h < 4; h++) {  /* four 4x4 transposes: entries 4h..4h+3 */
+    (void)rest;
+    XK_UNROLL for (int h = 0; h < nk / 4; h++) {  /* 4x4 transposes: entries 4h..4h+3 */
         const XK_V *r = t + 4 * h;
         const XK_V a = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6), b = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
         const XK_V c = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6), d = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
-        XK_VSTORE(XK_V, out + 0 + 4 * h, __builtin_shufflevector(a, c, 0, 1, 4, 5));
-        XK_VSTORE(XK_V, out + 16 + 4 * h, __builtin_shufflevector(b, d, 0, 1, 4, 5));
-        XK_VSTORE(XK_V, out + 32 + 4 * h, __builtin_shufflevector(a, c, 2, 3, 6, 7));
-        XK_VSTORE(XK_V, out + 48 + 4 * h, __builtin_shufflevector(b, d, 2, 3, 6, 7));
+        XK_VSTORE(XK_V, out + 4 * h, __builtin_shufflevector(a, c, 0, 1, 4, 5));
+        XK_VSTORE(XK_V, out + nk + 4 * h, __builtin_shufflevector(b, d, 0, 1, 4, 5));
+        XK_VSTORE(XK_V, out + 2 * nk + 4 * h, __builtin_shufflevector(a, c, 2, 3, 6, 7));
+        XK_VSTORE(XK_V, out + 3 * nk + 4 * h, __builtin_shufflevector(b, d, 2, 3, 6, 7));
     }
 #else
-    XK_T e[16][XK_VL];
-    XK_UNROLL for (int k = 0; k < 16; k++) XK_VSTORE(XK_V, e[k], t[k]);
+    (void)rest;
+    XK_T e[XK_WINO_PMAX * XK_WINO_PMAX][XK_VL];
+    XK_UNROLL for (int k = 0; k < nk; k++) XK_VSTORE(XK_V, e[k], t[k]);
     for (int i = 0; i < XK_VL; i++)
-        XK_UNROLL for (int k = 0; k < 16; k++) out[16 * i + k] = e[k][i];
+        XK_UNROLL for (int k = 0; k < nk; k++) out[nk * i + k] = e[k][i];
 #endif
 }
 
@@ -277,8 +287,10 @@ XK_INLINE void XK_FN(xk_wino_by_tile)(XK_T *out, const XK_V t[16])
  * tiles past n read zeros) in n_src channels of src (images through sim), for tiles of
  * m x m outputs (m = 2 or 4; P = m + 2): tile (g, ty, tx) reads src[g, c, m ty - pad_y + a,
  * m tx - pad_x + b] (a, b < P; 0 outside the image).  by_tile 0: entry k < P^2 of channel
- * c's tiles at out + k * pstride + c * XK_WINO_W (xk_quad_panel's rows); by_tile 1 (m = 2
- * only): at out + (c * XK_WINO_W + i) * 16 + k for tile i.  A patch row inside the image
+ * c's tiles at out + k * pstride + c * XK_WINO_W (xk_quad_panel's rows); by_tile 1: tile i's
+ * at out + (c * XK_WINO_W + i) * NA + k for k < NA and at out + n_src * XK_WINO_W * NA +
+ * (c * XK_WINO_W + i) * NR + k - NA for the rest (XK_WINO_NA, XK_WINO_NR: whole vectors
+ * and the entries past them).  A patch row inside the image
  * is read in place; the rows of patches that cross the left or right edge (or of images
  * read with a column stride) are copied into a zeroed stage first: with contiguous rows of
  * at least P columns, as the P columns of the image nearest the patch's, which land in
@@ -350,8 +362,14 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
                 XK_FN(xk_wino_gather)(e, rl, 4);
                 XK_UNROLL for (int a = 0; a < 6; a++) XK_FN(xk_wino_bt6)(t + 6 * a, 1, e + 6 * a, 1);  /* rows */
                 XK_UNROLL for (int b = 0; b < 6; b++) XK_FN(xk_wino_bt6)(e + b, 6, t + b, 6);  /* columns */
-                XK_T *v = out + c * W + l * XK_VL;
-                XK_UNROLL for (int k = 0; k < 36; k++) XK_VSTORE(XK_V, v + k * pstride, e[k]);
+                if (by_tile) {
+                    XK_FN(xk_wino_by_tile)(out + (c * W + l * XK_VL) * XK_WINO_NA(36),
+                                           out + n_src * W * XK_WINO_NA(36) + (c * W + l * XK_VL) * XK_WINO_NR(36), e,
+                                           36);
+                } else {
+                    XK_T *v = out + c * W + l * XK_VL;
+                    XK_UNROLL for (int k = 0; k < 36; k++) XK_VSTORE(XK_V, v + k * pstride, e[k]);
+                }
                 continue;
             }
             XK_V e[16], t[16];
@@ -369,7 +387,7 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
                 e[r + 3] = t[r + 1] - t[r + 3];
             }
             if (by_tile) {
-                XK_FN(xk_wino_by_tile)(out + (c * W + l * XK_VL) * 16, e);
+                XK_FN(xk_wino_by_tile)(out + (c * W + l * XK_VL) * 16, NULL, e, 16);
             } else {
                 XK_T *v = out + c * W + l * XK_VL;
                 XK_UNROLL for (int k = 0; k < 16; k++) XK_VSTORE(XK_V, v + k * pstride, e[k]);
@@ -502,108 +520,196 @@ static void XK_FN(xk_wino_tile)(const XK_T *src, const xk_image_t *sim, int64_t 
 
 /* grad_weight by Winograd.  A tile's Y = At M At^T with M = sum over a destination's terms
  * of U * V (U = G w G^T), so a term's dU = sum over the tiles of dM * V, where dM = At^T dY
- * At (4x4, from the tile's 2x2 of grad_out), and grad_w = G^T dU G
- * (xk_wino_wgrad_finish): 16 products per tile and edge where the direct dot products
- * have 36.  A tile's 16 entries are contiguous (xk_wino_source's by_tile layout), so an
- * edge's 16 sums accumulate lane by lane over the tiles, with no reduction across lanes. */
+ * At (P x P, from the tile's m x m of grad_out), and grad_w = G^T dU G
+ * (xk_wino_wgrad_finish): per output and edge 4 products (m = 2) or 2.25 (m = 4) where
+ * the direct dot products have 9, and as many values of V to read.  A tile's nk = P^2
+ * entries are contiguous (xk_wino_source's by_tile layout), so an edge's nk sums
+ * accumulate lane by lane over the tiles, with no reduction across lanes. */
 
-/* Edges per pass of xk_wino_wdot: with XK_VL = 8, their 4 x 2 accumulators and dM's
- * two vectors take 10 of AVX2's 16 registers; each tile loads 2 + 4 * 2 vectors for 8
- * FMAs. */
+/* Edges per pass of xk_wino_wdot: with XK_VL = 8 and nk = 16, their 4 x 2 accumulators
+ * and dM's two vectors take 10 of AVX2's 16 registers (each tile loads 2 + 4 * 2 vectors
+ * for 8 FMAs); with nk = 36, 3 x 4 and 4 for the whole vectors (XK_WINO_WPASS36). */
 #define XK_WINO_WTERMS 4
+#define XK_WINO_WPASS36 (XK_VL == 8 ? 3 : 1)
+#define XK_WINO_NVMAX (XK_WINO_PMAX * XK_WINO_PMAX / XK_VL)
 
-/* acc[16 j + k] += sum over tiles i < n of dm[16 i + k] * vp[j][16 i + k] for j < m. */
-XK_INLINE void XK_FN(xk_wino_wdot)(XK_T *acc, const XK_T *XK_RESTRICT dm, const XK_T *const *vp, int64_t n,
-                                   const int m)
+/* acc[nk j + k] += sum over tiles i < n of dM_k(i) * V_k(i, j) for j < m, nk = 16 or 36: for
+ * k < NA = XK_WINO_NA(nk), dM_k(i) = dm[NA i + k] and V_k(i, j) = vp[j][NA i + k]; past NA (the
+ * NR = 4 entries past 32 whole vectors) dmr[NR i + k - NA] and vr[j][NR i + k - NA], in a
+ * second pass over the tiles with quarter vectors. */
+XK_INLINE void XK_FN(xk_wino_wdot)(XK_T *acc, const XK_T *XK_RESTRICT dm, const XK_T *XK_RESTRICT dmr,
+                                   const XK_T *const *vp, const XK_T *const *vr, int64_t n, const int m, const int nk)
 {
-    enum { NV = 16 / XK_VL };
-    XK_V s[XK_WINO_WTERMS][NV];
+    const int NA = XK_WINO_NA(nk), NV = NA / XK_VL;
+    XK_V s[XK_WINO_WTERMS][XK_WINO_NVMAX];
     XK_UNROLL for (int j = 0; j < m; j++)
         XK_UNROLL for (int b = 0; b < NV; b++) s[j][b] = XK_VSPLAT(XK_V, (XK_T)0);
     for (int64_t i = 0; i < n; i++) {
-        XK_V d[NV];
-        XK_UNROLL for (int b = 0; b < NV; b++) d[b] = XK_VLOAD(XK_V, dm + 16 * i + b * XK_VL);
+        XK_V d[XK_WINO_NVMAX];
+        XK_UNROLL for (int b = 0; b < NV; b++) d[b] = XK_VLOAD(XK_V, dm + NA * i + b * XK_VL);
         XK_UNROLL for (int j = 0; j < m; j++)
-            XK_UNROLL for (int b = 0; b < NV; b++) s[j][b] += d[b] * XK_VLOAD(XK_V, vp[j] + 16 * i + b * XK_VL);
+            XK_UNROLL for (int b = 0; b < NV; b++) s[j][b] += d[b] * XK_VLOAD(XK_V, vp[j] + NA * i + b * XK_VL);
     }
     XK_UNROLL for (int j = 0; j < m; j++)
         XK_UNROLL for (int b = 0; b < NV; b++)
-            XK_VSTORE(XK_V, acc + 16 * j + b * XK_VL, XK_VLOAD(XK_V, acc + 16 * j + b * XK_VL) + s[j][b]);
+            XK_VSTORE(XK_V, acc + nk * j + b * XK_VL, XK_VLOAD(XK_V, acc + nk * j + b * XK_VL) + s[j][b]);
+#if XK_SHUFFLE && XK_VL == 8
+    if (nk > NA) {
+        typedef XK_FN(xk_quarter) Q;
+        Q r[XK_WINO_WTERMS];
+        XK_UNROLL for (int j = 0; j < m; j++) r[j] = (Q){0, 0, 0, 0};
+        for (int64_t i = 0; i < n; i++) {
+            const Q e = *(const Q *)(dmr + 4 * i);
+            XK_UNROLL for (int j = 0; j < m; j++) r[j] += e * *(const Q *)(vr[j] + 4 * i);
+        }
+        XK_UNROLL for (int j = 0; j < m; j++) *(Q *)(acc + nk * j + NA) = *(const Q *)(acc + nk * j + NA) + r[j];
+    }
+#else
+    (void)dmr, (void)vr;
+#endif
 }
 
 /* The same for the XK_SHARE destinations of a block expander's run and one edge they all
- * have (the same source): acc[o * astride + k] += sum over tiles i < n of
- * dm[o * XK_WINO_W * 16 + 16 i + k] * vp[16 i + k].  Each vp load feeds XK_SHARE FMAs (the
- * transformed tiles come from L2, dm from L1); every sum runs in xk_wino_wdot's order. */
+ * have (the same source): acc[o * astride + k] += sum over tiles i < n of dM_k(o, i) *
+ * V_k(i), dM_k(o, i) = dm[o * XK_WINO_DM + NA i + k] and V_k(i) = vp[NA i + k] for k < NA,
+ * dmr[o * XK_WINO_DMR + NR i + k - NA] and vr[NR i + k - NA] past it.  Each V load feeds
+ * XK_SHARE FMAs (the transformed tiles come from L2, dm from L1), two vectors of entries
+ * per pass over the tiles; every sum runs in xk_wino_wdot's order. */
+#define XK_WINO_DM (XK_WINO_W * XK_WINO_PMAX * XK_WINO_PMAX)
+#define XK_WINO_DMR (XK_WINO_W * 4)
 XK_INLINE void XK_FN(xk_wino_wdot_shared)(XK_T *acc, int64_t astride, const XK_T *XK_RESTRICT dm,
-                                          const XK_T *XK_RESTRICT vp, int64_t n)
+                                          const XK_T *XK_RESTRICT dmr, const XK_T *XK_RESTRICT vp,
+                                          const XK_T *XK_RESTRICT vr, int64_t n, const int nk)
 {
-    enum { NV = 16 / XK_VL, DS = XK_WINO_W * 16 };
-    XK_V s[XK_SHARE][NV];
-    XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
-        XK_UNROLL for (int b = 0; b < NV; b++) s[o][b] = XK_VSPLAT(XK_V, (XK_T)0);
-    for (int64_t i = 0; i < n; i++) {
-        XK_V x[NV];
-        XK_UNROLL for (int b = 0; b < NV; b++) x[b] = XK_VLOAD(XK_V, vp + 16 * i + b * XK_VL);
+    const int NA = XK_WINO_NA(nk), NV = NA / XK_VL;
+    XK_UNROLL for (int b0 = 0; b0 < NV; b0 += 2) {
+        const int nb = NV - b0 < 2 ? NV - b0 : 2;
+        XK_V s[XK_SHARE][2];
         XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
-            XK_UNROLL for (int b = 0; b < NV; b++) s[o][b] += XK_VLOAD(XK_V, dm + o * DS + 16 * i + b * XK_VL) * x[b];
+            XK_UNROLL for (int b = 0; b < nb; b++) s[o][b] = XK_VSPLAT(XK_V, (XK_T)0);
+        for (int64_t i = 0; i < n; i++) {
+            XK_V x[2];
+            XK_UNROLL for (int b = 0; b < nb; b++) x[b] = XK_VLOAD(XK_V, vp + NA * i + (b0 + b) * XK_VL);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+                XK_UNROLL for (int b = 0; b < nb; b++)
+                    s[o][b] += XK_VLOAD(XK_V, dm + o * XK_WINO_DM + NA * i + (b0 + b) * XK_VL) * x[b];
+        }
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+            XK_UNROLL for (int b = 0; b < nb; b++)
+                XK_VSTORE(XK_V, acc + o * astride + (b0 + b) * XK_VL,
+                          XK_VLOAD(XK_V, acc + o * astride + (b0 + b) * XK_VL) + s[o][b]);
     }
-    XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
-        XK_UNROLL for (int b = 0; b < NV; b++)
-            XK_VSTORE(XK_V, acc + o * astride + b * XK_VL, XK_VLOAD(XK_V, acc + o * astride + b * XK_VL) + s[o][b]);
+#if XK_SHUFFLE && XK_VL == 8
+    if (nk > NA) {
+        typedef XK_FN(xk_quarter) Q;
+        Q r[XK_SHARE];
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++) r[o] = (Q){0, 0, 0, 0};
+        for (int64_t i = 0; i < n; i++) {
+            const Q e = *(const Q *)(vr + 4 * i);
+            XK_UNROLL for (int o = 0; o < XK_SHARE; o++) r[o] += *(const Q *)(dmr + o * XK_WINO_DMR + 4 * i) * e;
+        }
+        XK_UNROLL for (int o = 0; o < XK_SHARE; o++)
+            *(Q *)(acc + o * astride + NA) = *(const Q *)(acc + o * astride + NA) + r[o];
+    }
+#else
+    (void)dmr, (void)vr;
+#endif
 }
 
-/* One panel of the tiles of xk_wino_tile (positions [q0, q0 + XK_WINO_W) of n_img * th *
- * tw) for grad_weight: for the destinations v < n_dst and their terms j < degree,
- *   acc[(v * degree + j) * 16 + k] += sum over the panel's tiles of dM_k * V_k,
+/* F(4x4, 3x3)'s At^T on the four vectors y[0], y[ys], y[2 ys], y[3 ys]: o[j * os] = (At^T y)[j], j < 6. */
+XK_INLINE void XK_FN(xk_wino_att6)(XK_V *o, const int os, const XK_V *y, const int ys)
+{
+    const XK_V y0 = y[0], y1 = y[ys], y2 = y[2 * ys], y3 = y[3 * ys];
+    const XK_V a = y0 + y2, b = y1 + y3, c = y0 + (XK_T)4 * y2, d = (XK_T)2 * y1 + (XK_T)8 * y3;
+    o[0] = y0;
+    o[os] = a + b;
+    o[2 * os] = a - b;
+    o[3 * os] = c + d;
+    o[4 * os] = c - d;
+    o[5 * os] = y3;
+}
+
+/* One panel of the tiles of xk_wino_panel (positions [q0, q0 + XK_WINO_W) of n_img * th *
+ * tw tiles of m x m outputs, nk = (m + 2)^2) for grad_weight: for the destinations v < n_dst
+ * and their terms j < degree,
+ *   acc[(v * degree + j) * nk + k] += sum over the panel's tiles of dM_k * V_k,
  * V the transformed patches of x (n_src channels through xim) at channel index[v, j],
- * dM the transformed 2x2 tiles of grad_out (g through gim; 0 outside it).  shared: index
+ * dM the transformed m x m tiles of grad_out (g through gim; 0 outside it).  shared: index
  * rows equal in runs of XK_SHARE (block expanders; n_dst a multiple of it), each
  * run's edges one at a time for its four destinations (xk_wino_wdot_shared), with the
- * same results.  Scratch: vbuf n_src * XK_WINO_W * 16 elements.  Every sum runs over the
+ * same results.  Scratch: vbuf n_src * XK_WINO_W * nk elements.  Every sum runs over the
  * panel's tiles in order (_wino_wgrads adds the panels' sums in a fixed order too). */
-XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
-                                                const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
-                                                int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                                int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
-                                                int shared, XK_T *XK_RESTRICT vbuf,
-                                                XK_T *XK_RESTRICT acc)
+XK_INLINE void XK_FN(xk_wino_wgrad_panel)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
+                                          const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
+                                          int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                          int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
+                                          int shared, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc, const int m)
 {
     enum { W = XK_WINO_W };
+    const int nk = (m + 2) * (m + 2);
     const int64_t total = n_img * th * tw, n = total - q0 < W ? total - q0 : W;
     const int64_t drow = gim->row, dcol = gim->col;
     const int share = shared ? XK_SHARE : 1;
     int64_t d_off[W];                  /* the grad_out tile's corner */
     unsigned char in_rows[W], in_cols[W];
-    XK_T y[4][W];                      /* dY of tile i: y[2a + b][i] */
-    XK_T dm[XK_SHARE][W * 16];         /* dM of tile i: dm[o][16 i + k], destination v0 + o */
+    XK_T y[16][W];                     /* m = 2: dY of tile i: y[m a + b][i] */
+    const XK_T *gp[W][XK_WINO_PMAX];   /* m = 4: row a of tile i's dY at gp[i][a] (4 elements) */
+    XK_T gst[W][4][4];                 /* the tiles that are not 4 x 4 inside grad_out, zero-padded */
+    int64_t full[W];                   /* 1: read in place */
+    static const XK_T zeros[4] = {0, 0, 0, 0};
+    XK_T dm[XK_SHARE][XK_WINO_DM];     /* dM of tile i: dm[o][NA i + k], destination v0 + o, */
+    XK_T dmr[XK_SHARE][XK_WINO_DMR];   /* and past NA (nk = 36): dmr[o][NR i + k - NA] */
+    const int NA = XK_WINO_NA(nk), NR = XK_WINO_NR(nk);
     memset(y, 0, sizeof y);
     for (int64_t i = 0; i < n; i++) {
         const int64_t q = q0 + i, gi = q / (th * tw), ty = q / tw % th, tx = q % tw;
-        d_off[i] = gi * gim->img + 2 * ty * drow + 2 * tx * dcol;
-        in_rows[i] = (unsigned char)(gim->height - 2 * ty >= 2 ? 2 : 1);
-        in_cols[i] = (unsigned char)(gim->width - 2 * tx >= 2 ? 2 : 1);
+        d_off[i] = gi * gim->img + m * ty * drow + m * tx * dcol;
+        in_rows[i] = (unsigned char)(gim->height - m * ty >= m ? m : gim->height - m * ty);
+        in_cols[i] = (unsigned char)(gim->width - m * tx >= m ? m : gim->width - m * tx);
+        full[i] = in_rows[i] == m && in_cols[i] == m && dcol == 1;
     }
-    XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1, 2);
+    if (m == 4) {
+        memset(gst, 0, sizeof gst);
+        for (int64_t i = 0; i < W; i++)
+            XK_UNROLL for (int a = 0; a < 4; a++) gp[i][a] = i < n && !full[i] ? gst[i][a] : zeros;
+    }
+    XK_FN(xk_wino_source)(x, xim, th, tw, pad_y, pad_x, q0, n, n_src, vbuf, 0, 1, m);
     for (int64_t v0 = 0; v0 < n_dst; v0 += share) {
         for (int o = 0; o < share; o++) {
             const int64_t v = v0 + o;
             const XK_T *gv = g + v * gim->chan;
             if (v + XK_WINO_OUT_AHEAD < n_dst) {  /* the grad_out lines of a destination ahead */
                 const XK_T *g2 = gv + XK_WINO_OUT_AHEAD * gim->chan;
-                for (int64_t i = 0; i < n; i += 4) {
-                    __builtin_prefetch(g2 + d_off[i]);
-                    __builtin_prefetch(g2 + d_off[i] + drow);
+                for (int64_t i = 0; i < n; i += 4)
+                    for (int a = 0; a < m; a++) __builtin_prefetch(g2 + d_off[i] + a * drow);
+            }
+            if (m == 4) {  /* the tiles' rows in place, or copied into their stage */
+                for (int64_t i = 0; i < n; i++) {
+                    const XK_T *t = gv + d_off[i];
+                    if (full[i]) {
+                        XK_UNROLL for (int a = 0; a < 4; a++) gp[i][a] = t + a * drow;
+                    } else {
+                        for (int a = 0; a < in_rows[i]; a++)
+                            for (int b = 0; b < in_cols[i]; b++) gst[i][a][b] = t[a * drow + b * dcol];
+                    }
+                }
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    const XK_T *t = gv + d_off[i];
+                    XK_UNROLL for (int a = 0; a < 2; a++)
+                        XK_UNROLL for (int b = 0; b < 2; b++)
+                            y[2 * a + b][i] = a < in_rows[i] && b < in_cols[i] ? t[a * drow + b * dcol] : (XK_T)0;
                 }
             }
-            for (int64_t i = 0; i < n; i++) {
-                const XK_T *t = gv + d_off[i];
-                y[0][i] = t[0];
-                y[1][i] = in_cols[i] == 2 ? t[dcol] : (XK_T)0;
-                y[2][i] = in_rows[i] == 2 ? t[drow] : (XK_T)0;
-                y[3][i] = in_rows[i] == 2 && in_cols[i] == 2 ? t[drow + dcol] : (XK_T)0;
-            }
             XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* dM = At^T dY At */
+                if (m == 4) {
+                    XK_V u[16], r[24], e[36];
+                    XK_FN(xk_wino_gather)(u, (const XK_T *const(*)[XK_WINO_PMAX])gp + l * XK_VL, 2);  /* 4 x 4 */
+                    XK_UNROLL for (int b = 0; b < 4; b++) XK_FN(xk_wino_att6)(r + b, 4, u + b, 4);  /* columns */
+                    XK_UNROLL for (int a = 0; a < 6; a++) XK_FN(xk_wino_att6)(e + 6 * a, 1, r + 4 * a, 1);  /* rows */
+                    XK_FN(xk_wino_by_tile)(dm[o] + l * XK_VL * NA, dmr[o] + l * XK_VL * NR, e, 36);
+                    continue;
+                }
                 const XK_V a = XK_VLOAD(XK_V, y[0] + l * XK_VL), b = XK_VLOAD(XK_V, y[1] + l * XK_VL);
                 const XK_V c = XK_VLOAD(XK_V, y[2] + l * XK_VL), d = XK_VLOAD(XK_V, y[3] + l * XK_VL);
                 const XK_V r[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}};
@@ -614,32 +720,96 @@ XK_CLONES static void XK_FN(xk_wino_wgrad_tile)(const XK_T *XK_RESTRICT x, const
                     e[4 * k + 2] = r[k][0] - r[k][1];
                     e[4 * k + 3] = -r[k][1];
                 }
-                XK_FN(xk_wino_by_tile)(dm[o] + l * XK_VL * 16, e);
+                XK_FN(xk_wino_by_tile)(dm[o] + l * XK_VL * 16, NULL, e, 16);
             }
         }
-        XK_T *av = acc + v0 * degree * 16;
+        XK_T *av = acc + v0 * degree * nk;
         const int64_t *iv = index + v0 * degree;
+        const XK_T *vrest = vbuf + n_src * W * NA;  /* the transformed tiles' entries past NA */
         if (shared) {  /* one source per edge for the whole run */
             for (int64_t j = 0; j < degree; j++)
-                XK_FN(xk_wino_wdot_shared)(av + j * 16, degree * 16, dm[0], vbuf + iv[j] * W * 16, n);
+                XK_FN(xk_wino_wdot_shared)(av + j * nk, degree * nk, dm[0], dmr[0], vbuf + iv[j] * W * NA,
+                                           vrest + iv[j] * W * NR, n, nk);
             continue;
         }
-        for (int64_t j = 0; j < degree; j += XK_WINO_WTERMS) {
-            const XK_T *vp[XK_WINO_WTERMS];
-            const int64_t m = degree - j < XK_WINO_WTERMS ? degree - j : XK_WINO_WTERMS;
-            for (int64_t s = 0; s < m; s++) vp[s] = vbuf + iv[j + s] * W * 16;
-            if (m == 4) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 4);
-            else if (m == 3) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 3);
-            else if (m == 2) XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 2);
-            else XK_FN(xk_wino_wdot)(av + j * 16, dm[0], vp, n, 1);
+        const int per = m == 4 ? XK_WINO_WPASS36 : XK_WINO_WTERMS;  /* edges per pass */
+        for (int64_t j = 0; j < degree; j += per) {
+            const XK_T *vp[XK_WINO_WTERMS], *vr[XK_WINO_WTERMS];
+            const int64_t ne = degree - j < per ? degree - j : per;
+            for (int64_t s = 0; s < ne; s++) vp[s] = vbuf + iv[j + s] * W * NA, vr[s] = vrest + iv[j + s] * W * NR;
+            if (m == 4) {
+                if (ne == 3) XK_FN(xk_wino_wdot)(av + j * nk, dm[0], dmr[0], vp, vr, n, 3, 36);
+                else if (ne == 2) XK_FN(xk_wino_wdot)(av + j * nk, dm[0], dmr[0], vp, vr, n, 2, 36);
+                else XK_FN(xk_wino_wdot)(av + j * nk, dm[0], dmr[0], vp, vr, n, 1, 36);
+            } else if (ne == 4) XK_FN(xk_wino_wdot)(av + j * nk, dm[0], NULL, vp, vr, n, 4, 16);
+            else if (ne == 3) XK_FN(xk_wino_wdot)(av + j * nk, dm[0], NULL, vp, vr, n, 3, 16);
+            else if (ne == 2) XK_FN(xk_wino_wdot)(av + j * nk, dm[0], NULL, vp, vr, n, 2, 16);
+            else XK_FN(xk_wino_wdot)(av + j * nk, dm[0], NULL, vp, vr, n, 1, 16);
         }
     }
 }
 
-/* grad_w[9 e + 3 r + c] = (G^T dU_e G)[r][c] for the n_edges sums dU_e = acc[16 e, 16 e + 16). */
-static void XK_FN(xk_wino_wgrad_finish)(XK_T *grad_w, const XK_T *acc, int64_t n_edges)
+/* xk_wino_wgrad_panel for tiles of 2 x 2 and of 4 x 4 outputs, each compiled on its own,
+ * and the entry that picks one by m. */
+XK_CLONES static void XK_FN(xk_wino_wgrad_tile2)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
+                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
+                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
+                                                 int shared, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
+{
+    XK_FN(xk_wino_wgrad_panel)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst, shared,
+                               vbuf, acc, 2);
+}
+
+XK_CLONES static void XK_FN(xk_wino_wgrad_tile4)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
+                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
+                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
+                                                 int shared, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
+{
+    XK_FN(xk_wino_wgrad_panel)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst, shared,
+                               vbuf, acc, 4);
+}
+
+static void XK_FN(xk_wino_wgrad_tile)(const XK_T *x, const xk_image_t *xim, const XK_T *g, const xk_image_t *gim,
+                                      int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
+                                      int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst, int shared,
+                                      XK_T *vbuf, XK_T *acc, int m)
+{
+    if (m == 4)
+        XK_FN(xk_wino_wgrad_tile4)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst,
+                                   shared, vbuf, acc);
+    else
+        XK_FN(xk_wino_wgrad_tile2)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst,
+                                   shared, vbuf, acc);
+}
+
+/* grad_w[9 e + 3 r + c] = (G^T dU_e G)[r][c] for the n_edges sums dU_e = acc[nk e, nk e + nk)
+ * (nk = (m + 2)^2). */
+static void XK_FN(xk_wino_wgrad_finish)(XK_T *grad_w, const XK_T *acc, int64_t n_edges, int m)
 {
     const XK_T h = (XK_T)0.5;
+    if (m == 4) {  /* G^T u = (u0/4 - (u1 + u2)/6 + (u3 + u4)/24, (u2 - u1)/6 + (u3 - u4)/12,
+                    *         (u3 + u4 - u1 - u2)/6 + u5) */
+        const XK_T q = (XK_T)0.25, s6 = (XK_T)(1.0 / 6), s12 = (XK_T)(1.0 / 12), s24 = (XK_T)(1.0 / 24);
+        for (int64_t e = 0; e < n_edges; e++) {
+            const XK_T *u = acc + 36 * e;
+            XK_T p[3][6];
+            for (int c = 0; c < 6; c++) {  /* G^T dU */
+                const XK_T a = u[6 + c] + u[12 + c], b = u[18 + c] + u[24 + c];
+                p[0][c] = u[c] * q - a * s6 + b * s24;
+                p[1][c] = (u[12 + c] - u[6 + c]) * s6 + (u[18 + c] - u[24 + c]) * s12;
+                p[2][c] = (b - a) * s6 + u[30 + c];
+            }
+            for (int r = 0; r < 3; r++) {  /* (G^T dU) G */
+                const XK_T a = p[r][1] + p[r][2], b = p[r][3] + p[r][4];
+                grad_w[9 * e + 3 * r + 0] = p[r][0] * q - a * s6 + b * s24;
+                grad_w[9 * e + 3 * r + 1] = (p[r][2] - p[r][1]) * s6 + (p[r][3] - p[r][4]) * s12;
+                grad_w[9 * e + 3 * r + 2] = (b - a) * s6 + p[r][5];
+            }
+        }
+        return;
+    }
     for (int64_t e = 0; e < n_edges; e++) {
         const XK_T *u = acc + 16 * e;
         XK_T p[3][4];

@@ -16,8 +16,8 @@ from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extens
 class _Winograd:
     """Sets _cpu.WINOGRAD (and _cpu.WINO_TILE: 0, the rule's tile; 2 or 4, F(2x2, 3x3) or
     F(4x4, 3x3)) for a block and counts the calls that run by Winograd (calls["forward"],
-    calls["grad_input"]: those that transform weights, with the tiles they took in
-    calls["tiles"]; calls["grad_weight"]: those its rule admits)."""
+    calls["grad_input"]: those that transform weights; calls["grad_weight"]: those its rule
+    admits), with the tiles they took in calls["tiles"]."""
 
     def __init__(self, mode, tile=0):
         self.mode, self.tile = mode, tile
@@ -34,7 +34,9 @@ class _Winograd:
 
         def counted_rule(*args):
             taken = rule(*args)
-            self.calls["grad_weight"] += bool(taken)
+            if taken[0]:
+                self.calls["grad_weight"] += 1
+                self.calls["tiles"].add(taken[0])
             return taken
         _cpu.WINOGRAD, _cpu.WINO_TILE, _cpu._wino_weights, _cpu._winograd_wgrad = (self.mode, self.tile, counted,
                                                                                    counted_rule)
@@ -246,8 +248,9 @@ def test_winograd_grad_weight_auto_rule():
     """"auto" takes Winograd for grad_weight of float32 stride-1 3x3 convs with 12+ edges per
     channel on both sides and 2+ partial sums (_wgrad_parts: one per panel of tiles, at most
     WINO_WGRAD_PARTS), at any thread count; not for float64, few edges, one panel, other
-    geometries or "never"."""
-    def taken(mode, batch, n_in, n_out, degree, hw, dtype=np.float32, stride=1, n_threads=2):
+    geometries or "never".  F(4x4, 3x3) where its tiles make 2+ partial sums and waste
+    little of the map."""
+    def taken(mode, batch, n_in, n_out, degree, hw, dtype=np.float32, stride=1, n_threads=2, tile=False):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(dtype, x, weight)
         out_hw = tuple((n - 1) // stride + 1 for n in hw)
@@ -258,7 +261,7 @@ def test_winograd_grad_weight_auto_rule():
                                        backend="cpu", grads=("weight",))
         finally:
             xkern.set_num_threads(None)
-        return calls["grad_weight"]
+        return calls["tiles"] if tile else calls["grad_weight"]
     assert taken("auto", 2, 64, 64, 12, (10, 10)) == 1
     assert taken("auto", 2, 64, 64, 8, (10, 10)) == 0
     assert taken("auto", 2, 96, 24, 48, (10, 10)) == 1  # 12 edges per input channel
@@ -270,14 +273,22 @@ def test_winograd_grad_weight_auto_rule():
     # 2 x 5 x 5 tiles: 3 panels of 24, so 3 partial sums; 1 x 4 x 4 tiles: one panel
     assert taken("auto", 2, 64, 64, 16, (10, 10), n_threads=16) == 1
     assert taken("auto", 1, 64, 64, 16, (8, 8)) == 0
+    # F(4x4, 3x3): 8 x 7 x 7 tiles make 17 panels, and 36 values per 4x4 tile are 0.56 of
+    # F(2x2, 3x3)'s 16 per 2x2 tile; 12 x 4 x 4 tiles at 14x14 are 0.73 of them (F(2x2))
+    assert taken("auto", 2, 64, 64, 16, (10, 10), tile=True) == {2}
+    assert taken("auto", 8, 64, 64, 16, (28, 28), tile=True) == {4}
+    assert taken("auto", 8, 64, 64, 16, (28, 28), n_threads=16, tile=True) == {4}
+    assert taken("auto", 12, 64, 64, 16, (14, 14), tile=True) == {2}
+    assert taken("always", 2, 64, 64, 16, (10, 10), tile=True) == {4}
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_winograd_grad_weight_partial_sums(dtype, monkeypatch):
+def test_winograd_grad_weight_partial_sums(dtype, tile, monkeypatch):
     """grad_weight summed in one partial sum or in many (panels cut into WINO_WGRAD_PARTS
     ranges, each a thread's), with more threads than partial sums, against the oracle; and the
     same bits at 1 and 3 threads."""
-    x, weight, index, _, grad_out = _case(3, 10, 7, 6, (11, 9), (1, 1), repeats=True)
+    x, weight, index, _, grad_out = _case(3, 10, 7, 6, (11, 9) if tile == 2 else (23, 21), (1, 1), repeats=True)
     expected = conv2d_oracle(x, weight, index, None, 1, 1, 1, grad_out)
     x, weight, grad_out = _cast(dtype, x, weight, grad_out)
     results = []
@@ -285,20 +296,21 @@ def test_winograd_grad_weight_partial_sums(dtype, monkeypatch):
         monkeypatch.setattr(_cpu, "WINO_WGRAD_PARTS", parts)
         try:
             xkern.set_num_threads(n_threads)
-            with _Winograd("always") as calls:
+            with _Winograd("always", tile) as calls:
                 grad_w = xkern.xconv2d_backward(grad_out, x, weight, index, 1, 1, 1, backend="cpu",
                                                 grads=("weight",))[1]
         finally:
             xkern.set_num_threads(None)
-        assert calls["grad_weight"] == 1
+        assert calls["grad_weight"] == 1 and calls["tiles"] == {tile}
         assert_close(grad_w, expected[2], dtype, f"{parts} partial sums, {n_threads} threads")
         results.append(grad_w)
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[2], results[3])
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_winograd_grad_weight_block_runs(dtype, monkeypatch):
+def test_winograd_grad_weight_block_runs(dtype, tile, monkeypatch):
     """Block expanders' grad_weight shares each transformed tile between the four outputs of
     a run (xk_wino_wdot_shared): the same bits as the one-output-at-a-time path, and the
     oracle's values."""
@@ -315,10 +327,10 @@ def test_winograd_grad_weight_block_runs(dtype, monkeypatch):
     for shared in (True, False):
         if not shared:
             monkeypatch.setattr(_cpu, "_rows_shared", lambda index: False)
-        with _Winograd("always") as calls:
+        with _Winograd("always", tile) as calls:
             results.append(xkern.xconv2d_backward(grad_out, x, weight, index, 1, 1, 1, backend="cpu",
                                                   grads=("weight",))[1])
-        assert calls["grad_weight"] == 1
+        assert calls["grad_weight"] == 1 and calls["tiles"] == {tile}
     assert_close(results[0], expected[2], dtype, "grad_weight, shared runs")
     np.testing.assert_array_equal(results[0], results[1])
 

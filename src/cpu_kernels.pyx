@@ -195,10 +195,13 @@ QUAD_PANEL_BYTES = 1 << 20
 # stride-1 3x3 conv, "never" not at all.
 WINOGRAD = "auto"
 # The tile of m x m outputs: 0, the rule (_winograd) takes F(4x4, 3x3) where its tiles make
-# WINO_MIN_PANELS panels and its scratch fits, else F(2x2, 3x3); 2 or 4: that one wherever
-# Winograd runs.  F(4x4) against F(2x2), two threads, float32, batch 32, 128-256 channels:
-# 1.28-1.53x at 28x28, 0.99-1.22x at 14x14 (its 4x4 tiles cover 16x16).
+# WINO_MIN_PANELS panels, its scratch fits and it transforms at most WINO_F4_VALUES (by
+# itemsize) as many values as F(2x2, 3x3) (_wino_values), else F(2x2, 3x3); 2 or 4: that
+# one wherever Winograd runs.  F(4x4) against F(2x2), two threads, batch 32, 128-256
+# channels, forward / grad_input: float32 1.28-1.53x at 28x28 (0.56 of the values),
+# 0.99-1.22x at 14x14 (0.73: its 4x4 tiles cover 16x16); float64 1.19-1.53x and 0.85-0.96x.
 WINO_TILE = 0
+WINO_F4_VALUES = {4: 0.75, 8: 0.65}
 # "auto": at least this many edges (Cout * D) per source channel and per destination
 # channel (the transforms cost per channel, the products per edge: at 8 it measured
 # 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
@@ -1280,7 +1283,10 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
               int64_t itemsize):
     """The tile side m (2 or 4) with which a correlation of n_src -> n_dst channels along `edges`
     edges, into maps of out_hw, runs by Winograd F(m x m, 3x3), or 0: it runs direct
-    (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count)."""
+    (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count).  "auto" takes
+    F(4x4, 3x3) where its tiles make WINO_MIN_PANELS panels, its scratch fits and it
+    transforms at most WINO_F4_VALUES as many values as F(2x2, 3x3), else F(2x2, 3x3) on
+    the same terms."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return 0
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
@@ -1294,10 +1300,16 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
         return WINO_TILE or (4 if fits(4) else 2)
     if edges < WINO_MIN_TERMS * max(n_src, n_dst):
         return 0
+    f4_values = _wino_values(4, out_hw) / _wino_values(2, out_hw)
     for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
-        if panels(m) >= WINO_MIN_PANELS and fits(m):
+        if panels(m) >= WINO_MIN_PANELS and fits(m) and (m == 2 or WINO_TILE or f4_values <= WINO_F4_VALUES[itemsize]):
             return m
     return 0
+
+
+def _wino_values(int m, out_hw):
+    """The transformed values per channel of maps of out_hw in m x m tiles: (m + 2)^2 per tile."""
+    return (m + 2) ** 2 * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
 
 
 def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
@@ -1323,12 +1335,10 @@ def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int6
         return m, parts(m)
     if itemsize != 4 or edges < WINO_WGRAD_TERMS * max(n_src, n_dst):
         return 0, 0
-
-    def values(m):  # transformed values per edge: (m + 2)^2 per tile
-        return (m + 2) ** 2 * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
+    f4_values = _wino_values(4, out_hw) / _wino_values(2, out_hw)
     for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
         if (parts(m) >= WINO_WGRAD_MIN_PARTS and fits(m)
-                and (m == 2 or WINO_TILE or values(4) <= WINO_WGRAD_F4_VALUES * values(2))):
+                and (m == 2 or WINO_TILE or f4_values <= WINO_WGRAD_F4_VALUES)):
             return m, parts(m)
     return 0, 0
 

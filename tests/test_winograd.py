@@ -212,6 +212,11 @@ def test_winograd_auto_rule():
     assert calls_for("never", 2, 64, 64, 16, (28, 28)) == direct
     # the scratch limit: 36 (resp. 16) transformed panels of the sources and destinations
     rule = _cpu._winograd
+    # 4x4 tiles at 14x14 transform 0.73 of the 2x2 tiles' values: F(4x4) for float32 only
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 4) == 4
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 8) == 2
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 32, 8) == 4
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (10, 10), 64, 4) == 2  # 0.81
     assert rule((3, 3), (1, 1), (1, 1), 512, 512, 512 * 64, (28, 28), 32, 4) == 4
     assert rule((3, 3), (1, 1), (1, 1), 620, 620, 620 * 64, (28, 28), 32, 4) == 2
     assert rule((3, 3), (1, 1), (1, 1), 1400, 1400, 1400 * 64, (28, 28), 32, 4) == 0

@@ -484,25 +484,19 @@ XK_INLINE void XK_FN(xk_wino_panel)(const XK_T *XK_RESTRICT src, const xk_image_
 }
 
 /* xk_wino_panel for tiles of 2 x 2 and of 4 x 4 outputs, each compiled on its own. */
-XK_CLONES static void XK_FN(xk_wino_tile2)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
-                                           int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                           const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
-                                           int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
-                                           XK_T *XK_RESTRICT dst, const xk_image_t *dim)
-{
-    XK_FN(xk_wino_panel)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel, part,
-                         dst, dim, 2);
-}
-
-XK_CLONES static void XK_FN(xk_wino_tile4)(const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img,
-                                           int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                           const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const XK_T *uw,
-                                           int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part,
-                                           XK_T *XK_RESTRICT dst, const xk_image_t *dim)
-{
-    XK_FN(xk_wino_panel)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias, panel, part,
-                         dst, dim, 4);
-}
+#define XK_WINO_TILE_VARIANT(M)                                                                              \
+    XK_CLONES static void XK_FN(xk_wino_tile##M)(                                                            \
+        const XK_T *XK_RESTRICT src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,          \
+        int64_t pad_y, int64_t pad_x, int64_t q0, const xk_quads_t *qs, int64_t q_lo, int64_t q_hi,         \
+        const XK_T *uw, int64_t ustride, const XK_T *bias, XK_T *panel, XK_T *part, XK_T *XK_RESTRICT dst,  \
+        const xk_image_t *dim)                                                                               \
+    {                                                                                                        \
+        XK_FN(xk_wino_panel)(src, sim, n_img, th, tw, pad_y, pad_x, q0, qs, q_lo, q_hi, uw, ustride, bias,   \
+                             panel, part, dst, dim, M);                                                      \
+    }
+XK_WINO_TILE_VARIANT(2)
+XK_WINO_TILE_VARIANT(4)
+#undef XK_WINO_TILE_VARIANT
 
 /* xk_wino_panel with m = 2 or 4 outputs per tile side. */
 static void XK_FN(xk_wino_tile)(const XK_T *src, const xk_image_t *sim, int64_t n_img, int64_t th, int64_t tw,
@@ -751,25 +745,19 @@ XK_INLINE void XK_FN(xk_wino_wgrad_panel)(const XK_T *XK_RESTRICT x, const xk_im
 
 /* xk_wino_wgrad_panel for tiles of 2 x 2 and of 4 x 4 outputs, each compiled on its own,
  * and the entry that picks one by m. */
-XK_CLONES static void XK_FN(xk_wino_wgrad_tile2)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
-                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
-                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
-                                                 int shared, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
-{
-    XK_FN(xk_wino_wgrad_panel)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst, shared,
-                               vbuf, acc, 2);
-}
-
-XK_CLONES static void XK_FN(xk_wino_wgrad_tile4)(const XK_T *XK_RESTRICT x, const xk_image_t *xim,
-                                                 const XK_T *XK_RESTRICT g, const xk_image_t *gim, int64_t n_img,
-                                                 int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,
-                                                 int64_t n_src, const int64_t *index, int64_t degree, int64_t n_dst,
-                                                 int shared, XK_T *XK_RESTRICT vbuf, XK_T *XK_RESTRICT acc)
-{
-    XK_FN(xk_wino_wgrad_panel)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree, n_dst, shared,
-                               vbuf, acc, 4);
-}
+#define XK_WINO_WGRAD_VARIANT(M)                                                                             \
+    XK_CLONES static void XK_FN(xk_wino_wgrad_tile##M)(                                                      \
+        const XK_T *XK_RESTRICT x, const xk_image_t *xim, const XK_T *XK_RESTRICT g, const xk_image_t *gim, \
+        int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0, int64_t n_src,     \
+        const int64_t *index, int64_t degree, int64_t n_dst, int shared, XK_T *XK_RESTRICT vbuf,            \
+        XK_T *XK_RESTRICT acc)                                                                               \
+    {                                                                                                        \
+        XK_FN(xk_wino_wgrad_panel)(x, xim, g, gim, n_img, th, tw, pad_y, pad_x, q0, n_src, index, degree,    \
+                                   n_dst, shared, vbuf, acc, M);                                             \
+    }
+XK_WINO_WGRAD_VARIANT(2)
+XK_WINO_WGRAD_VARIANT(4)
+#undef XK_WINO_WGRAD_VARIANT
 
 static void XK_FN(xk_wino_wgrad_tile)(const XK_T *x, const xk_image_t *xim, const XK_T *g, const xk_image_t *gim,
                                       int64_t n_img, int64_t th, int64_t tw, int64_t pad_y, int64_t pad_x, int64_t q0,

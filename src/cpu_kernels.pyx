@@ -22,9 +22,9 @@ grad_inputs with enough edges per channel and tiles run by Winograd F(4x4, 3x3) 
 F(2x2, 3x3): 36 or 16 1x1 correlations in quads on transformed panels (_wino_tiles,
 src/winograd_impl.h);
 otherwise in tiles of grid rows (xk_corr_rows3), so one load serves three kernel
-rows.  Their grad_weight runs by Winograd too (float32, enough edges per channel: 16 products
-per tile and edge, each panel of tiles summed into one of a fixed number of partial sums,
-_wino_wgrads) or keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
+rows.  Their grad_weight runs by Winograd too (float32, enough edges per channel: 36 or 16
+products per 4x4 or 2x2 tile and edge, each panel of tiles summed into one of a fixed number
+of partial sums, _wino_wgrads) or keeps rows of grad_out in registers (xk_dot_rows3).  1x1 forwards, and
 1x1 grad_inputs with one output phase, run in quads of four destinations that sum all
 their terms in registers from a panel of every source channel's positions (xk_quad_tile;
 with stride 1 and no padding the maps are read and written in place, no packing, no

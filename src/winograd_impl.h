@@ -18,15 +18,14 @@
  * transforms the destinations' M back into their m x m tiles.  Everything a panel needs
  * stays in this thread's cache; nothing of size P^2 x the map is ever stored.  grad_input
  * is the same with the kernel rotated by 180 degrees and padding 2 - pad
- * (xk_wino_weights' flip).  grad_weight (m = 2 only) sums, per edge, the products of the
- * patches' transforms and grad_out's tiles transformed back through At
- * (xk_wino_wgrad_tile, below).
+ * (xk_wino_weights' flip).  grad_weight sums, per edge, the products of the patches'
+ * transforms and grad_out's tiles transformed back through At (xk_wino_wgrad_tile, below).
  *
  * Sums of products come in a different order than in the direct conv (and through the
  * transforms), so results differ from the direct kernels in the last bits; they are the
  * same at every thread count.  F(4x4, 3x3)'s transforms scale values by up to 5 (Bt) and
  * 8 (At): its float32 results carry about 10x F(2x2, 3x3)'s rounding error (measured:
- * ~4e-6 of the largest output against 3e-7).  An Inf or NaN in a patch reaches all outputs
+ * ~4e-6 of the largest output, ~3e-6 of the largest grad_weight entry, against 3e-7).  An Inf or NaN in a patch reaches all outputs
  * of its tile, and all nine taps of grad_weight of the edges that read it (as in any
  * Winograd conv). */
 

@@ -1292,7 +1292,7 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
 
     def panels(m):
-        return batch * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m) / width
+        return batch * _wino_tile_count(m, out_hw) / width
 
     def fits(m):
         return (m + 2) ** 2 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES
@@ -1307,9 +1307,14 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
     return 0
 
 
+def _wino_tile_count(int m, out_hw):
+    """The m x m tiles that cover one map of out_hw."""
+    return ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
+
+
 def _wino_values(int m, out_hw):
     """The transformed values per channel of maps of out_hw in m x m tiles: (m + 2)^2 per tile."""
-    return (m + 2) ** 2 * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
+    return (m + 2) ** 2 * _wino_tile_count(m, out_hw)
 
 
 def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
@@ -1325,8 +1330,8 @@ def _winograd_wgrad(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int6
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
 
     def parts(m):
-        tiles = batch * ((out_hw[0] + m - 1) // m) * ((out_hw[1] + m - 1) // m)
-        return _wgrad_parts((tiles + width - 1) // width, edges, itemsize, (m + 2) ** 2)
+        return _wgrad_parts((batch * _wino_tile_count(m, out_hw) + width - 1) // width, edges, itemsize,
+                            (m + 2) ** 2)
 
     def fits(m):
         return (m + 2) ** 2 * n_src * width * itemsize <= WINO_SCRATCH_BYTES

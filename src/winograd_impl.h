@@ -25,12 +25,27 @@
  * transforms), so results differ from the direct kernels in the last bits; they are the
  * same at every thread count.  F(4x4, 3x3)'s transforms scale values by up to 5 (Bt) and
  * 8 (At): its float32 results carry about 10x F(2x2, 3x3)'s rounding error (measured:
- * ~4e-6 of the largest output, ~3e-6 of the largest grad_weight entry, against 3e-7).  An Inf or NaN in a patch reaches all outputs
- * of its tile, and all nine taps of grad_weight of the edges that read it (as in any
- * Winograd conv). */
+ * ~4e-6 of the largest output, ~3e-6 of the largest grad_weight entry, against 3e-7).
+ * An Inf or NaN in a patch reaches all outputs of its tile, and all nine taps of
+ * grad_weight of the edges that read it (as in any Winograd conv). */
 
 /* The largest patch: F(4x4, 3x3)'s 6 x 6. */
 #define XK_WINO_PMAX 6
+
+#ifndef XK_WINO_G6_DEFINED
+#define XK_WINO_G6_DEFINED
+/* F(4x4, 3x3)'s G (points 0, 1, -1, 2, -2, infinity) on the three values (a, b, e):
+ * r = G (a, b, e)^T, in double. */
+static inline void xk_wino_g6(double r[6], double a, double b, double e)
+{
+    r[0] = a * 0.25;
+    r[1] = (a + b + e) * (-1.0 / 6);
+    r[2] = (a - b + e) * (-1.0 / 6);
+    r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
+    r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
+    r[5] = e;
+}
+#endif
 
 /* The transformed weights of one term for tiles of m x m outputs (m = 2 or 4):
  * u[k * ustride] = (G w G^T)[k] for k < (m + 2)^2, of the 3x3 taps w (row-major), rotated
@@ -43,22 +58,11 @@ XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, in
     if (m == 4) {
         double t[6][3], r[6];
         for (int c = 0; c < 3; c++) {  /* G w, column c */
-            const double a = g[c], b = g[3 + c], e = g[6 + c];
-            t[0][c] = a * 0.25;
-            t[1][c] = (a + b + e) * (-1.0 / 6);
-            t[2][c] = (a - b + e) * (-1.0 / 6);
-            t[3][c] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
-            t[4][c] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
-            t[5][c] = e;
+            xk_wino_g6(r, g[c], g[3 + c], g[6 + c]);
+            for (int i = 0; i < 6; i++) t[i][c] = r[i];
         }
         for (int i = 0; i < 6; i++) {  /* (G w) G^T, row i */
-            const double a = t[i][0], b = t[i][1], e = t[i][2];
-            r[0] = a * 0.25;
-            r[1] = (a + b + e) * (-1.0 / 6);
-            r[2] = (a - b + e) * (-1.0 / 6);
-            r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
-            r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
-            r[5] = e;
+            xk_wino_g6(r, t[i][0], t[i][1], t[i][2]);
             for (int c = 0; c < 6; c++) u[(6 * i + c) * ustride] = (XK_T)r[c];
         }
         return;
@@ -645,7 +649,7 @@ XK_INLINE void XK_FN(xk_wino_wgrad_panel)(const XK_T *XK_RESTRICT x, const xk_im
     const int share = shared ? XK_SHARE : 1;
     int64_t d_off[W];                  /* the grad_out tile's corner */
     unsigned char in_rows[W], in_cols[W];
-    XK_T y[16][W];                     /* m = 2: dY of tile i: y[m a + b][i] */
+    XK_T y[4][W];                      /* m = 2: dY of tile i: y[2a + b][i] */
     const XK_T *gp[W][XK_WINO_PMAX];   /* m = 4: row a of tile i's dY at gp[i][a] (4 elements) */
     XK_T gst[W][4][4];                 /* the tiles that are not 4 x 4 inside grad_out, zero-padded */
     int64_t full[W];                   /* 1: read in place */

@@ -177,8 +177,9 @@ def test_winograd_strided_arrays(dtype, tile):
 def test_winograd_auto_rule():
     """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
     and 16+ panels of tiles, at any thread count; not for few edges, a small batch, other
-    geometries or "never".  It takes F(4x4, 3x3) where its tiles make 16+ panels and its
-    scratch fits, else F(2x2, 3x3); WINO_TILE forces one."""
+    geometries or "never".  It takes F(4x4, 3x3) where its tiles make 16+ panels, its
+    scratch fits and it transforms at most WINO_F4_VALUES of F(2x2, 3x3)'s values, else
+    F(2x2, 3x3); WINO_TILE forces one."""
     def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(np.float32, x, weight)

@@ -1,4 +1,5 @@
-"""Program: a checked Graph compiled into a list of steps over numbered value slots."""
+"""Program: a checked Graph compiled into a list of steps over numbered value slots, each a
+numpy or xkern-kernel call (the reference executor; xkern.runtime.engine is the fast one)."""
 import time
 
 import numpy as np
@@ -22,6 +23,21 @@ def _kernels(backend):
         return get_backend("cpu").kernels
     except RuntimeError:
         return get_backend("reference").kernels
+
+
+def check_input(input_shape, x):
+    """x as a C-contiguous float32 batch, checked against input_shape (B, C, H, W; None: any)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"x must hold real numbers (float32 preferred), got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"x must be a batch (B, C, H, W), got shape {x.shape}")
+    for axis, (want, got) in enumerate(zip(input_shape, x.shape)):
+        if axis and want is not None and want != got:
+            raise ValueError(f"x must have shape {tuple(input_shape)} (None: any), got {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"x must not be empty, got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class Program:
@@ -67,16 +83,7 @@ class Program:
         return [(n.name, n.op, tuple(n.inputs)) for n in self.graph.nodes]
 
     def _input(self, x):
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiu":
-            raise TypeError(f"x must hold real numbers (float32 preferred), got dtype {x.dtype}")
-        if x.ndim != 4:
-            raise ValueError(f"x must be a batch (B, C, H, W), got shape {x.shape}")
-        for axis, (want, got) in enumerate(zip(self.graph.input_shape, x.shape)):
-            if axis and want is not None and want != got:
-                raise ValueError(f"x must have shape {tuple(self.graph.input_shape)} "
-                                 f"(None: any), got {x.shape}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return check_input(self.graph.input_shape, x)
 
     def _run(self, x, times=None, clock=time.perf_counter):
         values = [None] * self._n_slots

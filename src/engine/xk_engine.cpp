@@ -1,0 +1,901 @@
+// The engine's planner and driver.
+//
+// At load (Engine::Engine) the node list becomes a list of steps: a conv absorbs the
+// residual add and the ReLU that follow it when it is their only input, an affine or
+// add absorbs its ReLU, and flatten / reshape become views.  For each input shape
+// (plan_for, cached) the planner infers every shape, packs every conv's weights into
+// term lists for its kernel family (xk_kernels.h), and lays all values out in one arena:
+// a view shares its input's storage, each input of a channel concatenation is written
+// straight into its slice of the concatenation (DenseNet's features are never copied),
+// an elementwise step (and a conv's fused residual) writes over its input when nothing
+// reads that afterwards, and storages whose lifetimes do not overlap share memory.
+// predict then runs the steps with no allocation.
+#include "xk_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "xk_kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace xk {
+
+using Shape = std::vector<int64_t>;
+
+namespace {
+
+enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
+enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
+enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2 };
+
+[[noreturn]] void fail(const std::string &m) { throw Error(m); }
+
+std::string shape_str(const Shape &s) {
+    std::string out = "(";
+    for (size_t j = 0; j < s.size(); ++j) out += (j ? ", " : "") + std::to_string(s[j]);
+    return out + (s.size() == 1 ? ",)" : ")");
+}
+
+// sizes are bounded (attrs <= 2^40, arrays by the file) but products of them are not
+int64_t mul(int64_t a, int64_t b) {
+    if (a < 0 || b < 0 || (a && b > (int64_t(1) << 50) / a)) fail("the network is too large for this input size");
+    return a * b;
+}
+
+int64_t numel(const Shape &s, size_t from = 0) {
+    int64_t n = 1;
+    for (size_t k = from; k < s.size(); ++k) n = mul(n, s[k]);
+    return n;
+}
+
+int64_t floordiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// torch's output size of a convolution / pooling window along one axis
+int64_t conv_out(int64_t size, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode = false) {
+    int64_t span = size + 2 * p - d * (k - 1) - 1;
+    int64_t out = floordiv(span + (ceil_mode ? s - 1 : 0), s) + 1;
+    if (ceil_mode && (out - 1) * s >= size + p) out -= 1;
+    return out;
+}
+
+inline float act_apply(float v, int act) {
+    if (act == RELU) return v > 0.f ? v : 0.f;
+    if (act == RELU6) return v > 0.f ? (v < 6.f ? v : 6.f) : 0.f;
+    return v;
+}
+
+template <int ACT> inline float act_t(float v) {
+    if (ACT == RELU) return v > 0.f ? v : 0.f;
+    if (ACT == RELU6) return v > 0.f ? (v < 6.f ? v : 6.f) : 0.f;
+    return v;
+}
+
+int n_threads(int requested) {
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+struct Storage {
+    int64_t size = 0;   // floats per sample
+    int parent = -1;    // a storage this one is a slice of (a concatenation)
+    int64_t off = 0;    // floats from the parent's start, per sample
+    bool external = false;
+    std::vector<int> values, children;
+    int64_t first = 0, last = 0, arena = 0, stride = 0;
+};
+
+}  // namespace
+
+struct Step {
+    Kind kind;
+    std::vector<int> nodes;   // graph nodes it runs, the main one first
+    std::vector<int> in;      // values read (add: two)
+    int resid = -1;           // conv: value added before the activation
+    int out = -1;
+    int act = NONE;
+    const Node *node = nullptr;
+    const Node *add_node = nullptr;
+};
+
+struct ConvPlan {
+    int64_t cin = 0, cout = 0, h = 0, w = 0, ho = 0, wo = 0;
+    bool direct = false;                   // reads the input itself as its one plane
+    int64_t wq = 0, hq = 0, pq = 0, cstride = 0, scratch = -1, scratch_size = 0;
+    int64_t sh = 1, sw = 1, ph = 0, pw = 0;
+    std::vector<int> phase_of;             // (a * sw + b) -> plane, -1 unused
+    std::vector<std::pair<int, int>> phases;
+    int family = PAIR;
+    int nt = 0;                            // terms per output
+    std::vector<int32_t> off;              // PAIR [cout][nt]; SHARED4 [block][nt]; DEPTHWISE [nt]
+    std::vector<float> wt;                 // PAIR [cout][nt]; SHARED4 [block][nt][4]; DEPTHWISE [cout][nt]
+    std::vector<int> blocks, pairs;        // SHARED4 first outputs; PAIR first outputs (second: +1 or itself)
+    std::vector<int> pair_second;
+    std::vector<float> bias;
+    int64_t tile = 0, n_tiles = 0;
+};
+
+struct Plan {
+    int64_t shape[4] = {0, 0, 0, 0};
+    std::vector<Shape> shapes;                 // per value
+    std::vector<int64_t> base, stride;         // per value: floats from the arena (or x) start, per-sample stride
+    std::vector<char> ext;                     // per value: lives in the caller's x
+    std::vector<std::unique_ptr<ConvPlan>> conv;  // per step
+    std::vector<std::vector<char>> copy;       // per concat step: input k must be copied
+    std::vector<std::vector<int64_t>> concat_off;
+    std::unique_ptr<float[]> raw;
+    float *arena = nullptr;
+    int64_t arena_size = 0;
+    const float *x = nullptr;
+    float *ptr(int v, int64_t b) const {
+        return const_cast<float *>((ext[v] ? x : arena) + base[v] + b * stride[v]);
+    }
+};
+
+bool Engine::use_avx2() {
+#if XK_X86
+    static const bool yes = [] {
+        const char *isa = std::getenv("XKERN_ENGINE_ISA");
+        if (isa && std::strcmp(isa, "generic") == 0) return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return yes;
+#else
+    return false;
+#endif
+}
+
+// ---------------------------------------------------------------- fusion (once, at load)
+Engine::Engine(std::unique_ptr<Model> model) : model_(std::move(model)) {
+    const auto &nodes = model_->nodes;
+    const int nv = int(nodes.size()) + 1;
+    std::vector<std::vector<int>> readers(nv);
+    for (int k = 0; k < int(nodes.size()); ++k)
+        for (int v : nodes[k].inputs) readers[v].push_back(k);
+    std::vector<int> uses(nv, 0);
+    for (int v = 0; v < nv; ++v) uses[v] = int(readers[v].size());
+    uses[model_->output] += 1;
+    std::vector<char> absorbed(nodes.size(), 0);
+    // the one node reading value v, if v has exactly one use and that is a node
+    auto sole_reader = [&](int v) -> int { return uses[v] == 1 && readers[v].size() == 1 ? readers[v][0] : -1; };
+    auto take_act = [&](Step &s, int &cur) {
+        int r = sole_reader(cur);
+        if (r >= 0 && (nodes[r].op == Op::relu || nodes[r].op == Op::relu6)) {
+            s.act = nodes[r].op == Op::relu ? RELU : RELU6;
+            s.nodes.push_back(r);
+            absorbed[r] = 1;
+            cur = r + 1;
+        }
+    };
+    for (int k = 0; k < int(nodes.size()); ++k) {
+        if (absorbed[k]) continue;
+        const Node &n = nodes[k];
+        Step s;
+        s.node = &n;
+        s.nodes = {k};
+        s.in = n.inputs;
+        int cur = k + 1;
+        switch (n.op) {
+            case Op::conv2d: case Op::xconv2d: {
+                s.kind = Kind::conv;
+                int r = sole_reader(cur);
+                if (r >= 0 && nodes[r].op == Op::add) {
+                    int other = nodes[r].inputs[0] == cur ? nodes[r].inputs[1] : nodes[r].inputs[0];
+                    if (other != cur && other < cur) {  // computed before this conv runs
+                        s.resid = other;
+                        s.add_node = &nodes[r];
+                        s.nodes.push_back(r);
+                        absorbed[r] = 1;
+                        cur = r + 1;
+                    }
+                }
+                take_act(s, cur);
+                break;
+            }
+            case Op::linear: s.kind = Kind::linear; take_act(s, cur); break;
+            case Op::xlinear: s.kind = Kind::xlinear; take_act(s, cur); break;
+            case Op::affine: case Op::add: s.kind = Kind::eltwise; take_act(s, cur); break;
+            case Op::relu: s.kind = Kind::eltwise; s.act = RELU; break;
+            case Op::relu6: s.kind = Kind::eltwise; s.act = RELU6; break;
+            case Op::maxpool2d: s.kind = Kind::maxpool; break;
+            case Op::avgpool2d: s.kind = Kind::avgpool; break;
+            case Op::adaptive_avgpool2d: s.kind = Kind::adaptive; break;
+            case Op::concat: s.kind = Kind::concat; break;
+            case Op::flatten: case Op::reshape: s.kind = Kind::view; break;
+        }
+        s.out = cur;
+        steps_.push_back(std::move(s));
+    }
+}
+
+Engine::~Engine() = default;
+
+std::vector<std::vector<int>> Engine::step_nodes() const {
+    std::vector<std::vector<int>> out;
+    for (auto &s : steps_) out.push_back(s.nodes);
+    return out;
+}
+
+// ---------------------------------------------------------------- shapes
+namespace {
+
+struct Namer {
+    const Node &n;
+    [[noreturn]] void bad(const std::string &m) const { fail("node '" + n.name + "' (" + op_name(n.op) + "): " + m); }
+};
+
+Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
+    Namer c{n};
+    const Shape &x = *in[0];
+    switch (n.op) {
+        case Op::conv2d: case Op::xconv2d: {
+            int64_t n_in = n.op == Op::xconv2d ? n.in_channels : n.weight.dim(1) * n.groups;
+            if (x.size() != 4 || x[1] != n_in)
+                c.bad("expects (B, " + std::to_string(n_in) + ", H, W), got " + shape_str(x));
+            int64_t kh = n.weight.dim(2), kw = n.weight.dim(3);
+            int64_t ho = conv_out(x[2], kh, n.stride[0], n.padding[0], n.dilation[0]);
+            int64_t wo = conv_out(x[3], kw, n.stride[1], n.padding[1], n.dilation[1]);
+            if (ho < 1 || wo < 1)
+                c.bad("input " + shape_str({x[2], x[3]}) + " is too small for kernel " + shape_str({kh, kw}));
+            return {x[0], n.weight.dim(0), ho, wo};
+        }
+        case Op::linear: case Op::xlinear: {
+            int64_t n_in = n.op == Op::xlinear ? n.in_channels : n.weight.dim(1);
+            if (x.size() != 2 || x[1] != n_in) c.bad("expects (B, " + std::to_string(n_in) + "), got " + shape_str(x));
+            return {x[0], n.weight.dim(0)};
+        }
+        case Op::affine:
+            if (x.size() != 4 || x[1] != n.scale.dim(0))
+                c.bad("expects (B, " + std::to_string(n.scale.dim(0)) + ", H, W), got " + shape_str(x));
+            return x;
+        case Op::relu: case Op::relu6: return x;
+        case Op::add:
+            if (x != *in[1]) c.bad("inputs have shapes " + shape_str(x) + " and " + shape_str(*in[1]));
+            return x;
+        case Op::maxpool2d: case Op::avgpool2d: {
+            if (x.size() != 4) c.bad("expects (B, C, H, W), got " + shape_str(x));
+            Shape out = x;
+            for (int a = 0; a < 2; ++a) {
+                out[2 + a] = conv_out(x[2 + a], n.kernel[a], n.stride[a], n.padding[a], n.dilation[a], n.ceil_mode);
+                if (out[2 + a] < 1)
+                    c.bad("input " + shape_str({x[2], x[3]}) + " is too small for kernel " + shape_str({n.kernel[0], n.kernel[1]}));
+            }
+            return out;
+        }
+        case Op::adaptive_avgpool2d:
+            if (x.size() != 4) c.bad("expects (B, C, H, W), got " + shape_str(x));
+            return {x[0], x[1], n.output_size[0] < 0 ? x[2] : n.output_size[0], n.output_size[1] < 0 ? x[3] : n.output_size[1]};
+        case Op::concat: {
+            int64_t r = int64_t(x.size()), axis = n.axis < 0 ? n.axis + r : n.axis;
+            if (axis == 0 && n.axis < 0) c.bad("axis " + std::to_string(n.axis) + " of " + std::to_string(r) + "-D inputs is the batch axis");
+            std::string shapes;
+            for (auto *s : in) shapes += (shapes.empty() ? "" : ", ") + shape_str(*s);
+            if (axis < 1 || axis >= r) c.bad("cannot join shapes [" + shapes + "] along axis " + std::to_string(n.axis));
+            Shape out = x;
+            out[axis] = 0;
+            for (auto *s : in) {
+                if (int64_t(s->size()) != r) c.bad("cannot join shapes [" + shapes + "]");
+                for (int64_t a = 0; a < r; ++a)
+                    if (a != axis && (*s)[a] != x[a]) c.bad("cannot join shapes [" + shapes + "]");
+                out[axis] += (*s)[axis];
+            }
+            return out;
+        }
+        case Op::flatten: {
+            int64_t r = int64_t(x.size()), stop = n.end_dim == -1 ? r : n.end_dim + 1;
+            if (n.start_dim >= r || stop > r)
+                c.bad("cannot flatten axes " + std::to_string(n.start_dim) + ".." + std::to_string(n.end_dim) + " of shape " + shape_str(x));
+            Shape out(x.begin(), x.begin() + n.start_dim);
+            int64_t m = 1;
+            for (int64_t a = n.start_dim; a < stop; ++a) m = mul(m, x[a]);
+            out.push_back(m);
+            out.insert(out.end(), x.begin() + stop, x.end());
+            return out;
+        }
+        case Op::reshape: {
+            Shape out{x[0]};
+            int64_t total = numel(x, 1), known = 1, free = -1;
+            for (size_t a = 0; a < n.shape.size(); ++a) {
+                if (n.shape[a] == -1) free = int64_t(a) + 1; else known = mul(known, n.shape[a]);
+                out.push_back(n.shape[a]);
+            }
+            std::string to = "(B";
+            for (auto s : n.shape) to += ", " + std::to_string(s);
+            to += ")";
+            if (free >= 0) {
+                if (known == 0 || total % known) c.bad("cannot reshape " + shape_str(x) + " to " + to);
+                out[free] = total / known;
+            } else if (known != total) c.bad("cannot reshape " + shape_str(x) + " to " + to);
+            return out;
+        }
+    }
+    return x;
+}
+
+// ---------------------------------------------------------------- conv packing
+std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &y, bool input_external) {
+    auto cp = std::make_unique<ConvPlan>();
+    ConvPlan &p = *cp;
+    p.cin = x[1]; p.h = x[2]; p.w = x[3]; p.cout = y[1]; p.ho = y[2]; p.wo = y[3];
+    const int64_t kh = n.weight.dim(2), kw = n.weight.dim(3), d_in = n.weight.dim(1);
+    p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
+    const int64_t dh = n.dilation[0], dw = n.dilation[1];
+    bool depthwise = n.op == Op::conv2d && n.groups == p.cin && p.cout == p.cin && d_in == 1;
+    p.family = depthwise ? DEPTHWISE : PAIR;
+    p.tile = depthwise ? kern::DW_T : kern::PAIR_T;
+    // index[v][i]: the input channel of output v's i-th weight row
+    auto index = [&](int64_t v, int64_t i) -> int64_t {
+        if (n.op == Op::xconv2d) return n.index.i[v * d_in + i];
+        return (v / (p.cout / n.groups)) * d_in + i;
+    };
+    if (!depthwise) {  // outputs in blocks of four with one index row share their loads
+        int64_t v = 0;
+        while (v < p.cout) {
+            bool same = v + 4 <= p.cout;
+            for (int64_t u = v + 1; same && u < v + 4; ++u)
+                for (int64_t i = 0; i < d_in && same; ++i) same = index(u, i) == index(v, i);
+            if (same) { p.blocks.push_back(int(v)); v += 4; }
+            else { p.pairs.push_back(int(v)); v += 1; }
+        }
+        if (p.pairs.empty()) { p.family = SHARED4; p.tile = kern::SHARED_T; }
+        else if (!p.blocks.empty()) {  // mixed: the pair kernel for all (blocks are rare then)
+            for (int b : p.blocks) for (int u = 0; u < 4; ++u) p.pairs.push_back(b + u);
+            p.blocks.clear();
+            std::sort(p.pairs.begin(), p.pairs.end());
+        }
+    }
+    // plane geometry
+    const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
+    p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
+    p.phase_of.assign(size_t(p.sh * p.sw), -1);
+    for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+            int64_t a = ky * dh % p.sh, b = kx * dw % p.sw;
+            if (p.phase_of[a * p.sw + b] < 0) {
+                p.phase_of[a * p.sw + b] = int(p.phases.size());
+                p.phases.emplace_back(int(a), int(b));
+            }
+        }
+    if (p.direct) { p.wq = p.w; p.hq = p.h; }
+    else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
+    p.pq = mul(p.hq, p.wq);
+    p.cstride = mul(p.pq, int64_t(p.phases.size()));
+    p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
+    const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64;
+    if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
+    if (!p.direct) p.scratch_size = reach;
+    // term lists
+    p.nt = int(d_in * kh * kw);
+    auto tap_off = [&](int64_t ky, int64_t kx) -> int64_t {
+        int64_t ry = ky * dh, rx = kx * dw;
+        return p.phase_of[(ry % p.sh) * p.sw + rx % p.sw] * p.pq + (ry / p.sh) * p.wq + rx / p.sw;
+    };
+    auto weight = [&](int64_t v, int64_t i, int64_t ky, int64_t kx) { return n.weight.f[((v * d_in + i) * kh + ky) * kw + kx]; };
+    if (p.family == DEPTHWISE) {
+        for (int64_t ky = 0; ky < kh; ++ky)
+            for (int64_t kx = 0; kx < kw; ++kx) p.off.push_back(int32_t(tap_off(ky, kx)));
+        p.wt = n.weight.f;
+    } else if (p.family == SHARED4) {
+        for (int b : p.blocks) {
+            for (int64_t i = 0; i < d_in; ++i)
+                for (int64_t ky = 0; ky < kh; ++ky)
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        p.off.push_back(int32_t(index(b, i) * p.cstride + tap_off(ky, kx)));
+                        for (int u = 0; u < 4; ++u) p.wt.push_back(weight(b + u, i, ky, kx));
+                    }
+        }
+    } else {
+        for (int64_t v = 0; v < p.cout; ++v)
+            for (int64_t i = 0; i < d_in; ++i)
+                for (int64_t ky = 0; ky < kh; ++ky)
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        p.off.push_back(int32_t(index(v, i) * p.cstride + tap_off(ky, kx)));
+                        p.wt.push_back(weight(v, i, ky, kx));
+                    }
+        std::vector<int> firsts;
+        for (size_t k = 0; k < p.pairs.size(); k += 2) {
+            firsts.push_back(p.pairs[k]);
+            p.pair_second.push_back(k + 1 < p.pairs.size() ? p.pairs[k + 1] : p.pairs[k]);
+        }
+        p.pairs = firsts;
+    }
+    p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
+    return cp;
+}
+
+// zero-padded phase planes of one image x (cin, h, w) into dst (cin, phases, hq, wq)
+void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
+    const int64_t np = int64_t(p.phases.size());
+#pragma omp parallel for num_threads(nt) if (nt > 1 && p.cin * p.pq > 16384) schedule(static)
+    for (int64_t c = 0; c < p.cin; ++c) {
+        const float *src = x + c * p.h * p.w;
+        for (int64_t f = 0; f < np; ++f) {
+            const int64_t a = p.phases[f].first, b = p.phases[f].second;
+            float *plane = dst + c * p.cstride + f * p.pq;
+            for (int64_t r = 0; r < p.hq; ++r) {
+                float *row = plane + r * p.wq;
+                const int64_t iy = p.sh * r + a - p.ph;
+                if (iy < 0 || iy >= p.h) { std::memset(row, 0, sizeof(float) * p.wq); continue; }
+                const float *in = src + iy * p.w;
+                if (p.sw == 1) {
+                    const int64_t lo = std::min(std::max<int64_t>(p.pw - b, 0), p.wq);
+                    const int64_t hi = std::max(std::min<int64_t>(p.w + p.pw - b, p.wq), lo);
+                    std::memset(row, 0, sizeof(float) * lo);
+                    std::memcpy(row + lo, in + lo + b - p.pw, sizeof(float) * (hi - lo));
+                    std::memset(row + hi, 0, sizeof(float) * (p.wq - hi));
+                } else {
+                    for (int64_t cc = 0; cc < p.wq; ++cc) {
+                        const int64_t ix = p.sw * cc + b - p.pw;
+                        row[cc] = ix >= 0 && ix < p.w ? in[ix] : 0.f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// out[v] (ho, wo) = act(res + bias (+ resid)) for the tile's positions [q0, q0 + T)
+template <int ACT>
+void store_tile_t(const ConvPlan &p, const float *res, int64_t q0, float bias, const float *resid, float *out) {
+    const int64_t qend = std::min(q0 + p.tile, p.ho * p.wq);
+    for (int64_t y = q0 / p.wq; y * p.wq < qend; ++y) {
+        const int64_t row = y * p.wq;
+        const int64_t x0 = std::max<int64_t>(q0 - row, 0), x1 = std::min<int64_t>(qend - row, p.wo);
+        if (x1 <= x0) continue;
+        const float *s = res + (row + x0 - q0);
+        float *d = out + y * p.wo + x0;
+        const int64_t m = x1 - x0;
+        if (resid) {
+            const float *r = resid + y * p.wo + x0;
+            for (int64_t k = 0; k < m; ++k) d[k] = act_t<ACT>(s[k] + bias + r[k]);
+        } else {
+            for (int64_t k = 0; k < m; ++k) d[k] = act_t<ACT>(s[k] + bias);
+        }
+    }
+}
+
+inline void store_tile(const ConvPlan &p, const float *res, int64_t q0, float bias, const float *resid, float *out, int act) {
+    if (act == RELU) store_tile_t<RELU>(p, res, q0, bias, resid, out);
+    else if (act == RELU6) store_tile_t<RELU6>(p, res, q0, bias, resid, out);
+    else store_tile_t<NONE>(p, res, q0, bias, resid, out);
+}
+
+void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *resid, float *out, int act, int nt) {
+    const float *planes = x;
+    if (!p.direct) {
+        fill_planes(p, x, scratch, nt);
+        planes = scratch;
+    }
+    const int64_t plane_out = p.ho * p.wo;
+    const bool avx2 = Engine::use_avx2();
+    if (p.family == DEPTHWISE) {
+        const int64_t items = p.cout * p.n_tiles;
+        const int ntaps = p.nt;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t c = it / p.n_tiles, q0 = (it % p.n_tiles) * p.tile;
+            alignas(32) float res[kern::DW_T];
+            const float *base = planes + c * p.cstride + q0;
+            const float *w = p.wt.data() + c * ntaps;
+#if XK_X86
+            if (avx2) kern::dw_avx2(base, p.off.data(), w, ntaps, res); else
+#endif
+            kern::dw_generic(base, p.off.data(), w, ntaps, res);
+            store_tile(p, res, q0, p.bias[c], resid ? resid + c * plane_out : nullptr, out + c * plane_out, act);
+        }
+        return;
+    }
+    const int64_t nvb = int64_t(p.family == SHARED4 ? p.blocks.size() : p.pairs.size());
+    const int64_t items = nvb * p.n_tiles;
+    const int terms = p.nt;
+    // consecutive items share a tile, so a thread's input rows stay in its cache
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t q0 = (it / nvb) * p.tile, vb = it % nvb;
+        const float *base = planes + q0;
+        if (p.family == SHARED4) {
+            alignas(32) float res[4 * kern::SHARED_T];
+            const int v = p.blocks[vb];
+            const int32_t *off = p.off.data() + vb * terms;
+            const float *w4 = p.wt.data() + vb * terms * 4;
+#if XK_X86
+            if (avx2) kern::shared4_avx2(base, off, w4, terms, res); else
+#endif
+            kern::shared4_generic(base, off, w4, terms, res);
+            for (int u = 0; u < 4; ++u)
+                store_tile(p, res + u * kern::SHARED_T, q0, p.bias[v + u], resid ? resid + (v + u) * plane_out : nullptr,
+                           out + (v + u) * plane_out, act);
+        } else {
+            alignas(32) float r0[kern::PAIR_T], r1[kern::PAIR_T];
+            const int v0 = p.pairs[vb], v1 = p.pair_second[vb];
+            const int32_t *o0 = p.off.data() + int64_t(v0) * terms, *o1 = p.off.data() + int64_t(v1) * terms;
+            const float *w0 = p.wt.data() + int64_t(v0) * terms, *w1 = p.wt.data() + int64_t(v1) * terms;
+#if XK_X86
+            if (avx2) kern::pair_avx2(base, o0, w0, o1, w1, terms, r0, r1); else
+#endif
+            kern::pair_generic(base, o0, w0, o1, w1, terms, r0, r1);
+            store_tile(p, r0, q0, p.bias[v0], resid ? resid + v0 * plane_out : nullptr, out + v0 * plane_out, act);
+            if (v1 != v0)
+                store_tile(p, r1, q0, p.bias[v1], resid ? resid + v1 * plane_out : nullptr, out + v1 * plane_out, act);
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- planning (per input shape)
+Plan &Engine::plan_for(const int64_t shape[4]) {
+    if (plan_ && std::equal(shape, shape + 4, plan_->shape)) return *plan_;
+    plan_.reset();
+    auto plan = std::make_unique<Plan>();
+    Plan &P = *plan;
+    std::copy(shape, shape + 4, P.shape);
+    const auto &nodes = model_->nodes;
+    const int nv = int(nodes.size()) + 1, ns = int(steps_.size());
+    const int64_t B = shape[0];
+    for (int a = 0; a < 4; ++a)
+        if (shape[a] < 1 || shape[a] > (int64_t(1) << 40)) fail("input sizes must be positive, got " + shape_str(Shape(shape, shape + 4)));
+    // shapes, step by step (fused nodes checked in turn, each naming itself)
+    P.shapes.assign(nv, Shape());
+    P.shapes[0] = Shape(shape, shape + 4);
+    numel(P.shapes[0]);
+    for (auto &s : steps_) {
+        int prev = -1;
+        for (int k : s.nodes) {
+            const Node &n = nodes[k];
+            std::vector<const Shape *> in;
+            for (int v : n.inputs) in.push_back(&P.shapes[v]);
+            if (prev >= 0 && n.op == Op::add) {  // the fused residual add: conv output + resid
+                in = {&P.shapes[n.inputs[0]], &P.shapes[n.inputs[1]]};
+            }
+            P.shapes[k + 1] = infer_shape(n, in);
+            numel(P.shapes[k + 1]);
+            prev = k;
+        }
+    }
+    // storages: one per produced value, views share, concat inputs become slices
+    std::vector<Storage> S;
+    std::vector<int> sto(nv, -1), prod(nv, -1), last(nv, -1);
+    auto per_sample = [&](int v) { return numel(P.shapes[v], 1); };
+    auto fresh = [&](int v) {
+        Storage st;
+        st.size = per_sample(v);
+        st.values = {v};
+        S.push_back(st);
+        sto[v] = int(S.size()) - 1;
+    };
+    fresh(0);
+    S[0].external = true;
+    prod[0] = -1;
+    for (int s = 0; s < ns; ++s) {
+        const Step &st = steps_[s];
+        if (st.kind == Kind::view) { sto[st.out] = sto[st.in[0]]; S[sto[st.out]].values.push_back(st.out); }
+        else fresh(st.out);
+        prod[st.out] = s;
+        last[st.out] = std::max(last[st.out], s);
+        for (int v : st.in) last[v] = std::max(last[v], s);
+        if (st.resid >= 0) last[st.resid] = std::max(last[st.resid], s);
+    }
+    last[model_->output] = ns;
+    auto root = [&](int id) { while (S[id].parent >= 0) id = S[id].parent; return id; };
+    P.copy.assign(ns, {});
+    P.concat_off.assign(ns, {});
+    for (int s = ns - 1; s >= 0; --s) {
+        const Step &st = steps_[s];
+        if (st.kind != Kind::concat) continue;
+        const Shape &y = P.shapes[st.out];
+        int64_t axis = st.node->axis < 0 ? st.node->axis + int64_t(y.size()) : st.node->axis;
+        int64_t inner = numel(y, size_t(axis) + 1), at = 0;
+        P.copy[s].assign(st.in.size(), 1);
+        for (size_t k = 0; k < st.in.size(); ++k) {
+            const int u = st.in[k];
+            P.concat_off[s].push_back(at * inner);
+            const int su = sto[u], sc = sto[st.out];
+            bool ok = axis == 1 && !S[su].external && S[su].parent < 0 && su != sc && root(sc) != su &&
+                      S[su].size == per_sample(u) && std::count(st.in.begin(), st.in.end(), u) == 1;
+            if (ok) {
+                S[su].parent = sc;
+                S[su].off = at * inner;
+                S[sc].children.push_back(su);
+                P.copy[s][k] = 0;
+            }
+            at += P.shapes[u][size_t(axis)];
+        }
+    }
+    // writing over a value: nothing that shares its memory may be read later
+    auto subtree_values = [&](int id, std::vector<int> &out, auto &&self) -> void {
+        out.insert(out.end(), S[id].values.begin(), S[id].values.end());
+        for (int c : S[id].children) self(c, out, self);
+    };
+    auto can_write = [&](int u, int s) {
+        const int su = sto[u];
+        if (S[u == 0 ? 0 : su].external || S[su].external) return false;
+        std::vector<int> vals;
+        subtree_values(su, vals, subtree_values);
+        for (int a = S[su].parent; a >= 0; a = S[a].parent) vals.insert(vals.end(), S[a].values.begin(), S[a].values.end());
+        for (int w : vals)
+            if (last[w] > s || prod[w] > s) return false;
+        return true;
+    };
+    auto move_into = [&](int out, int u) {
+        int old = sto[out];
+        S[old].values.erase(std::remove(S[old].values.begin(), S[old].values.end(), out), S[old].values.end());
+        sto[out] = sto[u];
+        S[sto[u]].values.push_back(out);
+    };
+    for (int s = 0; s < ns; ++s) {
+        const Step &st = steps_[s];
+        if (!S[sto[st.out]].children.empty() || S[sto[st.out]].parent >= 0 || S[sto[st.out]].values.size() != 1) continue;
+        std::vector<int> cands;
+        if (st.kind == Kind::eltwise) cands = st.in;
+        else if (st.kind == Kind::conv && st.resid >= 0 && root(sto[st.resid]) != root(sto[st.in[0]])) cands = {st.resid};
+        for (int u : cands)
+            if (S[sto[u]].size == per_sample(st.out) && can_write(u, s)) { move_into(st.out, u); break; }
+    }
+    // conv plans and their plane scratch
+    P.conv.resize(ns);
+    struct Block { int64_t size, first, last; int storage; };
+    std::vector<Block> blocks;
+    for (int s = 0; s < ns; ++s) {
+        const Step &st = steps_[s];
+        if (st.kind != Kind::conv) continue;
+        P.conv[s] = plan_conv(*st.node, P.shapes[st.in[0]], P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external);
+        if (P.conv[s]->scratch_size) blocks.push_back({P.conv[s]->scratch_size, s, s, -1 - s});
+    }
+    // lifetimes of root storages
+    for (size_t id = 0; id < S.size(); ++id) {
+        if (S[id].parent >= 0 || S[id].external) continue;
+        std::vector<int> vals;
+        subtree_values(int(id), vals, subtree_values);
+        if (vals.empty()) continue;
+        int64_t first = ns, lastr = -1;
+        for (int w : vals) { first = std::min<int64_t>(first, prod[w]); lastr = std::max<int64_t>(lastr, last[w]); }
+        S[id].stride = (S[id].size + 15) / 16 * 16;
+        blocks.push_back({mul(S[id].stride, B), first, lastr, int(id)});
+    }
+    // greedy placement, largest first: lowest offset clear of every block alive at the same time
+    std::sort(blocks.begin(), blocks.end(), [](const Block &a, const Block &b) {
+        return a.size != b.size ? a.size > b.size : a.first < b.first;
+    });
+    std::vector<std::pair<int64_t, int64_t>> placed;  // (offset, index in blocks)
+    std::vector<int64_t> offset(blocks.size(), 0);
+    int64_t total = 0;
+    for (size_t k = 0; k < blocks.size(); ++k) {
+        std::vector<std::pair<int64_t, int64_t>> busy;
+        for (auto &pl : placed) {
+            const Block &o = blocks[size_t(pl.second)];
+            if (o.first <= blocks[k].last && blocks[k].first <= o.last) busy.emplace_back(pl.first, pl.first + o.size);
+        }
+        std::sort(busy.begin(), busy.end());
+        int64_t at = 0;
+        for (auto &b : busy) {
+            if (at + blocks[k].size <= b.first) break;
+            at = std::max(at, b.second);
+        }
+        offset[k] = at;
+        placed.emplace_back(at, int64_t(k));
+        total = std::max(total, at + blocks[k].size);
+    }
+    for (size_t k = 0; k < blocks.size(); ++k) {
+        if (blocks[k].storage >= 0) S[size_t(blocks[k].storage)].arena = offset[k];
+        else P.conv[size_t(-1 - blocks[k].storage)]->scratch = offset[k];
+    }
+    P.arena_size = total + 64;  // slack: tiles read a little past a value's end
+    if (P.arena_size > (int64_t(1) << 34)) fail("the network needs more than 64 GiB at this input size");
+    P.raw.reset(new float[size_t(P.arena_size) + 16]());
+    P.arena = reinterpret_cast<float *>((reinterpret_cast<uintptr_t>(P.raw.get()) + 63) & ~uintptr_t(63));
+    // where each value lives
+    P.base.assign(nv, 0); P.stride.assign(nv, 0); P.ext.assign(nv, 0);
+    for (int v = 0; v < nv; ++v) {
+        if (sto[v] < 0) continue;
+        int id = sto[v];
+        int64_t off = 0;
+        while (S[id].parent >= 0) { off += S[id].off; id = S[id].parent; }
+        if (S[id].external) { P.ext[v] = 1; P.base[v] = off; P.stride[v] = S[0].size; }
+        else { P.base[v] = S[id].arena + off; P.stride[v] = S[id].stride; }
+    }
+    // values absorbed into a fused step are never stored: point them at the step's output
+    for (auto &st : steps_)
+        for (size_t j = 1; j < st.nodes.size(); ++j) {
+            int v = st.nodes[j - 1] + 1;
+            if (sto[v] < 0) { P.base[v] = P.base[st.out]; P.stride[v] = P.stride[st.out]; P.ext[v] = P.ext[st.out]; }
+        }
+    plan_ = std::move(plan);
+    return *plan_;
+}
+
+std::vector<int64_t> Engine::output_shape(const int64_t shape[4]) {
+    return plan_for(shape).shapes[size_t(model_->output)];
+}
+
+// ---------------------------------------------------------------- running
+namespace {
+
+void run_linear(const Node &n, const float *x, float *out, int act) {
+    const int64_t n_out = n.weight.dim(0), n_in = n.weight.dim(1);
+#if XK_X86
+    if (Engine::use_avx2()) kern::matvec_avx2(n.weight.f.data(), x, n_in, n_out, out); else
+#endif
+    kern::matvec_generic(n.weight.f.data(), x, n_in, n_out, out);
+    for (int64_t o = 0; o < n_out; ++o) out[o] = act_apply(out[o] + (n.bias.present ? n.bias.f[o] : 0.f), act);
+}
+
+void run_xlinear(const Node &n, const float *x, float *out, int act) {
+    const int64_t n_out = n.weight.dim(0), d = n.weight.dim(1);
+    for (int64_t o = 0; o < n_out; ++o) {
+        float s = 0;
+        for (int64_t i = 0; i < d; ++i) s += n.weight.f[o * d + i] * x[n.index.i[o * d + i]];
+        out[o] = act_apply(s + (n.bias.present ? n.bias.f[o] : 0.f), act);
+    }
+}
+
+template <int ACT>
+void eltwise_t(const Node &n, const float *a, const float *b, float *out, const Shape &s, int nt) {
+    const int64_t total = numel(s, 1);
+    if (n.op == Op::affine) {
+        const int64_t c = s[1], inner = total / c;
+#pragma omp parallel for num_threads(nt) if (nt > 1 && total > 65536) schedule(static)
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float sc = n.scale.f[ch], sh = n.shift.f[ch];
+            const float *x = a + ch * inner;
+            float *y = out + ch * inner;
+            for (int64_t k = 0; k < inner; ++k) y[k] = act_t<ACT>(x[k] * sc + sh);
+        }
+    } else if (n.op == Op::add) {
+#pragma omp parallel for num_threads(nt) if (nt > 1 && total > 65536) schedule(static)
+        for (int64_t k = 0; k < total; ++k) out[k] = act_t<ACT>(a[k] + b[k]);
+    } else {
+#pragma omp parallel for num_threads(nt) if (nt > 1 && total > 65536) schedule(static)
+        for (int64_t k = 0; k < total; ++k) out[k] = act_t<ACT>(a[k]);
+    }
+}
+
+void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x, float *out, int nt) {
+    const int64_t C = xs[1], H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3];
+#pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        const float *in = x + c * H * W;
+        float *o = out + c * Ho * Wo;
+        for (int64_t y = 0; y < Ho; ++y)
+            for (int64_t xo = 0; xo < Wo; ++xo) {
+                float m = -INFINITY;
+                for (int64_t ky = 0; ky < n.kernel[0]; ++ky) {
+                    const int64_t iy = y * n.stride[0] - n.padding[0] + ky * n.dilation[0];
+                    if (iy < 0 || iy >= H) continue;
+                    for (int64_t kx = 0; kx < n.kernel[1]; ++kx) {
+                        const int64_t ix = xo * n.stride[1] - n.padding[1] + kx * n.dilation[1];
+                        if (ix < 0 || ix >= W) continue;
+                        const float v = in[iy * W + ix];
+                        m = v > m || std::isnan(v) ? v : m;
+                    }
+                }
+                o[y * Wo + xo] = m;
+            }
+    }
+}
+
+// torch's avg_pool2d window size along one axis
+int64_t avg_count(int64_t size, int64_t o, int64_t k, int64_t s, int64_t p, bool include_pad) {
+    const int64_t start = o * s - p, end = std::min(start + k, size + p);
+    if (include_pad) return end - start;
+    return std::min(end, size) - std::max<int64_t>(start, 0);
+}
+
+void run_avgpool(const Node &n, const Shape &xs, const Shape &ys, const float *x, float *out, int nt) {
+    const int64_t C = xs[1], H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3];
+#pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        const float *in = x + c * H * W;
+        float *o = out + c * Ho * Wo;
+        for (int64_t y = 0; y < Ho; ++y)
+            for (int64_t xo = 0; xo < Wo; ++xo) {
+                float s = 0;
+                for (int64_t ky = 0; ky < n.kernel[0]; ++ky) {
+                    const int64_t iy = y * n.stride[0] - n.padding[0] + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int64_t kx = 0; kx < n.kernel[1]; ++kx) {
+                        const int64_t ix = xo * n.stride[1] - n.padding[1] + kx;
+                        if (ix >= 0 && ix < W) s += in[iy * W + ix];
+                    }
+                }
+                const int64_t div = n.divisor ? n.divisor
+                    : avg_count(H, y, n.kernel[0], n.stride[0], n.padding[0], n.count_include_pad) *
+                      avg_count(W, xo, n.kernel[1], n.stride[1], n.padding[1], n.count_include_pad);
+                o[y * Wo + xo] = s / float(div);
+            }
+    }
+}
+
+void run_adaptive(const Shape &xs, const Shape &ys, const float *x, float *out) {
+    const int64_t C = xs[1], H = xs[2], W = xs[3], oh = ys[2], ow = ys[3];
+    for (int64_t c = 0; c < C; ++c) {
+        const float *in = x + c * H * W;
+        for (int64_t i = 0; i < oh; ++i) {
+            const int64_t r0 = i * H / oh, r1 = ((i + 1) * H + oh - 1) / oh;
+            for (int64_t j = 0; j < ow; ++j) {
+                const int64_t c0 = j * W / ow, c1 = ((j + 1) * W + ow - 1) / ow;
+                double s = 0;
+                for (int64_t r = r0; r < r1; ++r)
+                    for (int64_t k = c0; k < c1; ++k) s += in[r * W + k];
+                out[(c * oh + i) * ow + j] = float(s / double((r1 - r0) * (c1 - c0)));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void Engine::predict(const float *x, const int64_t shape[4], float *out, int64_t out_len, int threads_req,
+                     std::vector<std::pair<int, double>> *times) {
+    Plan &P = plan_for(shape);
+    const int out_v = model_->output;
+    const int64_t out_size = numel(P.shapes[size_t(out_v)]);
+    if (out_len < out_size)
+        fail("the output buffer holds " + std::to_string(out_len) + " floats; the network writes " + std::to_string(out_size));
+    P.x = x;
+    const int nt = n_threads(threads_req > 0 ? threads_req : threads);
+    const int64_t B = shape[0];
+    const auto &nodes = model_->nodes;
+    for (size_t s = 0; s < steps_.size(); ++s) {
+        const Step &st = steps_[s];
+        const Node &n = *st.node;
+        const auto start = std::chrono::steady_clock::now();
+        const Shape &xs = P.shapes[size_t(st.in[0])], &ys = P.shapes[size_t(st.out)];
+        for (int64_t b = 0; b < B; ++b) {
+            const float *in0 = P.ptr(st.in[0], b);
+            float *y = P.ptr(st.out, b);
+            switch (st.kind) {
+                case Kind::conv: {
+                    const ConvPlan &cp = *P.conv[s];
+                    run_conv(cp, in0, cp.scratch >= 0 ? P.arena + cp.scratch : nullptr,
+                             st.resid >= 0 ? P.ptr(st.resid, b) : nullptr, y, st.act, nt);
+                    break;
+                }
+                case Kind::linear: run_linear(n, in0, y, st.act); break;
+                case Kind::xlinear: run_xlinear(n, in0, y, st.act); break;
+                case Kind::eltwise: {
+                    const float *in1 = st.in.size() > 1 ? P.ptr(st.in[1], b) : nullptr;
+                    if (st.act == RELU) eltwise_t<RELU>(n, in0, in1, y, xs, nt);
+                    else if (st.act == RELU6) eltwise_t<RELU6>(n, in0, in1, y, xs, nt);
+                    else eltwise_t<NONE>(n, in0, in1, y, xs, nt);
+                    break;
+                }
+                case Kind::maxpool: run_maxpool(n, xs, ys, in0, y, nt); break;
+                case Kind::avgpool: run_avgpool(n, xs, ys, in0, y, nt); break;
+                case Kind::adaptive: run_adaptive(xs, ys, in0, y); break;
+                case Kind::concat: {
+                    int64_t axis = n.axis < 0 ? n.axis + int64_t(ys.size()) : n.axis;
+                    int64_t outer = numel(ys, 1) / numel(ys, size_t(axis)), row = numel(ys, size_t(axis));
+                    for (size_t k = 0; k < st.in.size(); ++k) {
+                        if (!P.copy[s][k]) continue;
+                        const float *src = P.ptr(st.in[k], b);
+                        const int64_t len = numel(P.shapes[size_t(st.in[k])], size_t(axis));
+                        for (int64_t o = 0; o < outer; ++o)
+                            std::memmove(y + o * row + P.concat_off[s][k], src + o * len, sizeof(float) * size_t(len));
+                    }
+                    break;
+                }
+                case Kind::view: break;
+            }
+        }
+        if (times)
+            times->emplace_back(st.nodes[0], std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    (void)nodes;
+    const int64_t per = numel(P.shapes[size_t(out_v)], 1);
+    for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * per, P.ptr(out_v, b), sizeof(float) * size_t(per));
+}
+
+}  // namespace xk

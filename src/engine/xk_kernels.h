@@ -1,0 +1,156 @@
+// The engine's inner loops.  Layout NCHW with the pixel axis as the vector axis
+// (../shared/DESIGN.md, "CPU kernels"), over "planes": for a conv with stride s the
+// zero-padded input is split into s*s phase planes, each of row pitch Wq, so that every
+// tap of every output reads one contiguous run of a plane at a fixed offset.  An output
+// tile is then T consecutive plane positions q (rows of pitch Wq, the last Wq - Wo
+// columns of each row discarded), and one term (input channel, tap) of an output is one
+// broadcast weight times one contiguous T-float load:
+//
+//     res[q] = sum_j w[j] * plane[off[j] + q],   q in [q0, q0 + T)
+//
+// Two families: "pair" (two outputs with their own term lists: random expanders, where
+// eight outputs read almost every input, so nothing is shared) and "shared4" (four
+// outputs with one term list: dense convs, and expanders whose outputs come in blocks
+// sharing an index row) where each load feeds four FMAs.  Depthwise convs have a kernel
+// of their own with the taps' weights held across the tile loop.
+//
+// Each kernel exists as AVX2+FMA code (compiled for that target only, chosen at run time
+// by cpu_has_avx2) and as portable C++ the compiler vectorises for the baseline ISA.
+// No kernel allocates, checks or threads: that is the planner's and driver's job.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define XK_X86 1
+#include <immintrin.h>
+#define XK_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define XK_X86 0
+#endif
+
+namespace xk {
+namespace kern {
+
+constexpr int PAIR_T = 32;     // pixels per pair tile: 2 outputs x 4 vectors = 8 accumulators
+constexpr int SHARED_T = 24;   // pixels per shared tile: 4 outputs x 3 vectors = 12 accumulators
+constexpr int DW_T = 64;       // pixels per depthwise tile: 8 accumulators
+
+// ---------------------------------------------------------------- portable
+inline void pair_generic(const float *base, const int32_t *o0, const float *w0, const int32_t *o1,
+                         const float *w1, int n, float *r0, float *r1) {
+    float a[PAIR_T] = {0}, b[PAIR_T] = {0};
+    for (int j = 0; j < n; ++j) {
+        const float *p0 = base + o0[j], *p1 = base + o1[j];
+        const float x0 = w0[j], x1 = w1[j];
+        for (int k = 0; k < PAIR_T; ++k) { a[k] += x0 * p0[k]; b[k] += x1 * p1[k]; }
+    }
+    std::memcpy(r0, a, sizeof a);
+    std::memcpy(r1, b, sizeof b);
+}
+
+inline void shared4_generic(const float *base, const int32_t *off, const float *w4, int n, float *r) {
+    float a[4][SHARED_T] = {{0}};
+    for (int j = 0; j < n; ++j) {
+        const float *p = base + off[j];
+        for (int m = 0; m < 4; ++m) {
+            const float x = w4[4 * j + m];
+            for (int k = 0; k < SHARED_T; ++k) a[m][k] += x * p[k];
+        }
+    }
+    std::memcpy(r, a, sizeof a);
+}
+
+inline void dw_generic(const float *base, const int32_t *off, const float *w, int n, float *r) {
+    float a[DW_T] = {0};
+    for (int j = 0; j < n; ++j) {
+        const float *p = base + off[j];
+        const float x = w[j];
+        for (int k = 0; k < DW_T; ++k) a[k] += x * p[k];
+    }
+    std::memcpy(r, a, sizeof a);
+}
+
+// out[o] = sum_k W[o, k] x[k] for o in [0, n_out)
+inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {
+    for (int64_t o = 0; o < n_out; ++o) {
+        const float *w = W + o * n_in;
+        float acc[8] = {0};
+        int64_t k = 0;
+        for (; k + 8 <= n_in; k += 8)
+            for (int l = 0; l < 8; ++l) acc[l] += w[k + l] * x[k + l];
+        float s = 0;
+        for (; k < n_in; ++k) s += w[k] * x[k];
+        out[o] = s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
+}
+
+#if XK_X86
+// ---------------------------------------------------------------- AVX2 + FMA
+XK_AVX2 inline void pair_avx2(const float *base, const int32_t *o0, const float *w0, const int32_t *o1,
+                              const float *w1, int n, float *r0, float *r1) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int j = 0; j < n; ++j) {
+        const float *p0 = base + o0[j], *p1 = base + o1[j];
+        const __m256 x0 = _mm256_broadcast_ss(w0 + j), x1 = _mm256_broadcast_ss(w1 + j);
+        a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0), a0);
+        a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0 + 8), a1);
+        a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0 + 16), a2);
+        a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0 + 24), a3);
+        b0 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1), b0);
+        b1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1 + 8), b1);
+        b2 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1 + 16), b2);
+        b3 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1 + 24), b3);
+    }
+    _mm256_storeu_ps(r0, a0); _mm256_storeu_ps(r0 + 8, a1); _mm256_storeu_ps(r0 + 16, a2); _mm256_storeu_ps(r0 + 24, a3);
+    _mm256_storeu_ps(r1, b0); _mm256_storeu_ps(r1 + 8, b1); _mm256_storeu_ps(r1 + 16, b2); _mm256_storeu_ps(r1 + 24, b3);
+}
+
+XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const float *w4, int n, float *r) {
+    __m256 a[4][3];
+    for (int m = 0; m < 4; ++m) a[m][0] = a[m][1] = a[m][2] = _mm256_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+        const float *p = base + off[j];
+        const __m256 x0 = _mm256_loadu_ps(p), x1 = _mm256_loadu_ps(p + 8), x2 = _mm256_loadu_ps(p + 16);
+        for (int m = 0; m < 4; ++m) {
+            const __m256 w = _mm256_broadcast_ss(w4 + 4 * j + m);
+            a[m][0] = _mm256_fmadd_ps(w, x0, a[m][0]);
+            a[m][1] = _mm256_fmadd_ps(w, x1, a[m][1]);
+            a[m][2] = _mm256_fmadd_ps(w, x2, a[m][2]);
+        }
+    }
+    for (int m = 0; m < 4; ++m)
+        for (int k = 0; k < 3; ++k) _mm256_storeu_ps(r + m * SHARED_T + 8 * k, a[m][k]);
+}
+
+XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *w, int n, float *r) {
+    __m256 a[8];
+    for (int k = 0; k < 8; ++k) a[k] = _mm256_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+        const float *p = base + off[j];
+        const __m256 x = _mm256_broadcast_ss(w + j);
+        for (int k = 0; k < 8; ++k) a[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 8 * k), a[k]);
+    }
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(r + 8 * k, a[k]);
+}
+
+XK_AVX2 inline void matvec_avx2(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {
+    for (int64_t o = 0; o < n_out; ++o) {
+        const float *w = W + o * n_in;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int64_t k = 0;
+        for (; k + 16 <= n_in; k += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        }
+        float s = 0;
+        for (; k < n_in; ++k) s += w[k] * x[k];
+        float t[8];
+        _mm256_storeu_ps(t, _mm256_add_ps(a0, a1));
+        out[o] = s + ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
+    }
+}
+#endif
+
+}  // namespace kern
+}  // namespace xk

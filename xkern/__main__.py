@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("info", "graph", "bench", "train", "compare", "export", "predict")
+COMMANDS = ("info", "graph", "bench", "train", "compare", "export", "predict", "config")
 
 
 def build_parser():

@@ -5,6 +5,7 @@ shapes), so each distinct plan compiles once and is cached by the factories.
 """
 import functools
 import math
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -191,3 +192,222 @@ def weight_edges(index, n_in):
         return (np.stack([flat[edge], edge // degree, edge], axis=1),)
     key = ("edges", _interop.device_id(), n_in, _interop.content_key(index))
     return _tables.get(key, build)[0]
+
+
+# --- Kernels with every channel staged in dynamic shared memory (_pointwise, _window) ---
+
+SHARED_OPTIN_SM90 = 227 * 1024   # dynamic shared memory one block may opt in to on sm_90
+SHARED_PER_SM90 = 228 * 1024     # shared memory per SM on sm_90 ...
+SHARED_RESERVED = 1024           # ... of which the driver reserves this much per resident block
+REGISTERS_PER_SM = 65536
+PIXEL_VECTORS = (2, 1)           # float4 pixel vectors per lane in the 1x1 gather (most first)
+WGRAD_PIXELS = 128               # pixels per staged tile of the 1x1 grad_weight
+WGRAD_EDGES = {1: 32, 4: 8, 8: 8}  # edges per thread of the 1x1 grad_weight, by outputs per row
+STAGE_COST = 4                   # a staged word (global load + shared store) in FMAs, planner estimate
+GRID_FILL = 2                    # blocks per SM a grid should reach before rows are split
+
+
+def shared_limit():
+    """Dynamic shared memory one block may use on the current device (sm_90's in the simulator)."""
+    if _interop.SIMULATOR:
+        return SHARED_OPTIN_SM90
+    key = _interop.device_id()
+    limit = _shared_limits.get(key)
+    if limit is None:
+        from numba import cuda
+        limit = _shared_limits[key] = cuda.get_current_device().MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    return limit
+
+
+_shared_limits = {}
+
+
+def outputs_per_row(index):
+    """g in (8, 4, 1): the largest with every run of g outputs reading one index row."""
+    n_out = index.shape[0]
+    for g in (8, 4):
+        if n_out % g == 0 and n_out > g:
+            rows = index.reshape(n_out // g, g, -1)
+            if (rows == rows[:, :1]).all():
+                return g
+    return 1
+
+
+class PointwiseTile(NamedTuple):
+    """The 1x1 gather's block: g outputs per index row, nv float4 pixel vectors per lane."""
+    g: int
+    nv: int
+
+    @property
+    def pixels(self):
+        return WARP * 4 * self.nv
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_pointwise(n_chan, n_pix, n_rows, g, itemsize, n_sm, limit):
+    """(PointwiseTile, row_groups, shared_bytes) of a 1x1 gather over n_rows index rows, or None
+    when one tile of every channel does not fit in limit bytes.  The most pixel vectors per
+    lane that fit and still give each SM a block; rows split over blocks until the grid
+    reaches GRID_FILL blocks per SM (each split stages the tile again)."""
+    for nv in PIXEL_VECTORS:
+        tile = PointwiseTile(g, nv)
+        shared = n_chan * tile.pixels * itemsize
+        tiles = math.ceil(n_pix / tile.pixels)
+        if shared <= limit and (tiles >= n_sm or nv == PIXEL_VECTORS[-1]):
+            groups = max(1, min(math.ceil(GRID_FILL * n_sm / tiles), n_rows // WARPS))
+            return tile, groups, shared
+    return None
+
+
+class WindowTile(NamedTuple):
+    """The k x k kernels' block: g outputs per index row, an ry x rx register tile per
+    thread, ty x tx pixel threads."""
+    g: int
+    ry: int
+    rx: int
+    ty: int
+    tx: int
+
+
+WINDOW_OUTPUTS = 4  # outputs per row the k x k kernels keep in registers (a g-block graph is a 4-block one)
+
+
+def window_outputs(g):
+    """Outputs per kernel row of the k x k kernels for a graph with g outputs per index row:
+    at most WINDOW_OUTPUTS, so that the per-edge loop nest (g*ry*rx*kh*kw FMAs) stays
+    small enough for the compiler to unroll into registers."""
+    return min(g, WINDOW_OUTPUTS)
+
+
+def register_tile(g):
+    """(ry, rx): 4x4 for one output per row, else 2x4 (g*ry*rx*9 <= 288 FMAs per edge)."""
+    return (4, 4) if g == 1 else (2, 4)
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_window(geom, n_chan, out_hw, batch, n_rows, degree, g, itemsize, n_sm, limit):
+    """(WindowTile, row_groups, shared_bytes) of a k x k gather, or None when no tile fits.
+
+    Estimated cost in FMA slots: the FMAs of the padded tiles (threads without a full
+    set of row slots idle), plus STAGE_COST per staged word, times how short the grid
+    falls of filling the GPU."""
+    ho, wo = out_hw
+    ry, rx = register_tile(g)
+    kk = geom.kh * geom.kw
+    best = None
+    for ty in range(1, 9):
+        for tx in range(1, 9):
+            n_pix = ty * tx
+            if n_pix > THREADS or (ty > 1 and (ty - 1) * ry >= ho) or (tx > 1 and (tx - 1) * rx >= wo):
+                continue
+            hh, hw = halo(geom, ty * ry, tx * rx)
+            shared = n_chan * hh * hw * itemsize
+            if shared > limit:
+                continue
+            slots = THREADS // n_pix
+            tiles = math.ceil(ho / (ty * ry)) * math.ceil(wo / (tx * rx))
+            base = tiles * batch
+            groups = max(1, min(math.ceil(GRID_FILL * n_sm / base), n_rows // slots))
+            padded = tiles * ty * ry * tx * rx
+            busy = math.ceil(n_rows / (slots * groups)) * slots * groups / n_rows
+            cost = (batch * padded * n_rows * g * degree * kk * busy * THREADS / (n_pix * slots)
+                    + STAGE_COST * base * groups * shared / itemsize)
+            cost *= max(1.0, n_sm / (base * groups))
+            if best is None or cost < best[0]:
+                best = (cost, WindowTile(g, ry, rx, ty, tx), groups, shared)
+    return None if best is None else best[1:]
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_window_wgrad(geom, n_chan, out_hw, batch, n_edges, g, itemsize, n_sm, limit):
+    """(WindowTile, units_per_slice, slices, shared_bytes) of the k x k grad_weight: the
+    largest tile with the least padding that fits (each tile costs two barriers and a
+    staging pass), and (image, tile) units split into slices until the grid reaches
+    GRID_FILL blocks per SM."""
+    ho, wo = out_hw
+    ry, rx = register_tile(g)
+    best = None
+    for ty in range(1, 9):
+        for tx in range(1, 9):
+            if (ty > 1 and (ty - 1) * ry >= ho) or (tx > 1 and (tx - 1) * rx >= wo):
+                continue
+            hh, hw = halo(geom, ty * ry, tx * rx)
+            shared = n_chan * hh * hw * itemsize
+            if shared > limit:
+                continue
+            tiles = math.ceil(ho / (ty * ry)) * math.ceil(wo / (tx * rx))
+            key = (tiles * ty * ry * tx * rx / max(1, ho * wo), tiles)
+            if best is None or key < best[0]:
+                best = (key, WindowTile(g, ry, rx, ty, tx), tiles, shared)
+    if best is None:
+        return None
+    _, tile, tiles, shared = best
+    blocks = math.ceil(n_edges / THREADS)
+    units = batch * tiles
+    slices = max(1, min(units, math.ceil(GRID_FILL * n_sm / blocks)))
+    per_slice = math.ceil(units / slices)
+    return tile, per_slice, math.ceil(units / per_slice), shared
+
+
+def wgrad_pointwise_plan(n_chan, n_pix, n_edge_groups, itemsize, n_sm, limit):
+    """(tiles_per_slice, slices, shared_bytes) of the 1x1 grad_weight, or None when a tile of
+    every channel does not fit."""
+    shared = n_chan * (WGRAD_PIXELS + 4) * itemsize
+    if shared > limit:
+        return None
+    tiles = math.ceil(n_pix / WGRAD_PIXELS)
+    slices = max(1, min(tiles, math.ceil(GRID_FILL * n_sm / math.ceil(n_edge_groups / THREADS))))
+    per_slice = math.ceil(tiles / slices)
+    return per_slice, math.ceil(tiles / per_slice), shared
+
+
+_graph_keys = {}
+
+
+def graph_key(index):
+    """A content key of index.  Read-only arrays (the backend's host copies of torch indices,
+    remade whenever the tensor changes) are hashed once per object, not on every call."""
+    if index.flags.writeable:
+        return _interop.content_key(index)
+    hit = _graph_keys.get(id(index))
+    if hit is not None and hit[0]() is index:
+        return hit[1]
+    key = _interop.content_key(index)
+    with _interop._lock:
+        for k in [k for k, v in _graph_keys.items() if v[0]() is None]:
+            del _graph_keys[k]
+        _graph_keys[id(index)] = (weakref.ref(index), key)
+    return key
+
+
+_int32 = functools.partial(np.ascontiguousarray, dtype=np.int32)
+
+
+def staged_forward_tables(index, n_in, g, cstride, key):
+    """Device (offs, wrow, seg, rows) int32 of the gather over index rows r (outputs r*g..r*g+g-1):
+    edge e = r*D + i reads staged channel index[r*g, i] at offs[e] = channel * cstride with
+    weight w[wrow[e] + k*D] for output r*g + k."""
+    def build():
+        _checks.check_index(index, n_in)
+        n_out, degree = index.shape
+        n_rows = n_out // g
+        rows = np.arange(n_rows)
+        offs = index[::g].ravel() * cstride
+        wrow = (rows[:, None] * g * degree + np.arange(degree)).ravel()
+        return _int32(offs), _int32(wrow), _int32(np.arange(n_rows + 1) * degree), _int32(rows)
+    return _tables.get(("sfwd", _interop.device_id(), n_in, g, cstride, key), build)
+
+
+def staged_reverse_tables(index, rev, n_in, cstride, key):
+    """Device (offs, wrow, seg, rows) int32 of the gather over input channels u (grad_input):
+    edge e of u reads staged grad_out channel v at offs = v * cstride with weight w[v*D + i]
+    for rev's (v, i); rows lists the channels longest first (in-degrees are uneven, and
+    row slots take rows in this order)."""
+    def build():
+        _checks.check_index(index, n_in)
+        _checks.check_reverse(index, rev, n_in)
+        degree = index.shape[1]
+        counts = np.diff(rev.ptr)
+        rows = np.argsort(-counts, kind="stable")
+        return (_int32(rev.edge // degree * cstride), _int32(rev.edge), _int32(rev.ptr), _int32(rows))
+    return _tables.get(("srev", _interop.device_id(), n_in, cstride, key), build)

@@ -4,8 +4,9 @@
                          * grad_out[b, v, (y + p - ky*d) / s, (x + p - kx*d) / s]
 
 (terms whose division is inexact or lands outside grad_out vanish).  At stride 1
-this is the tiled gather with the kernel flipped and padding (k-1)*d - p; other
-strides use a direct kernel, one thread per element of grad_x.
+this is the staged gather (_staged; _gather where a tile of every channel does not
+fit) with the kernel flipped and padding (k-1)*d - p; other strides use a direct
+kernel, one thread per element of grad_x.
 """
 import functools
 import math
@@ -15,7 +16,7 @@ import numpy as np
 from numba import cuda, types
 
 from .. import _checks
-from . import _interop, _plan
+from . import _interop, _plan, _staged
 from ._gather import launch_gather
 
 STRIDED_THREADS = 128
@@ -36,6 +37,9 @@ def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dil
     if stride == (1, 1):
         geom = _plan.Geometry(kh, kw, 1, 1, *dilation, (kh - 1) * dilation[0] - padding[0],
                               (kw - 1) * dilation[1] - padding[1], True)
+        if _staged.gather(grad_out, weight.reshape(weight.size), index, rev, None, gx, geom,
+                          _plan.graph_key(index), grad_out.stream):
+            return
         tile, groups = _plan.plan_gather(geom, n_out, (height, width), n_img, n_in, degree,
                                          np.dtype(grad_out.dtype).itemsize, _interop.sm_count())
         codes, seg = _plan.reverse_tables(index, rev, n_in, n_out, tile.ch)

@@ -1,5 +1,8 @@
 """CUDA grad_weight of xconv2d, deterministic: per-block partials, then a fixed-order sum.
 
+The partials come from the staged kernels (_staged.wgrad_partials) where a tile of every
+input channel fits in shared memory, else from the edge-major kernel below.
+
     grad_w[v, i, ky, kx] = sum_{b, y, x} grad_out[b, v, y, x]
                            * x[b, index[v, i], y*s + ky*d - p, x*s + kx*d - p]
 
@@ -19,7 +22,7 @@ import numpy as np
 from numba import cuda, types
 
 from .. import _checks
-from . import _interop, _plan
+from . import _interop, _plan, _staged
 from ._plan import THREADS, WARP, WARPS
 
 REDUCE_THREADS = 256
@@ -35,15 +38,20 @@ def xconv2d_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilatio
     _checks.check_dtypes("x", x, grad_out=grad_out, grad_weight=gw)
     n_out, degree, kh, kw = gw.shape
     n_img, n_in = x.shape[:2]
-    edges = _plan.weight_edges(index, n_in)
     n_edges = n_out * degree
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
-    tile, slices = _plan.plan_strips(tuple(grad_out.shape[2:]), n_edges, n_img, _interop.sm_count())
     stream = x.stream
     dtype = np.dtype(x.dtype)
-    (partial,) = _interop.workspace.take(stream, "grad_weight", [((slices, n_edges, kh * kw), dtype)])
-    kernel = partial_kernel(dtype, geom, tile)
-    kernel((math.ceil(n_edges / WARPS), slices), THREADS, stream, grad_out, x, edges, partial)
+    partial = None
+    if n_img > 0:
+        partial = _staged.wgrad_partials(grad_out, x, index, geom, _plan.graph_key(index), stream)
+    if partial is None:
+        edges = _plan.weight_edges(index, n_in)
+        tile, slices = _plan.plan_strips(tuple(grad_out.shape[2:]), n_edges, n_img, _interop.sm_count())
+        (partial,) = _interop.workspace.take(stream, "grad_weight", [((slices, n_edges, kh * kw), dtype)])
+        kernel = partial_kernel(dtype, geom, tile)
+        kernel((math.ceil(n_edges / WARPS), slices), THREADS, stream, grad_out, x, edges, partial)
+    slices = partial.shape[0]
     flat = gw.reshape(n_edges * kh * kw)
     sum_slices = sum_kernel(dtype)
     sum_slices(math.ceil(flat.shape[0] / REDUCE_THREADS), REDUCE_THREADS, stream,

@@ -1,8 +1,10 @@
-"""CUDA forward of xconv2d: the tiled gather over output channels (see _gather)."""
+"""CUDA forward of xconv2d: the staged gather over output channels (see _staged), or the
+channel-chunked gather (_gather) where a tile of every input channel does not fit in shared
+memory."""
 import numpy as np
 
 from .. import _checks
-from . import _interop, _plan
+from . import _interop, _plan, _staged
 from ._gather import launch_gather
 
 
@@ -18,6 +20,9 @@ def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
     n_img, n_in = x.shape[:2]
     n_out, degree, kh, kw = weight.shape
     geom = _plan.Geometry(kh, kw, *stride, *dilation, *padding)
+    w_flat = weight.reshape(weight.size)
+    if _staged.gather(x, w_flat, index, None, bias, out_d, geom, _plan.graph_key(index), x.stream):
+        return
     tile, groups = _plan.plan_gather(geom, n_in, tuple(out_d.shape[2:]), n_img, n_out, degree,
                                      np.dtype(x.dtype).itemsize, _interop.sm_count())
     codes, seg = _plan.forward_tables(index, n_in, tile.ch)

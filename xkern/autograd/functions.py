@@ -15,6 +15,12 @@ without this an exported X-Net could not backpropagate.  Both paths run the same
 The Functions take ctx in forward rather than defining setup_context: for a
 setup_context Function, apply binds its arguments through inspect.signature on every
 call, about 25 us, more than a tiny layer's kernel.
+
+Half precision: the kernels compute in float32 or float64.  The Functions cast float16 /
+bfloat16 inputs to float32, run the float32 kernels (float32 accumulation), and return
+float32 under torch.autocast (the custom ops' own autocast rule: compute and return
+float32) or else the promoted dtype of x and weight, e.g. bfloat16 for a bfloat16 layer
+on bfloat16 data.  Gradients come back in each input's dtype.
 """
 import torch
 
@@ -52,6 +58,70 @@ def _unpack(grads, output_mask):
     return tuple(next(rest) if wanted else None for wanted in output_mask)
 
 
+# Tensor types whose ops may skip the dispatcher (subclasses such as FakeTensor may not).
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 1)
+
+
+def _direct(*tensors):
+    """True when the custom ops' bodies (custom_ops.run_*) may run without torch's dispatcher,
+    which costs more than a small layer's kernel: eager mode on plain tensors, with no
+    dispatch mode (FakeTensor, FlopCounterMode, ...) that must see the op.  Autocast needs no
+    dispatcher here: the Functions cast half precision themselves and the ops' autocast rule
+    leaves float32 / float64 as they are."""
+    if torch.compiler.is_compiling() or _dispatch_modes():
+        return False
+    return all(t is None or (type(t) in _PLAIN and not t.is_meta) for t in tensors)
+
+
+def _direct_backward(*tensors):
+    """_direct for a backward: with create_graph (grad mode on) the op runs, and its missing
+    autograd formula refuses a double backward by name."""
+    return not torch.is_grad_enabled() and _direct(*tensors)
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _float32(t):
+    """t as float32 when it is float16 / bfloat16 (the kernels take float32 or float64), else t."""
+    return t.float() if t is not None and t.dtype in _HALF else t
+
+
+def _to_float32(ctx, x, weight, bias):
+    """(x, weight, bias) for the kernels; ctx remembers the dtypes the gradients go back to and
+    the output's dtype (None: as computed)."""
+    if x.dtype not in _HALF and weight.dtype not in _HALF and (bias is None or bias.dtype not in _HALF):
+        ctx.dtypes = ctx.out_dtype = None
+        return x, weight, bias
+    ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    # Under autocast the custom ops compute and return float32 (custom_ops.py); outside it a
+    # half-precision layer returns its own precision, as torch's Conv2d and Linear do, and like
+    # them takes one dtype.
+    if torch.is_autocast_enabled(x.device.type):
+        ctx.out_dtype = None
+    elif x.dtype == weight.dtype and (bias is None or bias.dtype == x.dtype):
+        ctx.out_dtype = x.dtype
+    else:
+        bias_text = "" if bias is None else f", bias {bias.dtype}"
+        raise TypeError(f"x has dtype {x.dtype}, weight {weight.dtype}{bias_text}: outside "
+                        f"torch.autocast an X layer takes one dtype; convert the layer and its "
+                        f"input alike (layer.to(dtype)) or run it under torch.autocast")
+    return _float32(x), _float32(weight), _float32(bias)
+
+
+def _from_float32(ctx, out):
+    return out if ctx.out_dtype is None else out.to(ctx.out_dtype)
+
+
+def _grads_back(ctx, grads):
+    """The float32 gradients of half-precision inputs in those inputs' dtypes."""
+    dtypes = getattr(ctx, "dtypes", None)  # unset when torch.export's op-level autograd runs
+    if dtypes is None:
+        return grads
+    return tuple(g if g is None or d is None else g.to(d) for g, d in zip(grads, dtypes))
+
+
 def _setup_conv(ctx, inputs, output):
     """What XConv2dFunction.backward reads: the setup_context of xkern::xconv2d_fwd."""
     x, weight, index, _, stride, padding, dilation, backend = inputs
@@ -73,15 +143,20 @@ class XConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, index, bias, stride, padding, dilation, backend):
+        x, weight, bias = _to_float32(ctx, x, weight, bias)
         _setup_conv(ctx, (x, weight, index, bias, stride, padding, dilation, backend), None)
-        return custom_ops.xconv2d_fwd(x, weight, index, bias, stride, padding, dilation, backend)
+        op = custom_ops.run_xconv2d_fwd if _direct(x, weight, index, bias) else custom_ops.xconv2d_fwd
+        out = op(x, weight, index, bias, stride, padding, dilation, backend)
+        return _from_float32(ctx, out)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, index = ctx.saved_tensors
         mask = _needed(ctx)
-        grads = custom_ops.xconv2d_bwd(grad_out, x, weight, index, *ctx.conv, mask, ctx.backend)
-        grad_x, grad_weight, grad_bias = _unpack(grads, mask)
+        grad_out = _float32(grad_out)
+        op = custom_ops.run_xconv2d_bwd if _direct_backward(grad_out, x, weight, index) else custom_ops.xconv2d_bwd
+        grads = op(grad_out, x, weight, index, *ctx.conv, mask, ctx.backend)
+        grad_x, grad_weight, grad_bias = _grads_back(ctx, _unpack(grads, mask))
         return grad_x, grad_weight, None, grad_bias, None, None, None, None
 
 
@@ -90,15 +165,19 @@ class XLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, index, bias, backend):
+        x, weight, bias = _to_float32(ctx, x, weight, bias)
         _setup_linear(ctx, (x, weight, index, bias, backend), None)
-        return custom_ops.xlinear_fwd(x, weight, index, bias, backend)
+        op = custom_ops.run_xlinear_fwd if _direct(x, weight, index, bias) else custom_ops.xlinear_fwd
+        return _from_float32(ctx, op(x, weight, index, bias, backend))
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, index = ctx.saved_tensors
         mask = _needed(ctx)
-        grads = custom_ops.xlinear_bwd(grad_out, x, weight, index, mask, ctx.backend)
-        grad_x, grad_weight, grad_bias = _unpack(grads, mask)
+        grad_out = _float32(grad_out)
+        op = custom_ops.run_xlinear_bwd if _direct_backward(grad_out, x, weight, index) else custom_ops.xlinear_bwd
+        grads = op(grad_out, x, weight, index, mask, ctx.backend)
+        grad_x, grad_weight, grad_bias = _grads_back(ctx, _unpack(grads, mask))
         return grad_x, grad_weight, None, grad_bias, None
 
 

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from xkern._extras import MissingExtra
+
 COMMANDS = ("info", "graph", "bench", "train", "compare", "export", "predict", "config")
 
 
@@ -28,7 +30,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except MissingExtra as exc:  # raised by each command's checks, before it does any work
+        print(f"xkern {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

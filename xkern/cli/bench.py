@@ -121,7 +121,19 @@ def _command(args, s):
     return " ".join(words)
 
 
+def check_extras(args):
+    """Raise MissingExtra before timing anything if a package this run needs is missing."""
+    from .._extras import require
+    if not args.from_json:
+        require("python -m xkern bench", "torch", extra="torch")
+        if args.backend == "cuda":
+            require("--backend cuda", "numba", extra="cuda")
+    if args.plot:
+        require("--plot", "matplotlib", extra="bench")
+
+
 def run(args):
+    check_extras(args)
     from ..bench import report
 
     try:

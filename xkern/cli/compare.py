@@ -1,5 +1,5 @@
 """`python -m xkern compare`: dense vs X vs G twins over seeds, accuracy against MACs (Fig. 3)."""
-from .train import add_data_arguments, passive_openmp
+from .train import add_data_arguments, check_extras, passive_openmp
 
 
 def register(sub):
@@ -27,7 +27,9 @@ def run(args):
     import os
     import sys
 
+    check_extras(args, "compare")
     passive_openmp()
+    from .._extras import missing_message
     from ..training import compare, distributed
     from ..training.loop import RunConfig
 
@@ -74,5 +76,6 @@ def run(args):
         png = compare.save(results, args.out, {"data": args.data, "epochs": args.epochs,
                                                "seeds": seeds, "limit": args.limit})
         print(f"summary: {os.path.join(args.out, 'compare.json')}"
-              + (f", plot: {png}" if png else " (matplotlib not installed: no plot)"))
+              + (f", plot: {png}" if png else
+                 f" (no plot: {missing_message('matplotlib', 'plotting', extra='train')})"))
     return 0

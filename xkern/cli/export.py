@@ -46,11 +46,15 @@ def _load(path):
 def run(args):
     import os
 
+    from .._extras import require
+    fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "xk")
+    require("python -m xkern export", "torch", extra="torch")
+    if fmt == "onnx":
+        require("ONNX export", "onnx", extra="onnx")
     model, ckpt = _load(args.checkpoint)
     shape = args.input_shape or ckpt.get("image_shape")
     if shape is None:
         raise SystemExit("xkern export: the checkpoint records no image_shape; give --input-shape C H W")
-    fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "xk")
     meta = {key: ckpt[key] for key in ("model_name", "num_classes", "classes", "normalization",
                                        "image_shape", "epoch") if key in ckpt}
     meta["source"] = os.path.basename(args.checkpoint)

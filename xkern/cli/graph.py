@@ -42,11 +42,7 @@ def _stacks(args, n_out):
 
 
 def _plot(path, depths, x_frac, g_frac, x_label, g_label, title):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise SystemExit("xkern graph: --plot needs matplotlib, which is not installed "
-                         "(pip install 'xkern[graphs]')") from None
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(5, 3.5))
     ax = fig.add_subplot()
     ax.plot(depths, x_frac, "o-", label=x_label)
@@ -63,7 +59,11 @@ def _plot(path, depths, x_frac, g_frac, x_label, g_label, title):
 
 def run(args):
     import math
+
+    from .._extras import require
     from ..graphs import connectivity, mixing, sensitivity_depth, spectral_gap
+    if args.plot:
+        require("--plot", "matplotlib", extra="graphs")
     n_out = args.n_in if args.n_out is None else args.n_out
     xs, gs, groups = _stacks(args, n_out)
     block = f", block {args.block}" if args.block > 1 else ""

@@ -30,11 +30,7 @@ def _channels_first(a, channels):
 def _read_png(path, channels):
     """(C, H, W) float32 in [0, 1] from a PNG, alpha dropped, grey and colour matched to channels."""
     import numpy as np
-    try:
-        from matplotlib import image
-    except ImportError:
-        raise SystemExit("xkern predict: reading .png files needs matplotlib "
-                         "(pip install matplotlib), or give the image as a .npy array") from None
+    from matplotlib import image
     try:
         img = image.imread(path)
     except (OSError, ValueError, SyntaxError) as exc:
@@ -98,6 +94,9 @@ def run(args):
 
     import xkern
     from .. import runtime
+    from .._extras import require
+    if args.input.lower().endswith(".png"):
+        require("reading a .png image (a .npy array needs nothing more)", "matplotlib", extra="graphs")
     if args.top < 1:
         raise SystemExit(f"xkern predict: --top must be >= 1, got {args.top}")
     if args.threads is not None:

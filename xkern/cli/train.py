@@ -41,6 +41,28 @@ def add_data_arguments(p):
                    help="no tqdm progress bars")
 
 
+def check_extras(args, command):
+    """Raise MissingExtra, before any data is read, if a package train / compare needs is missing.
+
+    tqdm and matplotlib are optional: without them a run has no progress bars or plots, and
+    says so before training.
+    """
+    from .._extras import require
+    require(f"python -m xkern {command}", "torch", extra="train")
+    if args.data == "digits":
+        require("--data digits", "sklearn", extra="train")
+    elif args.data == "imagefolder":
+        require("--data imagefolder", "PIL", extra="train")
+    if args.device == "cuda" or (args.device is None and _torch_sees_gpu()):
+        # X layers on CUDA tensors run on xkern's numba kernels.
+        require("training on the GPU", "numba", extra="cuda")
+
+
+def _torch_sees_gpu():
+    import torch
+    return torch.cuda.is_available()
+
+
 def passive_openmp():
     """Let idle OpenMP threads sleep instead of spin (unless OMP_WAIT_POLICY is set).
 
@@ -54,6 +76,7 @@ def passive_openmp():
 def run(args):
     import sys
 
+    check_extras(args, "train")
     passive_openmp()
     from ..training import distributed
     from ..training.loop import RunConfig, fit

@@ -55,13 +55,14 @@ def run_all(runs, base, seeds, ctx, log=print):
     splits = datasets.load(base.data, base.data_dir, image_size=base.image_size, limit=base.limit)
     results = []
     for kind, compression, name in runs:
-        accuracies = []
+        accuracies, step_ms = [], []
         for seed in seeds:
             out = os.path.join(base.out, name, f"seed{seed}")
             config = replace(base, model=name, seed=seed, out=out,
                              resume=os.path.isfile(os.path.join(out, loop.CHECKPOINT)))
             rows = loop.fit(config, ctx, splits)
             accuracies.append(rows[-1]["val_accuracy"])
+            step_ms += [r["ms_per_step"] for r in rows if "ms_per_step" in r]
         cost = loop.model_cost(loop.build_model(name, splits.num_classes, seeds[0]),
                                splits.image_shape)
         mean = sum(accuracies) / len(accuracies)
@@ -69,19 +70,40 @@ def run_all(runs, base, seeds, ctx, log=print):
                if len(accuracies) > 1 else 0.0)
         results.append({"model": name, "kind": kind, "compression": compression,
                         "params": cost["params"], "macs": cost["macs"], "seeds": list(seeds),
-                        "val_accuracy": accuracies, "mean": mean, "std": std})
+                        "val_accuracy": accuracies, "mean": mean, "std": std,
+                        # median over epochs and seeds: the first epoch's warm-up counts once
+                        "ms_per_step": _median(step_ms)})
         log(f"compare: {name}: {100 * mean:.2f} +- {100 * std:.2f}% over {len(seeds)} seed(s)")
     return results
 
 
+def _median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def table(results, epochs):
-    """Text table: model, kind, C, params, MACs, accuracy mean +- std (n)."""
-    lines = [f"{'model':28s} {'kind':5s} {'C':>3s} {'params':>10s} {'MACs':>12s}  "
+    """Text table: model, kind, C, params, MACs, ms per training step, accuracy mean +- std (n);
+    then each twin against the dense model: MACs, parameters and step time as ratios."""
+    lines = [f"{'model':28s} {'kind':5s} {'C':>3s} {'params':>10s} {'MACs':>12s} {'ms/step':>8s}  "
              f"val accuracy after {epochs} epoch(s)"]
     for r in results:
+        step = f"{r['ms_per_step']:8.1f}" if r.get("ms_per_step") else f"{'-':>8s}"
         lines.append(f"{r['model']:28s} {r['kind']:5s} {r['compression'] or '-':>3} "
-                     f"{r['params'] / 1e6:9.3f}M {r['macs'] / 1e6:11.2f}M  "
+                     f"{r['params'] / 1e6:9.3f}M {r['macs'] / 1e6:11.2f}M {step}  "
                      f"{100 * r['mean']:6.2f} +- {100 * r['std']:5.2f}%  (n={len(r['seeds'])})")
+    dense = next((r for r in results if r["kind"] == "dense"), None)
+    for r in results:
+        if dense is None or r is dense:
+            continue
+        speed = (f", steps {dense['ms_per_step'] / r['ms_per_step']:.2f}x as fast"
+                 if r.get("ms_per_step") and dense.get("ms_per_step") else "")
+        lines.append(f"{r['model']} against {dense['model']}: {dense['macs'] / r['macs']:.2f}x fewer "
+                     f"MACs, {dense['params'] / r['params']:.2f}x fewer parameters{speed}, accuracy "
+                     f"{100 * (r['mean'] - dense['mean']):+.2f} points")
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import _extras
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".tif", ".tiff", ".webp")
 
@@ -140,10 +142,8 @@ def _digits(size):
     """scikit-learn's bundled 8x8 digits, upsampled to size x size, 3 channels; fixed 80/20 split."""
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"image_size must be an integer >= 8 for digits, got {size!r}")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError("--data digits needs scikit-learn (pip install scikit-learn)") from exc
+    _extras.require("--data digits", "sklearn", extra="train")
+    from sklearn.datasets import load_digits
     bunch = load_digits()
     pixels = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16  # values 0..16
     pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear",
@@ -261,11 +261,8 @@ def _imagefolder(data_dir, size):
 
 
 def _image_reader():
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ImportError("--data imagefolder needs Pillow to decode images "
-                          "(pip install pillow); it is not installed") from exc
+    _extras.require("--data imagefolder", "PIL", extra="train")
+    from PIL import Image
     return Image
 
 

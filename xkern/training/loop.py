@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from .. import _extras
 from . import data as datasets
 from .distributed import all_sum, broadcast_buffers, check_same_graphs
 from .plot import save_curves
@@ -94,6 +95,10 @@ def fit(config, ctx, splits=None):
     if start >= config.epochs:
         log(f"  checkpoint already has {start} epoch(s): nothing to train")
         return rows
+    if config.progress and not has_tqdm():
+        log(f"  no progress bars: {_extras.missing_message('tqdm', 'progress bars')}")
+    if not _extras.available("matplotlib"):
+        log(f"  no {CURVES}: {_extras.missing_message('matplotlib', 'plotting')}")
     if ctx.is_main:
         os.makedirs(config.out, exist_ok=True)
         _write_rows(metrics_path, rows)
@@ -122,7 +127,9 @@ def fit(config, ctx, splits=None):
         row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                "val_loss": val_loss_sum / val_count, "val_accuracy": val_correct / val_count,
                "lr": lr, "seconds": time.perf_counter() - began, "train_seconds": train_seconds,
-               "images_per_second": count / train_seconds, "world_size": ctx.world_size}
+               "images_per_second": count / train_seconds,
+               "ms_per_step": 1000 * train_seconds / max(1, len(train_loader)),
+               "world_size": ctx.world_size}
         if not np.isfinite(row["train_loss"]):
             raise FloatingPointError(f"training loss is {row['train_loss']} in epoch {epoch + 1}: "
                                      f"lower the learning rate (--lr, now {recipe.lr:g})")
@@ -134,9 +141,7 @@ def fit(config, ctx, splits=None):
             _append_row(metrics_path, row)
             _save(ckpt_path, _checkpoint(config, recipe, splits, model, optimizer, scheduler,
                                          epoch + 1))
-            if not save_curves(rows, os.path.join(config.out, CURVES), title=config.model):
-                if epoch == start:
-                    log("  matplotlib is not installed: no curves.png")
+            save_curves(rows, os.path.join(config.out, CURVES), title=config.model)
     if ctx.is_main:
         _save(os.path.join(config.out, FINAL), _final(config, splits, model))
     return rows
@@ -165,12 +170,11 @@ def _loaders(splits, batch_size, config, ctx):
 
 def _train_epoch(net, loader, transform, optimizer, ctx, rng, desc, progress):
     """One pass over this rank's shard; returns [loss sum, correct, count] of this rank."""
-    from tqdm.auto import tqdm
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
     count = 0
-    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
+    bar = _progress_bar(loader, desc, progress)
     for step, (images, labels) in enumerate(bar):
         x = transform(images.to(ctx.device, non_blocking=True), train=True, generator=rng)
         labels = labels.to(ctx.device, non_blocking=True)
@@ -186,6 +190,35 @@ def _train_epoch(net, loader, transform, optimizer, ctx, rng, desc, progress):
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     return [loss_sum.item(), correct.item(), count]
+
+
+class _NoBar:
+    """What _train_epoch uses of a tqdm bar, for runs without one."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(loader, desc, progress):
+    """A tqdm bar over loader, or a bare iteration when progress is off or tqdm is missing
+    (fit reports the missing package once, before training)."""
+    if progress and has_tqdm():
+        from tqdm.auto import tqdm
+        return tqdm(loader, desc=desc, unit="batch", leave=False)
+    return _NoBar(loader)
+
+
+def has_tqdm():
+    return _extras.available("tqdm")
 
 
 @torch.no_grad()

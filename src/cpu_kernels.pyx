@@ -46,7 +46,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from xkern.backends import _checks
+from xkern.backends import _checks, _graphs
 
 from _openmp_helpers cimport XK_OPENMP_ENABLED, xk_omp_max_threads
 
@@ -450,11 +450,26 @@ def clear_term_cache():
         _terms_bytes = 0
 
 
+def _frozen_arrays(made):
+    """The tuple made with its arrays copied and read-only: they are shared between calls, and
+    a list may be a view of the caller's index, which may change after this call."""
+    made = tuple(np.array(a) if isinstance(a, np.ndarray) else a for a in made)
+    for a in made:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return made
+
+
 def _cached_terms(kind, index, extra, make):
     """make() for the (Cout, D) graph `index` (and the hashable `extra` it depends on), from the cache
     when an equal index was seen: the key holds evenly spaced entries of the index, and a
     hit is confirmed against a private copy of the whole index.  The arrays made are
     copied and made read-only: they are shared between calls."""
+    # xkern.ops' cached copy of the graph: its tables are found by identity
+    hit = _graphs.table(index if isinstance(index, np.ndarray) else index.base, (kind, extra),
+                        lambda: _frozen_arrays(make()))
+    if hit is not None:
+        return hit
     if index.shape[0] * index.shape[1] <= TERMS_CACHE_MIN:
         return make()
     flat = np.asarray(index).ravel()
@@ -465,11 +480,7 @@ def _cached_terms(kind, index, extra, make):
             _terms_cache.move_to_end(key)
     if hit is not None and np.array_equal(hit[0], flat):
         return hit[1]
-    # copies: a list may be a view of the caller's index, which may change after this call
-    made = tuple(np.array(a) if isinstance(a, np.ndarray) else a for a in make())
-    for a in made:
-        if isinstance(a, np.ndarray):
-            a.flags.writeable = False
+    made = _frozen_arrays(make())
     entry = (flat.copy(), made)
     global _terms_bytes
     with _terms_lock:
@@ -714,6 +725,11 @@ def _rows_shared(index):
         return False
     runs = rows.reshape(-1, XK_SHARE, rows.shape[1])
     return bool((runs == runs[:, :1]).all())
+
+
+def _runs_shared(index):
+    """_rows_shared(index), memoised with the graph's term lists."""
+    return _cached_terms("runs", index, None, lambda: (_rows_shared(index),))[0]
 
 
 class _ForwardPlanes:
@@ -1389,7 +1405,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         qoff = _cached_terms("quads", index, (n_in, width), lambda: _quad_terms(np.asarray(index), n_in, width))[0]
         qw = _wino_weights(weight, _quad_edges(n_out, degree), False, m, n_chunks)
         qs.off, qs.ptr, qs.rows = &qoff[0], NULL, NULL
-        qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _rows_shared(index)
+        qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _runs_shared(index)
         _wino_run(&x[0, 0, 0, 0], &x_im, &out[0, 0, 0, 0], &out_im, batch, <int64_t>padding[0],
                   <int64_t>padding[1], m, &qs, qw, bias_ptr, n_chunks)
         return
@@ -1400,7 +1416,7 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
     cdef int64_t group = _group(batch, n_in * n_frames * planes.hb * planes.wb * sizeof(floating))
     # block expanders (index rows equal in runs of XK_SHARE): those outputs share every
     # vector load, except on stride-1 3x3, whose row tiles share loads between kernel rows
-    cdef bint shared = _rows_shared(index) and not planes.rows3
+    cdef bint shared = _runs_shared(index) and not planes.rows3
     # stride-1 3x3: tiles of XK_NACC / a3 grid rows (the shared-row path keeps flat tiles)
     cdef int64_t rows3 = planes.rows3 if not shared else 0
     tiling = _tiling(planes, rows3, group, tile, sizeof(floating), XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -1512,7 +1528,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef floating[::1] parts
     cdef floating[::1] panels
     cdef bint direct
-    if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _rows_shared(index):
+    if kk == 1 and tap_ptr.shape[0] == 2 and rows3 == 0 and _runs_shared(index):
         # 1x1 block expanders: each run of outputs spreads its grad_out vectors, held in
         # registers, over the inputs it reads (xk_spread_shared); rev is not read
         run_rows = _cached_terms("spread", index, n_in, lambda: _run_rows(np.asarray(index), n_in))[0]
@@ -1584,7 +1600,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     cdef floating[::1] vbufs
     cdef floating[::1] accs
     cdef int64_t pad_y, pad_x
-    cdef bint shared = _rows_shared(index)
+    cdef bint shared = _runs_shared(index)
     wino = _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
                            n_out * degree, (grad_out.shape[2], grad_out.shape[3]), batch, sizeof(floating))
     cdef int m = wino[0]

@@ -11,7 +11,7 @@ import xkern
 from testing import assert_close, conv2d_oracle, linear_oracle, random_index
 
 cpu = pytest.importorskip("xkern.backends.cpu", reason="the compiled CPU backend is not built")
-from xkern.backends import _cpu  # noqa: E402  (after the skip: needs the extension)
+from xkern.backends import _cpu, _graphs  # noqa: E402  (after the skip: needs the extension)
 from xkern.ops.adjacency import reverse_adjacency  # noqa: E402
 
 DTYPES = (np.float64, np.float32)
@@ -512,10 +512,17 @@ def test_scratch_buffers_are_reused_and_released():
             np.testing.assert_array_equal(got, want)
 
 
-def test_term_lists_follow_an_index_changed_in_place():
+def _content_keyed_terms(monkeypatch):
+    """Make the kernels keep their term lists in their own cache, keyed on the index's
+    contents, as for an index that is not xkern.ops' cached copy (a direct kernel call)."""
+    monkeypatch.setattr(_graphs, "table", lambda index, key, make: None)
+
+
+def test_term_lists_follow_an_index_changed_in_place(monkeypatch):
     """The kernels keep the term lists of the graphs they saw last, keyed on a sample of
     the index's entries.  An index edited in place between calls, also at an entry the
     sample skips, must give the new graph's results, and the old graph its own again."""
+    _content_keyed_terms(monkeypatch)
     x, weight, index, bias, grad_out, geometry = conv_case((2, 9, 300, 4, (4, 3), (3, 3), 1, 1, 1, False), seed=5)
     assert index.size > _cpu.TERMS_CACHE_MIN  # small graphs are rebuilt every call
     original = index.copy()
@@ -536,6 +543,7 @@ def test_term_lists_follow_an_index_changed_in_place():
 
 def test_term_cache_keeps_to_its_byte_budget(monkeypatch):
     """Past TERMS_CACHE_BYTES the least recently used graphs go (the newest always stays)."""
+    _content_keyed_terms(monkeypatch)
     _cpu.clear_term_cache()
     monkeypatch.setattr(_cpu, "TERMS_CACHE_BYTES", 1)
     for seed in range(3):

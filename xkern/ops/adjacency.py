@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from ..backends import _graphs
+
 
 class ReverseAdjacency(NamedTuple):
     ptr: np.ndarray   # (Cin + 1,) int64, CSR row pointers
@@ -46,7 +48,11 @@ def _key(index, n_in):
 
 
 def cached_reverse_adjacency(index, n_in):
-    """reverse_adjacency, memoised on the index's contents (graphs are fixed while a net trains)."""
+    """reverse_adjacency, memoised on the index's contents (graphs are fixed while a net trains);
+    for a graph cached by xkern.backends._graphs (as xkern.ops passes them), kept beside it."""
+    rev = _graphs.table(index, "reverse adjacency", lambda: reverse_adjacency(index, n_in))
+    if rev is not None:
+        return rev
     key = _key(index, n_in)
     with _lock:
         hit = _cache.get(key)

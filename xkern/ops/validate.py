@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from ..backends import _graphs
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -82,7 +84,8 @@ def float_array(a, name, ndim, dtype=None, adopt=host_array):
 
 
 def index_array(index, n_out, n_in, degree):
-    """The graph as a C-contiguous int64 (Cout, D) array with entries in [0, Cin)."""
+    """The graph as a C-contiguous, read-only int64 (Cout, D) array with entries in [0, Cin):
+    the one cached copy of that graph (xkern.backends._graphs), checked when first seen."""
     if index is None:
         raise TypeError("index must be an integer array of shape (Cout, D), got None")
     idx = as_ndarray(index, "index")
@@ -91,10 +94,13 @@ def index_array(index, n_out, n_in, degree):
     if idx.shape != (n_out, degree):
         raise ValueError(f"index must have shape (Cout, D) = ({n_out}, {degree}) to match weight, "
                          f"got {idx.shape}")
+    cached = _graphs.lookup(idx, n_in)
+    if cached is not None:
+        return cached
     if idx.size and not _all_below(idx, n_in):
         raise ValueError(f"index entries must lie in [0, Cin) = [0, {n_in}), "
                          f"got values in [{idx.min()}, {idx.max()}]")
-    return np.ascontiguousarray(idx, dtype=np.int64)
+    return _graphs.insert(idx, n_in)
 
 
 def _all_below(idx, bound):

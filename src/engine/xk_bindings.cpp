@@ -59,6 +59,11 @@ PYBIND11_MODULE(_engine, m) {
         .def("run", &PyEngine::run, py::arg("x"), py::arg("threads") = 0, py::arg("profile") = false,
              "(output, [(first node index, seconds) per step]) for the batch x (float32, B x C x H x W).")
         .def("output_shape", &PyEngine::output_shape, py::arg("shape"))
+        .def("stats", [](PyEngine &e, std::vector<int64_t> shape) {
+                 if (shape.size() != 4) throw xk::Error("shape must be (B, C, H, W)");
+                 std::lock_guard<std::mutex> lock(e.engine->mutex);
+                 return e.engine->stats(shape.data());
+             }, py::arg("shape"), "Facts about the plan for an input shape (arena size, fused steps, copies).")
         .def("steps", [](const PyEngine &e) { return e.engine->step_nodes(); },
              "The graph nodes each step runs (a conv with its fused add and ReLU is one step).");
     m.def("has_avx2", &xk::Engine::use_avx2, "Whether the engine runs its AVX2 + FMA kernels on this CPU.");

@@ -34,7 +34,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2 };
+enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -123,7 +123,7 @@ struct ConvPlan {
     std::vector<int> blocks, pairs;        // SHARED4 first outputs; PAIR first outputs (second: +1 or itself)
     std::vector<int> pair_second;
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0;
+    int64_t tile = 0, n_tiles = 0, strips = 0;
 };
 
 struct Plan {
@@ -356,6 +356,11 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             std::sort(p.pairs.begin(), p.pairs.end());
         }
     }
+    // stride-1 convs with three kernel rows and random index rows: the row-tile kernel
+    if (p.family == PAIR && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
+        p.family = ROWS3;
+        p.tile = kern::ROWS;
+    }
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
     p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
@@ -368,12 +373,18 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                 p.phases.emplace_back(int(a), int(b));
             }
         }
+    if (p.family == ROWS3) p.direct = false;
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
+    if (p.family == ROWS3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
+        p.hq = (p.ho + kern::ROWS - 1) / kern::ROWS * kern::ROWS + 3;
+        p.strips = (p.wo + 7) / 8;
+        p.n_tiles = (p.ho + kern::ROWS - 1) / kern::ROWS * p.strips;
+    }
     p.pq = mul(p.hq, p.wq);
     p.cstride = mul(p.pq, int64_t(p.phases.size()));
-    p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
-    const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64;
+    if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
+    const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 16;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
     if (!p.direct) p.scratch_size = reach;
     // term lists
@@ -396,6 +407,14 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                         for (int u = 0; u < 4; ++u) p.wt.push_back(weight(b + u, i, ky, kx));
                     }
         }
+    } else if (p.family == ROWS3) {  // groups (i, kx), three weights each (ky = 0, 1, 2)
+        p.nt = int(d_in * kw);
+        for (int64_t v = 0; v < p.cout; ++v)
+            for (int64_t i = 0; i < d_in; ++i)
+                for (int64_t kx = 0; kx < kw; ++kx) {
+                    p.off.push_back(int32_t(index(v, i) * p.cstride + tap_off(0, kx)));
+                    for (int64_t ky = 0; ky < 3; ++ky) p.wt.push_back(weight(v, i, ky, kx));
+                }
     } else {
         for (int64_t v = 0; v < p.cout; ++v)
             for (int64_t i = 0; i < d_in; ++i)
@@ -404,6 +423,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                         p.off.push_back(int32_t(index(v, i) * p.cstride + tap_off(ky, kx)));
                         p.wt.push_back(weight(v, i, ky, kx));
                     }
+    }
+    if (p.family == PAIR || p.family == ROWS3) {
         std::vector<int> firsts;
         for (size_t k = 0; k < p.pairs.size(); k += 2) {
             firsts.push_back(p.pairs[k]);
@@ -446,30 +467,26 @@ void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
     }
 }
 
-// out[v] (ho, wo) = act(res + bias (+ resid)) for the tile's positions [q0, q0 + T)
-template <int ACT>
-void store_tile_t(const ConvPlan &p, const float *res, int64_t q0, float bias, const float *resid, float *out) {
+inline void finish(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
+#if XK_X86
+    if (Engine::use_avx2()) return kern::finish_avx2(s, bias, r, d, n, act);
+#endif
+    kern::finish_generic(s, bias, r, d, n, act);
+}
+
+// out[v] (ho, wo) = act(res + bias (+ resid)) for the flat tile's positions [q0, q0 + T)
+inline void store_tile(const ConvPlan &p, const float *res, int64_t q0, float bias, const float *resid, float *out, int act) {
     const int64_t qend = std::min(q0 + p.tile, p.ho * p.wq);
+    if (p.wq == p.wo) {  // no padding columns: one run
+        if (qend > q0) finish(res, bias, resid ? resid + q0 : nullptr, out + q0, qend - q0, act);
+        return;
+    }
     for (int64_t y = q0 / p.wq; y * p.wq < qend; ++y) {
         const int64_t row = y * p.wq;
         const int64_t x0 = std::max<int64_t>(q0 - row, 0), x1 = std::min<int64_t>(qend - row, p.wo);
-        if (x1 <= x0) continue;
-        const float *s = res + (row + x0 - q0);
-        float *d = out + y * p.wo + x0;
-        const int64_t m = x1 - x0;
-        if (resid) {
-            const float *r = resid + y * p.wo + x0;
-            for (int64_t k = 0; k < m; ++k) d[k] = act_t<ACT>(s[k] + bias + r[k]);
-        } else {
-            for (int64_t k = 0; k < m; ++k) d[k] = act_t<ACT>(s[k] + bias);
-        }
+        if (x1 > x0)
+            finish(res + (row + x0 - q0), bias, resid ? resid + y * p.wo + x0 : nullptr, out + y * p.wo + x0, x1 - x0, act);
     }
-}
-
-inline void store_tile(const ConvPlan &p, const float *res, int64_t q0, float bias, const float *resid, float *out, int act) {
-    if (act == RELU) store_tile_t<RELU>(p, res, q0, bias, resid, out);
-    else if (act == RELU6) store_tile_t<RELU6>(p, res, q0, bias, resid, out);
-    else store_tile_t<NONE>(p, res, q0, bias, resid, out);
 }
 
 void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *resid, float *out, int act, int nt) {
@@ -494,6 +511,31 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
 #endif
             kern::dw_generic(base, p.off.data(), w, ntaps, res);
             store_tile(p, res, q0, p.bias[c], resid ? resid + c * plane_out : nullptr, out + c * plane_out, act);
+        }
+        return;
+    }
+    if (p.family == ROWS3) {
+        const int64_t nvb = int64_t(p.pairs.size()), items = nvb * p.n_tiles;
+        const int groups = p.nt;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t tile = it / nvb, vb = it % nvb;
+            const int64_t y0 = tile / p.strips * kern::ROWS, x0 = tile % p.strips * 8;
+            alignas(32) float res[2 * kern::ROWS * 8];
+            const int v[2] = {p.pairs[vb], p.pair_second[vb]};
+            const int32_t *o0 = p.off.data() + int64_t(v[0]) * groups, *o1 = p.off.data() + int64_t(v[1]) * groups;
+            const float *w0 = p.wt.data() + int64_t(v[0]) * groups * 3, *w1 = p.wt.data() + int64_t(v[1]) * groups * 3;
+            const float *base = planes + y0 * p.wq + x0;
+#if XK_X86
+            if (avx2) kern::rows3_avx2(base, p.wq, o0, w0, o1, w1, groups, res); else
+#endif
+            kern::rows3_generic(base, p.wq, o0, w0, o1, w1, groups, res);
+            const int64_t cols = std::min<int64_t>(8, p.wo - x0), rows = std::min<int64_t>(kern::ROWS, p.ho - y0);
+            for (int u = 0; u < (v[1] != v[0] ? 2 : 1); ++u)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const int64_t at = v[u] * plane_out + (y0 + r) * p.wo + x0;
+                    finish(res + (u * kern::ROWS + r) * 8, p.bias[v[u]], resid ? resid + at : nullptr, out + at, cols, act);
+                }
         }
         return;
     }
@@ -716,6 +758,21 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
     return *plan_;
 }
 
+std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
+    Plan &P = plan_for(shape);
+    std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
+                                       {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_pair", 0},
+                                       {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_direct", 0}};
+    for (size_t s = 0; s < steps_.size(); ++s) {
+        for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
+        if (!P.conv[s]) continue;
+        const ConvPlan &cp = *P.conv[s];
+        out[cp.family == PAIR ? "conv_pair" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
+        out["conv_direct"] += cp.direct;
+    }
+    return out;
+}
+
 std::vector<int64_t> Engine::output_shape(const int64_t shape[4]) {
     return plan_for(shape).shapes[size_t(model_->output)];
 }
@@ -762,27 +819,53 @@ void eltwise_t(const Node &n, const float *a, const float *b, float *out, const 
     }
 }
 
+// max over a window, separably: each input row's max over the window's columns (into
+// rowmax, one row of Wo per input row), then the max of those over the window's rows
 void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x, float *out, int nt) {
     const int64_t C = xs[1], H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3];
-#pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-        const float *in = x + c * H * W;
-        float *o = out + c * Ho * Wo;
-        for (int64_t y = 0; y < Ho; ++y)
-            for (int64_t xo = 0; xo < Wo; ++xo) {
-                float m = -INFINITY;
-                for (int64_t ky = 0; ky < n.kernel[0]; ++ky) {
-                    const int64_t iy = y * n.stride[0] - n.padding[0] + ky * n.dilation[0];
-                    if (iy < 0 || iy >= H) continue;
-                    for (int64_t kx = 0; kx < n.kernel[1]; ++kx) {
-                        const int64_t ix = xo * n.stride[1] - n.padding[1] + kx * n.dilation[1];
-                        if (ix < 0 || ix >= W) continue;
-                        const float v = in[iy * W + ix];
-                        m = v > m || std::isnan(v) ? v : m;
-                    }
+    const int64_t kh = n.kernel[0], kw = n.kernel[1], dh = n.dilation[0], dw = n.dilation[1];
+    auto window = [](int64_t start, int64_t k, int64_t d, int64_t size, int64_t &a, int64_t &b) {
+        a = 0; b = k;  // taps a..b-1 fall inside [0, size)
+        while (a < k && start + a * d < 0) ++a;
+        while (b > a && start + (b - 1) * d >= size) --b;
+    };
+    std::vector<int64_t> cols(static_cast<size_t>(3 * Wo));
+    for (int64_t xo = 0; xo < Wo; ++xo) {
+        const int64_t c = xo * n.stride[1] - n.padding[1];
+        cols[size_t(3 * xo)] = c;
+        window(c, kw, dw, W, cols[size_t(3 * xo + 1)], cols[size_t(3 * xo + 2)]);
+    }
+    auto fmax_nan = [](float m, float v) { return v > m || v != v ? v : m; };  // NaN propagates, as in torch
+#pragma omp parallel num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384)
+    {
+        std::vector<float> rowmax(static_cast<size_t>(H * Wo));
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < C; ++c) {
+            const float *in = x + c * H * W;
+            for (int64_t h = 0; h < H; ++h) {
+                const float *row = in + h * W;
+                float *rm = rowmax.data() + h * Wo;
+                for (int64_t xo = 0; xo < Wo; ++xo) {
+                    const int64_t c0 = cols[size_t(3 * xo)];
+                    float m = -INFINITY;
+                    for (int64_t kx = cols[size_t(3 * xo + 1)]; kx < cols[size_t(3 * xo + 2)]; ++kx)
+                        m = fmax_nan(m, row[c0 + kx * dw]);
+                    rm[xo] = m;
                 }
-                o[y * Wo + xo] = m;
             }
+            float *o = out + c * Ho * Wo;
+            for (int64_t y = 0; y < Ho; ++y) {
+                const int64_t r = y * n.stride[0] - n.padding[0];
+                int64_t a, b;
+                window(r, kh, dh, H, a, b);
+                float *oy = o + y * Wo;
+                for (int64_t xo = 0; xo < Wo; ++xo) oy[xo] = -INFINITY;
+                for (int64_t ky = a; ky < b; ++ky) {
+                    const float *rm = rowmax.data() + (r + ky * dh) * Wo;
+                    for (int64_t xo = 0; xo < Wo; ++xo) oy[xo] = fmax_nan(oy[xo], rm[xo]);
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 // The engine: a Model planned for one input shape (layouts, packed weights, fused
 // steps, one arena), run with no allocation per call.  xk_engine.cpp.
 #pragma once
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,9 @@ public:
     // threads: 0 for OpenMP's default.  times: (first graph node of each step, seconds).
     void predict(const float *x, const int64_t shape[4], float *out, int64_t out_len, int threads,
                  std::vector<std::pair<int, double>> *times = nullptr);
+    // Facts about the plan for shape: arena_bytes, steps, concat_inputs, concat_copies
+    // (concatenation inputs not written in place), convs per kernel family.
+    std::map<std::string, int64_t> stats(const int64_t shape[4]);
     // The steps after fusion: for each, the graph nodes it runs (for profiles and tests).
     std::vector<std::vector<int>> step_nodes() const;
     int threads = 0;     // set by xk_set_num_threads

@@ -71,6 +71,42 @@ inline void dw_generic(const float *base, const int32_t *off, const float *w, in
     std::memcpy(r, a, sizeof a);
 }
 
+// "rows3": stride-1 convs with three kernel rows.  A tile is ROWS output rows x 8 columns
+// of two outputs; each input row segment loaded feeds the (up to) three output rows that
+// read it, so a term group (input channel, kernel column) costs ROWS + 2 loads for
+// 3 * ROWS FMAs per output instead of 3 * ROWS loads.  off[g]: the group's plane offset,
+// w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [2][ROWS][8].
+constexpr int ROWS = 4;
+
+inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o0, const float *w0, const int32_t *o1,
+                          const float *w1, int ng, float *res) {
+    float a[2][ROWS][8] = {{{0}}};
+    for (int g = 0; g < ng; ++g) {
+        const float *p[2] = {base + o0[g], base + o1[g]};
+        const float *w[2] = {w0 + 3 * g, w1 + 3 * g};
+        for (int u = 0; u < 2; ++u)
+            for (int j = 0; j < ROWS + 2; ++j) {
+                const float *row = p[u] + j * pitch;
+                for (int ky = 0; ky < 3; ++ky) {
+                    const int r = j - ky;
+                    if (r < 0 || r >= ROWS) continue;
+                    for (int k = 0; k < 8; ++k) a[u][r][k] += w[u][ky] * row[k];
+                }
+            }
+    }
+    std::memcpy(res, a, sizeof a);
+}
+
+// d[k] = act(s[k] + bias (+ r[k])) for k < n; act 0 none, 1 ReLU, 2 ReLU6
+inline void finish_generic(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
+    for (int64_t k = 0; k < n; ++k) {
+        float v = s[k] + bias + (r ? r[k] : 0.f);
+        if (act) v = v > 0.f ? v : 0.f;
+        if (act == 2) v = v < 6.f ? v : 6.f;
+        d[k] = v;
+    }
+}
+
 // out[o] = sum_k W[o, k] x[k] for o in [0, n_out)
 inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {
     for (int64_t o = 0; o < n_out; ++o) {
@@ -107,31 +143,94 @@ XK_AVX2 inline void pair_avx2(const float *base, const int32_t *o0, const float 
 }
 
 XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const float *w4, int n, float *r) {
-    __m256 a[4][3];
-    for (int m = 0; m < 4; ++m) a[m][0] = a[m][1] = a[m][2] = _mm256_setzero_ps();
+    // twelve named accumulators: gcc keeps an accumulator array on the stack
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, b0 = a0, b1 = a0, b2 = a0, c0 = a0, c1 = a0, c2 = a0,
+           d0 = a0, d1 = a0, d2 = a0;
     for (int j = 0; j < n; ++j) {
         const float *p = base + off[j];
         const __m256 x0 = _mm256_loadu_ps(p), x1 = _mm256_loadu_ps(p + 8), x2 = _mm256_loadu_ps(p + 16);
-        for (int m = 0; m < 4; ++m) {
-            const __m256 w = _mm256_broadcast_ss(w4 + 4 * j + m);
-            a[m][0] = _mm256_fmadd_ps(w, x0, a[m][0]);
-            a[m][1] = _mm256_fmadd_ps(w, x1, a[m][1]);
-            a[m][2] = _mm256_fmadd_ps(w, x2, a[m][2]);
-        }
+        __m256 w = _mm256_broadcast_ss(w4 + 4 * j);
+        a0 = _mm256_fmadd_ps(w, x0, a0); a1 = _mm256_fmadd_ps(w, x1, a1); a2 = _mm256_fmadd_ps(w, x2, a2);
+        w = _mm256_broadcast_ss(w4 + 4 * j + 1);
+        b0 = _mm256_fmadd_ps(w, x0, b0); b1 = _mm256_fmadd_ps(w, x1, b1); b2 = _mm256_fmadd_ps(w, x2, b2);
+        w = _mm256_broadcast_ss(w4 + 4 * j + 2);
+        c0 = _mm256_fmadd_ps(w, x0, c0); c1 = _mm256_fmadd_ps(w, x1, c1); c2 = _mm256_fmadd_ps(w, x2, c2);
+        w = _mm256_broadcast_ss(w4 + 4 * j + 3);
+        d0 = _mm256_fmadd_ps(w, x0, d0); d1 = _mm256_fmadd_ps(w, x1, d1); d2 = _mm256_fmadd_ps(w, x2, d2);
     }
-    for (int m = 0; m < 4; ++m)
-        for (int k = 0; k < 3; ++k) _mm256_storeu_ps(r + m * SHARED_T + 8 * k, a[m][k]);
+    _mm256_storeu_ps(r, a0); _mm256_storeu_ps(r + 8, a1); _mm256_storeu_ps(r + 16, a2);
+    _mm256_storeu_ps(r + SHARED_T, b0); _mm256_storeu_ps(r + SHARED_T + 8, b1); _mm256_storeu_ps(r + SHARED_T + 16, b2);
+    _mm256_storeu_ps(r + 2 * SHARED_T, c0); _mm256_storeu_ps(r + 2 * SHARED_T + 8, c1); _mm256_storeu_ps(r + 2 * SHARED_T + 16, c2);
+    _mm256_storeu_ps(r + 3 * SHARED_T, d0); _mm256_storeu_ps(r + 3 * SHARED_T + 8, d1); _mm256_storeu_ps(r + 3 * SHARED_T + 16, d2);
 }
 
 XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *w, int n, float *r) {
-    __m256 a[8];
-    for (int k = 0; k < 8; ++k) a[k] = _mm256_setzero_ps();
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (int j = 0; j < n; ++j) {
         const float *p = base + off[j];
         const __m256 x = _mm256_broadcast_ss(w + j);
-        for (int k = 0; k < 8; ++k) a[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 8 * k), a[k]);
+        a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p), a0);
+        a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 8), a1);
+        a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 16), a2);
+        a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 24), a3);
+        a4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 32), a4);
+        a5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 40), a5);
+        a6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 48), a6);
+        a7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(p + 56), a7);
     }
-    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(r + 8 * k, a[k]);
+    _mm256_storeu_ps(r, a0); _mm256_storeu_ps(r + 8, a1); _mm256_storeu_ps(r + 16, a2); _mm256_storeu_ps(r + 24, a3);
+    _mm256_storeu_ps(r + 32, a4); _mm256_storeu_ps(r + 40, a5); _mm256_storeu_ps(r + 48, a6); _mm256_storeu_ps(r + 56, a7);
+}
+
+XK_AVX2 inline void rows3_avx2(const float *base, int64_t pitch, const int32_t *o0, const float *w0,
+                               const int32_t *o1, const float *w1, int ng, float *res) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int g = 0; g < ng; ++g) {
+        const float *p = base + o0[g], *q = base + o1[g];
+        const __m256 wa = _mm256_broadcast_ss(w0 + 3 * g), wb = _mm256_broadcast_ss(w0 + 3 * g + 1),
+                     wc = _mm256_broadcast_ss(w0 + 3 * g + 2);
+        __m256 x = _mm256_loadu_ps(p);
+        a0 = _mm256_fmadd_ps(wa, x, a0);
+        x = _mm256_loadu_ps(p + pitch);
+        a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
+        x = _mm256_loadu_ps(p + 2 * pitch);
+        a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
+        x = _mm256_loadu_ps(p + 3 * pitch);
+        a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
+        x = _mm256_loadu_ps(p + 4 * pitch);
+        a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
+        x = _mm256_loadu_ps(p + 5 * pitch);
+        a3 = _mm256_fmadd_ps(wc, x, a3);
+        const __m256 va = _mm256_broadcast_ss(w1 + 3 * g), vb = _mm256_broadcast_ss(w1 + 3 * g + 1),
+                     vc = _mm256_broadcast_ss(w1 + 3 * g + 2);
+        x = _mm256_loadu_ps(q);
+        b0 = _mm256_fmadd_ps(va, x, b0);
+        x = _mm256_loadu_ps(q + pitch);
+        b1 = _mm256_fmadd_ps(va, x, b1); b0 = _mm256_fmadd_ps(vb, x, b0);
+        x = _mm256_loadu_ps(q + 2 * pitch);
+        b2 = _mm256_fmadd_ps(va, x, b2); b1 = _mm256_fmadd_ps(vb, x, b1); b0 = _mm256_fmadd_ps(vc, x, b0);
+        x = _mm256_loadu_ps(q + 3 * pitch);
+        b3 = _mm256_fmadd_ps(va, x, b3); b2 = _mm256_fmadd_ps(vb, x, b2); b1 = _mm256_fmadd_ps(vc, x, b1);
+        x = _mm256_loadu_ps(q + 4 * pitch);
+        b3 = _mm256_fmadd_ps(vb, x, b3); b2 = _mm256_fmadd_ps(vc, x, b2);
+        x = _mm256_loadu_ps(q + 5 * pitch);
+        b3 = _mm256_fmadd_ps(vc, x, b3);
+    }
+    _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, a1); _mm256_storeu_ps(res + 16, a2); _mm256_storeu_ps(res + 24, a3);
+    _mm256_storeu_ps(res + 32, b0); _mm256_storeu_ps(res + 40, b1); _mm256_storeu_ps(res + 48, b2); _mm256_storeu_ps(res + 56, b3);
+}
+
+XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
+    const __m256 b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(s + k), b);
+        if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + k));
+        if (act) v = _mm256_max_ps(v, zero);
+        if (act == 2) v = _mm256_min_ps(v, six);
+        _mm256_storeu_ps(d + k, v);
+    }
+    finish_generic(s + k, bias, r ? r + k : nullptr, d + k, n - k, act);
 }
 
 XK_AVX2 inline void matvec_avx2(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {

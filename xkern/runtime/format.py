@@ -23,6 +23,7 @@ a convolution read by nothing else is folded into that convolution's weight and 
 not know; this one reads version 1.
 """
 import json
+import zipfile
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def read(path):
     """The Graph stored at path; ValueError when it is not a readable .xk file."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path!r} is not an xkern runtime file (.xk): {exc}") from None
     if not hasattr(archive, "files"):
         raise ValueError(f"{path!r} is not an xkern runtime file (.xk): it holds a single array")
@@ -69,7 +70,9 @@ def read(path):
             raise ValueError(f"{path!r} is not an xkern runtime file (.xk): no {GRAPH_MEMBER}")
         try:
             doc = json.loads(str(archive[GRAPH_MEMBER][()]))
-        except ValueError as exc:
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path!r} is a corrupt .xk file: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
             raise ValueError(f"{path!r}: {GRAPH_MEMBER} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path!r} is not an xkern runtime file (.xk)")
@@ -85,4 +88,6 @@ def read(path):
                           doc.get("meta", {}))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path!r}: malformed {GRAPH_MEMBER} ({exc!r})") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a member's bytes
+            raise ValueError(f"{path!r} is a corrupt .xk file: {exc}") from None
     return check(graph)

@@ -149,6 +149,7 @@ def test_conv_matches_oracle(case, dtype):
 def test_conv_channel_chunks(monkeypatch):
     """Inputs that do not fit the shared tile at once are staged in chunks (and summed in order)."""
     monkeypatch.setattr(_plan, "SMEM_BYTES", 4 * 8 * 8 * 8)  # 4 channels of one 8x8 float64 halo
+    monkeypatch.setattr(_plan, "shared_limit", lambda: 4 * 8 * 8 * 8)  # and no staged tile fits
     _plan.plan_gather.cache_clear()
     try:
         rng = np.random.default_rng(3)

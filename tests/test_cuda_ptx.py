@@ -8,7 +8,6 @@ numba.cuda is used even where this pytest process imported the simulator.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -23,8 +22,11 @@ def specialisations():
     """(name, python function, argument types) of every kernel x dtype.  The float32
     tiled kernels use the tiles the planner picks for real layers (3x3, 128 -> 128
     channels at 28x28 and 1x1, 256 -> 256 at 14x14, batch 32); the rest small tiles,
-    which compile faster."""
-    from xkern.backends.cuda import _gather, _plan, _transpose
+    which compile faster.  The staged kernels' float32 versions at the reference layers
+    are compiled by benchmarks/cuda_static.py (tests/test_cuda_static.py); here their
+    float64 versions and the flipped, dilated and strided geometries."""
+    from xkern.backends.cuda import _gather, _plan, _pointwise, _transpose, _window
+    from xkern.backends.cuda._launch import numba_types
     from xkern.backends.cuda.xconv2d_bwd_bias import bias_signature, bias_source
     from xkern.backends.cuda.xconv2d_bwd_input import strided_signature, strided_source
     from xkern.backends.cuda.xconv2d_bwd_weight import (partial_signature, partial_source,
@@ -45,6 +47,22 @@ def specialisations():
          _gather.gather_signature(f64)),
         ("bwd_weight_partial_float64", partial_source(f64, strided, _plan.StripTile(1, 16)), partial_signature(f64)),
     ]
+    window = _plan.WindowTile(1, 4, 4, 2, 3)
+    block_window = _plan.WindowTile(4, 2, 4, 2, 2)
+    staged = [
+        ("staged_pointwise_gather_g8_bias", _pointwise.gather_source(f64, 8, 1, True), _pointwise.GATHER_KINDS),
+        ("staged_pointwise_gather_nv2", _pointwise.gather_source(f64, 1, 2, False), _pointwise.GATHER_KINDS),
+        ("staged_pointwise_wgrad_g4", _pointwise.wgrad_source(f64, 4, 8, 128), _pointwise.WGRAD_KINDS),
+        ("staged_window_gather_flipped_dilated", _window.gather_source(f64, flipped, window, False),
+         _window.GATHER_KINDS),
+        ("staged_window_gather_strided_g4", _window.gather_source(f64, strided, block_window, True),
+         _window.GATHER_KINDS),
+        ("staged_window_wgrad_strided", _window.wgrad_source(f64, strided, window), _window.WGRAD_KINDS),
+        ("staged_window_wgrad_g4", _window.wgrad_source(f64, conv3, block_window), _window.WGRAD_KINDS),
+        ("staged_pointwise_wgrad_g8", _pointwise.wgrad_source(f64, 8, 4, 128), _pointwise.WGRAD_KINDS),
+        ("staged_pointwise_wgrad_g1", _pointwise.wgrad_source(f64, 1, 32, 128), _pointwise.WGRAD_KINDS),
+    ]
+    specs += [(name + "_float64", func, numba_types(kinds, f64)) for name, func, kinds in staged]
     for dtype in (f32, f64):
         t = dtype.name
         specs += [
@@ -58,10 +76,10 @@ def specialisations():
 
 def compile_all(arch, out_dir):
     """Child-process entry: write <name>.ptx for every specialisation; print their names."""
-    from numba import cuda
+    from xkern.backends.cuda._launch import compile_ptx
     names = []
     for name, func, signature in specialisations():
-        ptx, _ = cuda.compile_ptx(func, signature, cc=ARCHS[arch])
+        ptx, _ = compile_ptx(func, signature, ARCHS[arch])
         with open(os.path.join(out_dir, name + ".ptx"), "w") as f:
             f.write(ptx)
         names.append(name)
@@ -103,9 +121,10 @@ def test_every_kernel_compiles_to_ptx(compiled, arch):
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_ptx_assembles_with_ptxas(compiled, arch):
-    ptxas = shutil.which("ptxas")
+    from xkern.backends.cuda._launch import find_ptxas
+    ptxas = find_ptxas()
     if ptxas is None:
-        pytest.skip("ptxas is not on PATH (the CUDA toolkit is not installed)")
+        pytest.skip("ptxas is not installed (pip install nvidia-cuda-nvcc, or the CUDA toolkit on PATH)")
     out_dir, names = compiled[arch]
     for name in names:
         path = os.path.join(out_dir, name + ".ptx")
@@ -114,6 +133,8 @@ def test_ptx_assembles_with_ptxas(compiled, arch):
         assert run.returncode == 0, f"{name}: {run.stderr[-2000:]}"
         assert "spill" not in run.stderr or "0 bytes spill stores, 0 bytes spill loads" in run.stderr, \
             f"{name} spills registers:\n{run.stderr}"
+        assert "bytes stack frame" not in run.stderr or "0 bytes stack frame" in run.stderr, \
+            f"{name} keeps local arrays in memory:\n{run.stderr}"
 
 
 if __name__ == "__main__":

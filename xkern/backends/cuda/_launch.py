@@ -44,8 +44,8 @@ def address(a):
     return ptr or 0
 
 
-def compile_ptx(pyfunc, kinds, dtype, cc):
-    """(PTX, numba return type) of pyfunc for compute capability cc, without a GPU.
+def compile_ptx(pyfunc, signature, cc):
+    """(PTX, return type) of pyfunc for compute capability cc, without a GPU.
 
     numba compiles the device functions a kernel calls for the current device's compute
     capability and so asks the driver for it; here the driver may be absent, so that
@@ -59,9 +59,26 @@ def compile_ptx(pyfunc, kinds, dtype, cc):
     saved = dispatcher.get_current_device
     dispatcher.get_current_device = Device
     try:
-        return cuda.compile_ptx(pyfunc, numba_types(kinds, dtype), cc=tuple(cc))
+        return cuda.compile_ptx(pyfunc, signature, cc=tuple(cc))
     finally:
         dispatcher.get_current_device = saved
+
+
+def find_ptxas():
+    """ptxas from the nvidia-cuda-nvcc wheel (the release of the NVVM numba-cuda loads from
+    the wheels), else from PATH; None if neither."""
+    import glob
+    import os
+    import shutil
+    try:
+        import nvidia
+    except ImportError:
+        nvidia = None
+    for base in getattr(nvidia, "__path__", []):
+        found = sorted(glob.glob(os.path.join(base, "cu*", "bin", "ptxas")))
+        if found:
+            return found[-1]
+    return shutil.which("ptxas")
 
 
 class RawKernel:

@@ -201,8 +201,10 @@ SHARED_PER_SM90 = 228 * 1024     # shared memory per SM on sm_90 ...
 SHARED_RESERVED = 1024           # ... of which the driver reserves this much per resident block
 REGISTERS_PER_SM = 65536
 PIXEL_VECTORS = (2, 1)           # float4 pixel vectors per lane in the 1x1 gather (most first)
+ACC_BYTES = 128                  # ... while its g*nv*4 accumulators take at most 32 registers
 WGRAD_PIXELS = 128               # pixels per staged tile of the 1x1 grad_weight
-WGRAD_EDGES = {1: 32, 4: 8, 8: 8}  # edges per thread of the 1x1 grad_weight, by outputs per row
+WGRAD_EDGES = {1: 32, 4: 8, 8: 8}  # edges per thread of the 1x1 grad_weight, by outputs per row ...
+WGRAD_ACC_BYTES = 256            # ... while its g*edges accumulators take at most 64 registers
 STAGE_COST = 4                   # a staged word (global load + shared store) in FMAs, planner estimate
 GRID_FILL = 2                    # blocks per SM a grid should reach before rows are split
 
@@ -245,11 +247,14 @@ class PointwiseTile(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def plan_pointwise(n_chan, n_pix, n_rows, g, itemsize, n_sm, limit):
-    """(PointwiseTile, row_groups, shared_bytes) of a 1x1 gather over n_rows index rows, or None
-    when one tile of every channel does not fit in limit bytes.  The most pixel vectors per
-    lane that fit and still give each SM a block; rows split over blocks until the grid
-    reaches GRID_FILL blocks per SM (each split stages the tile again)."""
+    """(PointwiseTile, row_groups, shared_bytes) of a 1x1 gather over n_rows index rows, or
+    None when one tile of every channel does not fit in limit bytes.  The most pixel vectors
+    per lane that fit, keep the accumulators within ACC_BYTES and still give each SM a
+    block; rows split over blocks until the grid reaches GRID_FILL blocks per SM (each
+    split stages the tile again)."""
     for nv in PIXEL_VECTORS:
+        if g * nv * 4 * itemsize > ACC_BYTES and nv > 1:
+            continue
         tile = PointwiseTile(g, nv)
         shared = n_chan * tile.pixels * itemsize
         tiles = math.ceil(n_pix / tile.pixels)

@@ -74,15 +74,12 @@ def gather_source(dtype, g, nv, has_bias):
             e_hi = seg[r + 1]
             for e0 in range(seg[r], e_hi, WARP):
                 # one edge per lane, then broadcast: no load waits on another per edge
-                e = e0 + lane
-                my_off = 0
+                # (lanes past the last edge load it again; nobody reads theirs)
+                e = min(e0 + lane, e_hi - 1)
+                my_off = offs[e]  # int32: one shuffle each
+                base = wrow[e]
                 for k in range(g):
-                    mine[k] = zero
-                if e < e_hi:
-                    my_off = offs[e]
-                    base = wrow[e]
-                    for k in range(g):
-                        mine[k] = w[base + k * wstep]
+                    mine[k] = w[base + k * wstep]
                 for u in range(min(WARP, e_hi - e0)):
                     off = broadcast(my_off, u, offs, e0 + u) + lane * 4
                     for k in range(g):

@@ -80,7 +80,7 @@ def wgrad_plan(geom, x_shape, gout_shape, g, degree, itemsize, n_sm, limit):
     if is_pointwise(geom):
         n_rows = gout_shape[1] // g
         n_pix = n_img * height * width
-        k_ = min(_plan.WGRAD_EDGES[g], degree)
+        k_ = min(_plan.WGRAD_EDGES[g], degree, max(1, _plan.WGRAD_ACC_BYTES // (g * itemsize)))
         n_groups = n_rows * math.ceil(degree / k_)
         plan = _plan.wgrad_pointwise_plan(n_chan, n_pix, n_groups, itemsize, n_sm, limit)
         if plan is not None:

@@ -192,7 +192,8 @@ def wgrad_source(dtype, geom, tile):
                                 a = k * kk + ky * kw + kx
                                 for y in range(ry_):
                                     for xx in range(rx_):
-                                        acc[a] += go[y * rx_ + xx] * win[(y * sh + ky * dh) * cols_in + xx * sw + kx * dw]
+                                        acc[a] += go[y * rx_ + xx] * win[
+                                            (y * sh + ky * dh) * cols_in + xx * sw + kx * dw]
         if active:
             i = e - r * degree
             base = cuda.blockIdx.y * n_rows * g * degree * kk

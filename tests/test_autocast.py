@@ -153,3 +153,14 @@ def test_autocast_training_step_matches_float32():
     for i, (half, full) in enumerate(zip(steps["bfloat16"], steps["float32"])):
         assert half.dtype == torch.float32
         _close(half, _np(full), 5e-2, f"tensor {i} of the step")
+
+
+def test_train_cli_under_autocast(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from xkern.__main__ import main
+    out = tmp_path / "run"
+    assert main(["train", "--model", "x-resnet-2-18", "--data", "digits", "--image-size", "8",
+                 "--limit", "64", "--device", "cpu", "--epochs", "1", "--batch-size", "16",
+                 "--no-progress", "--autocast", "bfloat16", "--out", str(out)]) == 0
+    assert "torch.autocast('cpu', bfloat16)" in capsys.readouterr().out
+    assert (out / "model_final.pt").is_file()

@@ -56,7 +56,8 @@ def run(args):
     base = RunConfig(model="", data=args.data, out=args.out, epochs=args.epochs,
                      data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr,
                      weight_decay=args.weight_decay, limit=args.limit,
-                     image_size=args.image_size, workers=args.workers, progress=args.progress)
+                     image_size=args.image_size, workers=args.workers, progress=args.progress,
+                     autocast=args.autocast)
     seeds = list(range(args.seeds))
     try:
         ctx = distributed.setup(args.device)

@@ -39,6 +39,9 @@ def add_data_arguments(p):
                         "(default: 0 for digits and CIFAR, up to 8 for imagefolder)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no tqdm progress bars")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"),
+                   help="mixed precision: forward passes under torch.autocast with this dtype "
+                        "(float16 adds a gradient scaler); X layers compute in float32")
 
 
 def check_extras(args, command):
@@ -85,7 +88,7 @@ def run(args):
                        data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, seed=args.seed, resume=args.resume,
                        limit=args.limit, image_size=args.image_size, workers=args.workers,
-                       progress=args.progress)
+                       progress=args.progress, autocast=args.autocast)
     try:
         ctx = distributed.setup(args.device)
     except ValueError as exc:

@@ -45,6 +45,7 @@ class RunConfig:
     image_size: int = None
     workers: int = None  # data-loader processes; None: 0 for in-memory data, up to 8 for folders
     progress: bool = True
+    autocast: str = None  # "bfloat16" or "float16": forward passes under torch.autocast
 
 
 def build_model(name, num_classes, seed):
@@ -91,6 +92,10 @@ def fit(config, ctx, splits=None):
     log(f"  device {ctx.device} x {ctx.world_size} process(es), seed {config.seed}, "
         f"epochs {start + 1}..{config.epochs} of {config.epochs}")
     log(f"  recipe: {recipe.describe()}")
+    if config.autocast:
+        log(f"  mixed precision: torch.autocast({ctx.device.type!r}, {config.autocast})"
+            f"{' with a gradient scaler' if config.autocast == 'float16' else ''}; "
+            f"X layers compute in float32")
     log(f"  output: {config.out}/{{{CHECKPOINT},{METRICS},{CURVES},{FINAL}}}")
     if start >= config.epochs:
         log(f"  checkpoint already has {start} epoch(s): nothing to train")
@@ -108,6 +113,7 @@ def fit(config, ctx, splits=None):
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
     sampler, train_loader, val_loader = _loaders(splits, recipe.batch_size, config, ctx)
+    amp = _Amp(config.autocast, ctx.device.type)
 
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
@@ -118,10 +124,10 @@ def fit(config, ctx, splits=None):
         lr = optimizer.param_groups[0]["lr"]
         train = _train_epoch(net, train_loader, splits.transform, optimizer, ctx, augment_rng,
                              desc=f"epoch {epoch + 1}/{config.epochs}",
-                             progress=config.progress and ctx.is_main)
+                             progress=config.progress and ctx.is_main, amp=amp)
         train_seconds = time.perf_counter() - began
         broadcast_buffers(ctx, model)
-        val = _evaluate(model, val_loader, splits.transform, ctx)
+        val = _evaluate(model, val_loader, splits.transform, ctx, amp)
         loss_sum, correct, count, val_loss_sum, val_correct, val_count = all_sum(ctx, train + val)
         scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
@@ -168,7 +174,29 @@ def _loaders(splits, batch_size, config, ctx):
     return sampler, train, val
 
 
-def _train_epoch(net, loader, transform, optimizer, ctx, rng, desc, progress):
+class _Amp:
+    """Mixed precision of a run: the autocast context of its forward passes and, for float16, the
+    gradient scaler that keeps small gradients from flushing to zero (bfloat16 needs none)."""
+
+    def __init__(self, dtype, device_type):
+        self.dtype, self.device_type = dtype, device_type
+        self.scaler = torch.amp.GradScaler(device_type) if dtype == "float16" else None
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=getattr(torch, self.dtype or "float32"),
+                              enabled=self.dtype is not None)
+
+    def step(self, loss, optimizer):
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _train_epoch(net, loader, transform, optimizer, ctx, rng, desc, progress, amp):
     """One pass over this rank's shard; returns [loss sum, correct, count] of this rank."""
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
@@ -178,11 +206,11 @@ def _train_epoch(net, loader, transform, optimizer, ctx, rng, desc, progress):
     for step, (images, labels) in enumerate(bar):
         x = transform(images.to(ctx.device, non_blocking=True), train=True, generator=rng)
         labels = labels.to(ctx.device, non_blocking=True)
-        logits = net(x)
-        loss = F.cross_entropy(logits, labels)
+        with amp.autocast():
+            logits = net(x)
+            loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        amp.step(loss, optimizer)
         loss_sum += loss.detach().double() * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()
         count += len(labels)
@@ -222,7 +250,7 @@ def has_tqdm():
 
 
 @torch.no_grad()
-def _evaluate(model, loader, transform, ctx):
+def _evaluate(model, loader, transform, ctx, amp):
     """[loss sum, correct, count] of model over loader (this rank's slice of the val set).
 
     Runs the bare module, not the DDP wrapper: ranks hold different numbers of val batches,
@@ -233,8 +261,9 @@ def _evaluate(model, loader, transform, ctx):
     for images, labels in loader:
         x = transform(images.to(ctx.device, non_blocking=True), train=False)
         labels = labels.to(ctx.device, non_blocking=True)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        with amp.autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
     return [loss_sum, correct, count]

@@ -4,6 +4,7 @@ Run on a machine with an NVIDIA GPU, torch built with CUDA and numba-cuda:
 
     python benchmarks/gpu_check.py                 # tests + correctness + timings
     python benchmarks/gpu_check.py --skip-tests    # timings only
+    python benchmarks/gpu_check.py --block 1 8     # random and block-8 expanders
 
 Reference layers (batch 32, padding k//2, random expander index of degree
 D = Cin / C): L1 1x1 256->256 at 14x14, L2 3x3 128->128 at 28x28, L3 3x3
@@ -19,14 +20,18 @@ current stream, median of --reps timings of --inner back-to-back steps
 - dense: cuDNN conv2d on the full dense weight.
 
 cuDNN runs with TF32 off (numba has no tensor cores: like for like); the
-TF32-on timings are printed separately.  Targets: xkern fwd+bwd no slower than
-grouped at the same C, and at least 0.5*C times faster than masked.
+TF32-on timings are printed separately.  Host time per call (perf_counter over
+back-to-back calls on a tiny layer, no synchronisation) is printed against the
+budget of 15 us per forward and 40 us per fwd+bwd.  Targets (issue 20): fwd+bwd
+at least 1.5x grouped conv's speed (geometric mean), random expanders at C >= 4 at
+least as fast as masked dense, block-8 expanders at least 2x grouped conv.
 """
 import argparse
 import os
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -44,10 +49,12 @@ COMPRESSIONS = (2, 4, 8)
 
 
 def run_oracle_tests():
-    """tests/test_cuda.py on the GPU (torch, CuPy and numba arrays); returns pytest's exit code."""
+    """tests/test_cuda.py and test_cuda_staged.py on the GPU (torch, CuPy and numba arrays);
+    returns pytest's exit code."""
     env = dict(os.environ, XKERN_CUDA_REAL="1", NUMBA_ENABLE_CUDASIM="0")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           os.path.join(ROOT, "tests", "test_cuda.py")], env=env, cwd=ROOT).returncode
+                           os.path.join(ROOT, "tests", "test_cuda.py"),
+                           os.path.join(ROOT, "tests", "test_cuda_staged.py")], env=env, cwd=ROOT).returncode
 
 
 def random_index(n_out, n_in, degree, rng):
@@ -58,13 +65,17 @@ def random_index(n_out, n_in, degree, rng):
 class Layer:
     """Tensors of one reference layer at compression c, on the GPU."""
 
-    def __init__(self, torch, name, c, seed=0):
+    def __init__(self, torch, name, c, block=1, seed=0):
         n_in, n_out, k, hw = LAYERS[name]
         rng = np.random.default_rng(seed)
         dev = "cuda"
-        self.name, self.c, self.k, self.pad = name, c, k, k // 2
+        self.name, self.c, self.block, self.k, self.pad = name, c, block, k, k // 2
         self.degree = n_in // c
-        self.index_host = random_index(n_out, n_in, self.degree, rng)
+        if block == 1:
+            self.index_host = random_index(n_out, n_in, self.degree, rng)
+        else:  # runs of `block` outputs read one random index row
+            from xkern.graphs import expander
+            self.index_host = np.asarray(expander(n_in, n_out, self.degree, seed=seed, block=block), dtype=np.int64)
         self.index = torch.from_numpy(self.index_host).to(dev)
         scale = (self.degree * k * k) ** -0.5
         self.x = torch.randn(BATCH, n_in, hw, hw, device=dev)
@@ -156,12 +167,31 @@ def xkern_steps(ops, layer):
     }
 
 
+def host_us(torch, step, calls=200):
+    """Microseconds of host time per call over back-to-back calls (no synchronisation)."""
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def geomean(values):
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/test_cuda.py first")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--inner", type=int, default=10)
     parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument("--block", nargs="+", type=int, default=[1], dest="blocks",
+                        help="expander blocks: 1 random, 8 runs of 8 outputs sharing an index row")
     args = parser.parse_args()
 
     import torch
@@ -182,26 +212,31 @@ def main():
     tiny_index = torch.from_numpy(random_index(16, 16, 4, np.random.default_rng(0))).cuda()
     overhead = gpu_ms(torch, lambda: ops.xconv2d(*tiny, tiny_index), args.reps, args.inner)
     print(f"# xkern forward of a tiny layer (host and launch overhead): {overhead:.3f} ms", flush=True)
+    tiny_g = torch.randn(1, 16, 4, 4, device="cuda")
+    fwd_us = host_us(torch, lambda: ops.xconv2d(*tiny, tiny_index))
+    step_us = host_us(torch, lambda: (ops.xconv2d(*tiny, tiny_index),
+                                      ops.xconv2d_backward(tiny_g, *tiny, tiny_index)))
+    print(f"# host time per call: forward {fwd_us:.1f} us (budget 15), fwd+bwd {step_us:.1f} us (budget 40)",
+          flush=True)
     rows = []
-    for name in args.layers.split(","):
-        for c in COMPRESSIONS:
-            layer = Layer(torch, name, c)
-            err = check_layer(torch, ops, layer)
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-            ms = {f"xkern_{k}": gpu_ms(torch, s, args.reps, args.inner) for k, s in xkern_steps(ops, layer).items()}
-            for base, (fwd, fwd_bwd) in torch_steps(torch, layer).items():
-                ms[f"{base}_fwd"] = gpu_ms(torch, fwd, args.reps, args.inner)
-                ms[f"{base}_fwd_bwd"] = gpu_ms(torch, fwd_bwd, args.reps, args.inner)
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            for base, (fwd, fwd_bwd) in torch_steps(torch, layer).items():
-                ms[f"{base}_fwd_tf32"] = gpu_ms(torch, fwd, args.reps, args.inner)
-                ms[f"{base}_fwd_bwd_tf32"] = gpu_ms(torch, fwd_bwd, args.reps, args.inner)
-            torch.backends.cudnn.allow_tf32 = False
-            rows.append((name, c, err, ms))
-            print(f"# {name} C={c}: max rel err {err:.1e}; " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in ms.items()), flush=True)
+    for name, c, block in [(n, c, b) for n in args.layers.split(",") for b in args.blocks for c in COMPRESSIONS]:
+        layer = Layer(torch, name, c, block)
+        err = check_layer(torch, ops, layer)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        ms = {f"xkern_{k}": gpu_ms(torch, s, args.reps, args.inner) for k, s in xkern_steps(ops, layer).items()}
+        for base, (fwd, fwd_bwd) in torch_steps(torch, layer).items():
+            ms[f"{base}_fwd"] = gpu_ms(torch, fwd, args.reps, args.inner)
+            ms[f"{base}_fwd_bwd"] = gpu_ms(torch, fwd_bwd, args.reps, args.inner)
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        for base, (fwd, fwd_bwd) in torch_steps(torch, layer).items():
+            ms[f"{base}_fwd_tf32"] = gpu_ms(torch, fwd, args.reps, args.inner)
+            ms[f"{base}_fwd_bwd_tf32"] = gpu_ms(torch, fwd_bwd, args.reps, args.inner)
+        torch.backends.cudnn.allow_tf32 = False
+        rows.append((f"{name} b{block}" if block > 1 else name, c, err, ms))
+        print(f"# {name} C={c} block={block}: max rel err {err:.1e}; " +
+              ", ".join(f"{k} {v:.3f}" for k, v in ms.items()), flush=True)
 
     print("\nFP32, TF32 off (ms per step, median):\n")
     print("| layer | C | xkern fwd | xkern fwd+bwd | grouped fwd | grouped fwd+bwd | masked fwd | "
@@ -223,6 +258,15 @@ def main():
     for name, c, err, ms in rows:
         print(f"| {name} | {c} | {ms['xkern_fwd']:.3f} | {ms['xkern_bwd_input']:.3f} | "
               f"{ms['xkern_bwd_weight']:.3f} | {err:.1e} |")
+    vs_grouped = [ms["grouped_fwd_bwd"] / ms["xkern_fwd_bwd"] for _, _, _, ms in rows]
+    print(f"\nfwd+bwd vs grouped, geometric mean: {geomean(vs_grouped):.2f}x (target 1.5x)")
+    random_c4 = [ms["masked_fwd_bwd"] / ms["xkern_fwd_bwd"] for n, c, _, ms in rows if " b" not in n and c >= 4]
+    if random_c4:
+        print(f"random expanders at C >= 4 vs masked dense: min {min(random_c4):.2f}x (target 1x)")
+    block8 = [ms["grouped_fwd_bwd"] / ms["xkern_fwd_bwd"] for n, _, _, ms in rows if n.endswith(" b8")]
+    if block8:
+        print(f"block-8 expanders vs grouped: min {min(block8):.2f}x, geometric mean {geomean(block8):.2f}x "
+              f"(target 2x)")
     print("\ncuDNN with TF32 on (ms):\n")
     print("| layer | C | grouped fwd | grouped fwd+bwd | masked fwd | masked fwd+bwd | dense fwd | dense fwd+bwd |")
     print("|---|---|---|---|---|---|---|---|")

@@ -8,6 +8,7 @@ kernel's pre-packed arguments.  Where no tile of every channel fits in the devic
 shared memory the plan is None and the callers run the channel-chunked kernels
 (_gather, and xconv2d_bwd_weight's edge-major kernel).
 """
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -47,6 +48,7 @@ def is_pointwise(geom):
     return geom.kh == geom.kw == geom.sh == geom.sw == 1 and geom.ph == geom.pw == 0
 
 
+@functools.lru_cache(maxsize=1024)
 def gather_plan(geom, src_shape, out_shape, g, degree, row_edges, has_bias, itemsize, n_sm, limit):
     """The Launch of a gather of out (B, R*g, Ho, Wo) from src (B, n_chan, H, W): R rows of
     row_edges edges on average, g outputs per row, weight rows degree apart; or None."""
@@ -73,6 +75,7 @@ def gather_plan(geom, src_shape, out_shape, g, degree, row_edges, has_bias, item
                   (n_chan, height, width, h_out, w_out, n_rows, degree, tiles_x), g)
 
 
+@functools.lru_cache(maxsize=1024)
 def wgrad_plan(geom, x_shape, gout_shape, g, degree, itemsize, n_sm, limit):
     """The Launch of the grad_weight partial sums, or None."""
     n_img, n_chan, height, width = x_shape

@@ -99,7 +99,7 @@ def table(results, epochs):
     for r in results:
         if dense is None or r is dense:
             continue
-        speed = (f", steps {dense['ms_per_step'] / r['ms_per_step']:.2f}x as fast"
+        speed = (f", training step {dense['ms_per_step'] / r['ms_per_step']:.2f}x as fast"
                  if r.get("ms_per_step") and dense.get("ms_per_step") else "")
         lines.append(f"{r['model']} against {dense['model']}: {dense['macs'] / r['macs']:.2f}x fewer "
                      f"MACs, {dense['params'] / r['params']:.2f}x fewer parameters{speed}, accuracy "

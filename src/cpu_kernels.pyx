@@ -243,6 +243,15 @@ def openmp_enabled():
     return bool(XK_OPENMP_ENABLED)
 
 
+cdef extern from "simd.h" nogil:
+    const char *xk_isa()
+
+
+def isa():
+    """The instruction set the kernels run with on this CPU (e.g. "AVX2 + FMA (x86-64-v3)")."""
+    return xk_isa().decode()
+
+
 def max_threads():
     """OpenMP's default team size for this thread (1 without OpenMP)."""
     return xk_omp_max_threads()

@@ -21,9 +21,33 @@
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
     && defined(__GLIBC__) && !defined(XKERN_NO_CLONES)
 #  define XK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#  define XK_HAVE_CLONES 1
 #else
 #  define XK_CLONES
+#  define XK_HAVE_CLONES 0
 #endif
+
+/* The instruction set the kernels run with on this CPU: the clone the loader picks, or
+ * what the one build was compiled for. */
+static inline const char *xk_isa(void)
+{
+#if XK_HAVE_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "AVX-512 (x86-64-v4)";
+    if (__builtin_cpu_supports("x86-64-v3")) return "AVX2 + FMA (x86-64-v3)";
+    return "generic x86-64 (SSE2)";
+#elif defined(__AVX512F__)
+    return "AVX-512 (compiled for)";
+#elif defined(__AVX2__)
+    return "AVX2 (compiled for)";
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+    return "NEON (compiled for)";
+#elif defined(__SSE2__)
+    return "generic x86-64 (SSE2)";
+#else
+    return "generic (scalar)";
+#endif
+}
 
 #if defined(__GNUC__)
 #  define XK_GNU_VECTORS 1

@@ -22,7 +22,7 @@ def _cpu_status():
         from .backends import cpu
     except ImportError as exc:
         return {"usable": False, "reason": str(exc)}
-    return {"usable": True, "openmp": cpu.openmp_enabled(), "threads": get_num_threads()}
+    return {"usable": True, "openmp": cpu.openmp_enabled(), "threads": get_num_threads(), "isa": cpu.isa()}
 
 
 def _cuda_status():

@@ -26,6 +26,12 @@ def max_threads():
     return _cpu.max_threads()
 
 
+def isa():
+    """The instruction set the kernels run with on this CPU: the widest of AVX-512, AVX2 + FMA
+    and the baseline that both the build and the CPU have."""
+    return _cpu.isa()
+
+
 def openmp_enabled():
     """True when the extension was compiled with OpenMP."""
     return _cpu.openmp_enabled()

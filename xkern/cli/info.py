@@ -22,7 +22,7 @@ def run(args):
         if not status["usable"]:
             print(f"  {name:9s} unavailable: {status['reason']}")
         elif name == "cpu":
-            print(f"  {name:9s} usable: compiled kernels, OpenMP "
+            print(f"  {name:9s} usable: compiled kernels, {status['isa']}, OpenMP "
                   f"{'on' if status['openmp'] else 'off'}, {status['threads']} threads")
         elif name == "cuda":
             print(f"  {name:9s} usable: {status['device']}")

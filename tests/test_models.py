@@ -1,6 +1,7 @@
 """xkern.models: every name builds and runs, dense counts match the well-known ones, X
 layers sit where the paper puts them with density 1/C, seeds fix the graphs, and an X
 model equals its dense-equivalent twin (the float64 oracle)."""
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -219,3 +220,25 @@ def test_complexity_counts_x_layers_by_degree():
 def test_bad_input(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_block_models_read_every_input():
+    """With blocks of outputs the models take "biregular" graphs: every input of every X layer
+    is read (a random block graph leaves some unread)."""
+    model = create("x-resnet-2-18", 10, seed=0, block=8)
+    layers = [m for m in model.modules() if isinstance(m, XConv2d)]
+    assert layers and all(m.method == "biregular" and m.block == 8 for m in layers)
+    for m in layers:
+        index = m.index.numpy()
+        assert index.shape[0] % 8 == 0
+        assert np.unique(index).size == m.in_channels, m
+        runs = index.reshape(-1, 8, index.shape[1])
+        assert (runs == runs[:, :1]).all(), m
+    plain = create("x-resnet-2-18", 10, seed=0)
+    assert all(m.method == "random" for m in plain.modules() if isinstance(m, XConv2d))
+
+
+def test_a_block_that_cannot_cover_the_inputs_is_refused():
+    # DenseNet's 3x3 convs map 96 -> 24 channels with D = 48: 24 / 16 blocks read at most 48 < 96
+    with pytest.raises(ValueError, match=r"block=16 cannot cover the inputs .* 96 -> 24"):
+        create("x-densenet-bc-2-40-24", 10, seed=0, block=16)

@@ -8,6 +8,7 @@ import numpy as np
 from torch import nn
 
 from ..nn import XConv2d, XLinear
+from ..nn.expander_layer import resolve_degree
 
 KINDS = ("dense", "x", "g")
 
@@ -24,10 +25,13 @@ class LayerFactory:
     seed: the graph seed of the i-th X layer is drawn from
     numpy.random.SeedSequence(seed, spawn_key=(i,)), so one seed always gives the same
     graphs; None draws fresh entropy once per model.
-    method, block: passed to every X layer (see xkern.graphs.expander).
+    method, block: passed to every X layer (see xkern.graphs.expander).  method None takes
+    "random" for block 1 and "biregular" for block > 1: a random block graph leaves some
+    inputs unread.  A block graph covers every input only when D * out / block >= in, so
+    an X layer whose block cannot is refused.
     """
 
-    def __init__(self, kind="dense", compression=None, *, seed=None, method="random", block=1):
+    def __init__(self, kind="dense", compression=None, *, seed=None, method=None, block=1):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if compression is not None and (isinstance(compression, bool) or not isinstance(compression, int)
@@ -37,7 +41,7 @@ class LayerFactory:
             raise ValueError("compression (the number of groups) is required for grouped layers")
         self.kind = kind
         self.compression = compression
-        self.method = method
+        self.method = method if method is not None else "random" if block == 1 else "biregular"
         self.block = block
         self._root = np.random.SeedSequence(seed)
         self._count = 0
@@ -47,9 +51,15 @@ class LayerFactory:
         self._count += 1
         return int(child.generate_state(1, np.uint64)[0])
 
-    def _x_kwargs(self, degree):
+    def _x_kwargs(self, n_in, n_out, degree):
         if degree is None and self.compression is None:
             raise ValueError("an X layer needs a compression (set on the factory) or a degree")
+        d = resolve_degree(n_in, degree, None if degree is not None else self.compression)
+        if self.block > 1 and d * (n_out // self.block) < n_in:
+            raise ValueError(
+                f"block={self.block} cannot cover the inputs of an X layer {n_in} -> {n_out} with degree "
+                f"D={d}: its {n_out // self.block} blocks read at most {d * (n_out // self.block)} inputs; "
+                f"a block graph needs D >= block * in / out (use a block of at most {max(1, d * n_out // n_in)})")
         return dict(degree=degree, compression=None if degree is not None else self.compression,
                     method=self.method, seed=self._next_seed(), block=self.block)
 
@@ -57,7 +67,7 @@ class LayerFactory:
         """A compressible kh x kw convolution: (B, in_channels, H, W) -> (B, out_channels, Ho, Wo)."""
         if self.kind == "x":
             return XConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias,
-                           **self._x_kwargs(degree))
+                           **self._x_kwargs(in_channels, out_channels, degree))
         groups = self.compression if self.kind == "g" else 1
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"compression={groups} groups must divide in_channels={in_channels} "
@@ -67,7 +77,7 @@ class LayerFactory:
     def linear(self, in_features, out_features, bias=True, *, degree=None):
         """A compressible fully connected layer: (B, in_features) -> (B, out_features)."""
         if self.kind == "x":
-            return XLinear(in_features, out_features, bias, **self._x_kwargs(degree))
+            return XLinear(in_features, out_features, bias, **self._x_kwargs(in_features, out_features, degree))
         if self.kind == "g":
             raise ValueError("grouped versions are defined for convolutions only, not linear layers")
         return nn.Linear(in_features, out_features, bias)

@@ -17,13 +17,15 @@ def names():
     return [name for family in FAMILIES for name in family.NAMES]
 
 
-def create(name, num_classes=None, *, seed=None, method="random", block=1):
+def create(name, num_classes=None, *, seed=None, method=None, block=1):
     """A freshly initialised torch model (an nn.Module, in training mode) called name.
 
     num_classes: classifier width; None gives the dataset's (1000 for ImageNet models,
     10 for CIFAR ones).  seed: fixes every expander graph of an X model (the same seed
     always builds the same graphs; None draws new ones).  method, block: the expander
-    construction passed to every X layer (see xkern.graphs.expander).
+    construction passed to every X layer (see xkern.graphs.expander); method None is
+    "random" for block 1 and "biregular" for blocks of outputs, and a block too large to
+    cover a layer's inputs is refused (models.layers.LayerFactory).
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import xkern
+import xkern.nn
 from xkern.__main__ import main
 from xkern.bench import baselines, layers, memory, models, report, suite, timing
 
@@ -234,6 +235,25 @@ def test_model_pairs_run_and_render():
     assert headers[:4] == ["X-Net", "dense twin", "batch", "input"] and rows[0][:4] == [
         "x-densenet-bc-2-40-24", "densenet-bc-40-24", "2", "3x8x8"]
     assert "dense/X MACs" in report.text(result)
+    # batch-1 inference beside the step, and every distinct X layer timed in both phases
+    assert row["x_stats"]["infer"]["median"] > 0 and row["dense_stats"]["infer"]["median"] > 0
+    assert headers[-4:] == ["batch-1 input", "X infer ms", "dense infer ms", "X infer speedup"]
+    from xkern.bench.network_layers import x_layers
+    from xkern.models import create
+    expected = x_layers(create("x-densenet-bc-2-40-24", 10, seed=0), (3, 8, 8))
+    assert len(expected) >= 2 and sum(layer.count for layer, _ in expected) == sum(
+        isinstance(m, xkern.nn.XConv2d) for m in create("x-densenet-bc-2-40-24", 10, seed=0).modules())
+    for mode in ("step", "infer"):
+        got = row["layers"][mode]
+        assert [r["layer"] for r in got] == [layer._asdict() for layer, _ in expected]
+        assert all(r["eff"] > 0 and r["batch"] == (2 if mode == "step" else 1) for r in got)
+    title, headers, rows = report.tables(result)[1]
+    assert title.startswith("x-densenet-bc-2-40-24: its X layers") and len(rows) == 2 * len(expected)
+    text = report.text(result)
+    assert "fwd+bwd efficiency of the networks' X layers, geomean" in text
+    assert "X-Net batch-1 inference vs dense twin, geomean" in text
+    gm = report.network_summary(result)
+    assert gm["layer eff step"] == pytest.approx(report.geomean(r["eff"] for r in row["layers"]["step"]))
     # the model's step differentiates every parameter: the gradients cover param_bytes exactly
     case, _ = models.model_case("x-densenet-bc-2-40-24", (3, 8, 8), 2)
     grads = case.step()

@@ -16,14 +16,18 @@ NUM_CLASSES = 10  # the classifier's width barely matters next to the convolutio
 class ModelPair(NamedTuple):
     x_name: str             # xkern.models name of the X-Net
     dense_name: str         # its dense twin
-    input_shape: tuple      # (C, H, W) of one sample
+    input_shape: tuple      # (C, H, W) of one training sample
     batch: int
     quick_batch: int
+    infer_shape: tuple = None   # (C, H, W) of the batch-1 inference input (None: input_shape)
 
 
+# Training at the batch and size a 2-core machine trains at; inference at batch 1 at the
+# networks' own input size (ImageNet's 224 x 224, CIFAR's 32 x 32).
 PAIRS = (
-    ModelPair("x-resnet-2-18", "resnet-18", (3, 224, 224), 16, 4),
-    ModelPair("x-densenet-bc-2-40-24", "densenet-bc-40-24", (3, 32, 32), 64, 16),
+    ModelPair("x-resnet-2-18", "resnet-18", (3, 96, 96), 16, 4, (3, 224, 224)),
+    ModelPair("x-mobilenet-0.5-4", "mobilenet-0.5", (3, 96, 96), 16, 4, (3, 224, 224)),
+    ModelPair("x-densenet-bc-2-40-24", "densenet-bc-40-24", (3, 32, 32), 32, 8, (3, 32, 32)),
 )
 
 
@@ -51,3 +55,19 @@ def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, s
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     case = Case(name, forward, step, sync, "torch autograd", param_bytes)
     return case, complexity(model, input_shape)
+
+
+def infer_case(name, input_shape, *, device="cpu", dtype=torch.float32, seed=0):
+    """(forward, sync): model `name` in eval mode on one random (C, H, W) sample, under no_grad:
+    batch-1 inference."""
+    from xkern.models import create
+
+    check_device(device)
+    model = create(name, NUM_CLASSES, seed=seed).to(device, dtype).eval()
+    x = torch.randn((1,) + tuple(input_shape), generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+
+    def forward():
+        with torch.no_grad():
+            return model(x)
+
+    return forward, torch.cuda.synchronize if device == "cuda" else no_sync

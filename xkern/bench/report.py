@@ -89,16 +89,20 @@ def _impls(result):
 
 def tables(result):
     """[(title, headers, rows)] of strings: one table per pass and step memory for the layers,
-    then the X-Net vs dense-twin table when models were run."""
+    then the X-Net vs dense-twin table and each X-Net's layer table when models were run."""
     out = _layer_tables(result) if result["results"] else []
     if result.get("models"):
         out.append(_model_table(result))
+        out += [_network_layer_table(m) for m in result["models"] if m.get("layers")]
     return out
 
 
 def _model_table(result):
     headers = ["X-Net", "dense twin", "batch", "input", "X step ms", "dense step ms", "X speedup",
                "dense/X MACs", "X params MB", "dense params MB"]
+    with_infer = all("infer" in m["x_stats"] for m in result["models"])
+    if with_infer:
+        headers += ["batch-1 input", "X infer ms", "dense infer ms", "X infer speedup"]
     with_memory = bool(result["meta"].get("memory"))
     if with_memory:
         headers += ["X step MB", "dense step MB"]
@@ -109,10 +113,54 @@ def _model_table(result):
                _fmt(xs["step"]["median"], "ms"), _fmt(ds["step"]["median"], "ms"),
                _fmt(ds["step"]["median"] / xs["step"]["median"], "x"), _fmt(ds["macs"] / xs["macs"], "x"),
                _fmt(xs["param_bytes"], "mb"), _fmt(ds["param_bytes"], "mb")]
+        if with_infer:
+            row += ["x".join(map(str, m["infer_input"])), _fmt(xs["infer"]["median"], "ms"),
+                    _fmt(ds["infer"]["median"], "ms"), _fmt(ds["infer"]["median"] / xs["infer"]["median"], "x")]
         if with_memory:
             row += [_fmt(xs.get("step_peak_bytes"), "mb"), _fmt(ds.get("step_peak_bytes"), "mb")]
         rows.append(row)
-    return ("X-Net vs its dense twin: training step (forward + backward), median ms", headers, rows)
+    return ("X-Net vs its dense twin: training step (forward + backward) and batch-1 inference (eval, "
+            "no_grad), median ms", headers, rows)
+
+
+def _layer_label(layer):
+    stride = f" s{layer['stride']}" if layer["stride"] > 1 else ""
+    return (f"{layer['cin']}->{layer['cout']} {layer['kernel']}x{layer['kernel']}{stride} D{layer['degree']} "
+            f"{layer['height']}x{layer['width']}")
+
+
+def _network_layer_table(model):
+    """One row per distinct X layer: fwd+bwd at the training batch, then forward at batch 1."""
+    headers = ["phase", "layer", "count", "batch", "dense ms", "xkern ms", "efficiency"]
+    rows = []
+    for mode, phase in (("step", "fwd+bwd"), ("infer", "batch-1 fwd")):
+        for r in model["layers"][mode]:
+            rows.append([phase, _layer_label(r["layer"]), str(r["layer"]["count"]), str(r["batch"]),
+                         _fmt(r["dense"], "ms"), _fmt(r["xkern"], "ms"), _fmt(r["eff"], "eff")])
+    return (f"{model['x']}: its X layers against torch's dense conv of the same shape (training input "
+            f"{'x'.join(map(str, model['input']))}, inference input {'x'.join(map(str, model['infer_input']))})",
+            headers, rows)
+
+
+# Targets on the networks' own layers and end to end (issue 18).
+NETWORK_LAYER_TARGET, NETWORK_LAYER_FLOOR = 0.8, 0.5
+MODEL_STEP_TARGET, MODEL_INFER_TARGET = 1.4, 1.2
+
+
+def network_summary(result):
+    """Geometric means over every distinct X layer of the networks run (fwd+bwd efficiency,
+    batch-1 forward efficiency, the lowest layer) and over the networks (X-Net's speedup
+    over its dense twin, training step and batch-1 inference); None where not measured."""
+    models = result.get("models") or []
+    out = {}
+    for mode in ("step", "infer"):
+        effs = [r["eff"] for m in models if m.get("layers") for r in m["layers"][mode]]
+        out[f"layer eff {mode}"] = geomean(effs)
+        out[f"layer eff {mode} min"] = min(effs) if effs else None
+        out[f"model speedup {mode}"] = geomean(
+            m["dense_stats"][mode]["median"] / m["x_stats"][mode]["median"]
+            for m in models if mode in m["x_stats"])
+    return out
 
 
 def _layer_tables(result):
@@ -177,8 +225,22 @@ def _header_lines(result):
     return lines
 
 
+def _network_target_lines(result):
+    gm = network_summary(result)
+    checks = [("fwd+bwd efficiency of the networks' X layers, geomean", gm["layer eff step"], NETWORK_LAYER_TARGET),
+              ("batch-1 forward efficiency of the networks' X layers, geomean", gm["layer eff infer"],
+               NETWORK_LAYER_TARGET),
+              ("lowest layer efficiency (fwd+bwd or batch-1 forward)",
+               min((v for v in (gm["layer eff step min"], gm["layer eff infer min"]) if v is not None), default=None),
+               NETWORK_LAYER_FLOOR),
+              ("X-Net training step vs dense twin, geomean", gm["model speedup step"], MODEL_STEP_TARGET),
+              ("X-Net batch-1 inference vs dense twin, geomean", gm["model speedup infer"], MODEL_INFER_TARGET)]
+    return [f"{what}: {value:.2f} (target {target}): {'met' if value >= target else 'not met'}"
+            for what, value, target in checks if value is not None]
+
+
 def _target_lines(result):
-    lines = []
+    lines = _network_target_lines(result)
     for t in summary(result)["targets"]:
         if t["value"] is None:
             continue
@@ -233,7 +295,7 @@ def markdown(result):
 
 def to_json(result):
     """suite.run's dict plus the summary, as JSON."""
-    return json.dumps(dict(result, summary=summary(result)), indent=1)
+    return json.dumps(dict(result, summary=summary(result), networks=network_summary(result)), indent=1)
 
 
 def plot(result, path):

@@ -144,19 +144,25 @@ def run(configs, *, impls=baselines.IMPLS, passes=PASSES, device="cpu", xkern_ba
 
 
 def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.float32, repeats=7,
-               sample_time=0.05, with_memory=True, seed=0, log=None, command=None):
-    """Training steps of X-Nets and their dense twins; the same dict shape as run, with
-    "results" empty and "models": [{"x", "dense", "batch", "input", "x_stats", "dense_stats"}],
-    each stats dict holding "step" (a Timing dict), "step_peak_bytes", "param_bytes", "macs"
-    (per sample, xkern.models.complexity)."""
+               sample_time=0.05, with_memory=True, with_layers=True, seed=0, log=None, command=None):
+    """Training steps and batch-1 inference of X-Nets and their dense twins; the same dict shape
+    as run, with "results" empty and "models": [{"x", "dense", "batch", "input", "infer_input",
+    "x_stats", "dense_stats", "layers"}], each stats dict holding "step" and "infer" (Timing
+    dicts), "step_peak_bytes", "param_bytes", "macs" (per training sample,
+    xkern.models.complexity); "layers" (with_layers, CPU) is network_layers.time_layers' dict
+    for the X-Net's distinct X layers."""
+    from . import network_layers
+
     baselines.check_device(device)
     log = log or (lambda message: None)
-    meta = _meta(device=device, dtype=dtype, repeats=repeats, sample_time=sample_time, seed=seed, passes=["step"],
-                 layers={}, with_memory=with_memory, command=command)
+    meta = _meta(device=device, dtype=dtype, repeats=repeats, sample_time=sample_time, seed=seed,
+                 passes=["step", "infer"], layers={}, with_memory=with_memory, command=command)
     rows = []
     for pair in pairs:
         batch = pair.quick_batch if quick else pair.batch
-        row = dict(x=pair.x_name, dense=pair.dense_name, batch=batch, input=list(pair.input_shape))
+        infer_shape = pair.infer_shape or pair.input_shape
+        row = dict(x=pair.x_name, dense=pair.dense_name, batch=batch, input=list(pair.input_shape),
+                   infer_input=list(infer_shape))
         roles = (("x_stats", pair.x_name), ("dense_stats", pair.dense_name))
         built = [models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed)
                  for _, name in roles]
@@ -170,5 +176,19 @@ def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.flo
             row[role] = stats
             log(f"{name} batch {batch}: step {stats['step']['median'] * 1e3:.1f} ms")
         del built
+        inferred = [models.infer_case(name, infer_shape, device=device, dtype=dtype, seed=seed) for _, name in roles]
+        infers = timing.measure_interleaved([f for f, _ in inferred], repeats=repeats, sample_time=sample_time,
+                                            syncs=[sync for _, sync in inferred])
+        for (role, name), infer in zip(roles, infers):
+            row[role]["infer"] = infer._asdict()
+            log(f"{name} batch 1: inference {infer.median * 1e3:.2f} ms")
+        del inferred
+        if with_layers and device == "cpu":
+            from xkern.models import create
+            model = create(pair.x_name, models.NUM_CLASSES, seed=seed)
+            log(f"{pair.x_name}: its X layers against dense conv of the same shapes")
+            row["layers"] = network_layers.time_layers(
+                model, train_shape=pair.input_shape, batch=batch, infer_shape=infer_shape,
+                repeats=repeats, sample_time=sample_time, seed=seed, log=log)
         rows.append(row)
     return {"meta": meta, "results": [], "skipped": [], "models": rows}

@@ -54,8 +54,11 @@ def register(sub):
     p.add_argument("--markdown", metavar="FILE", help="write the report as markdown (for BENCHMARKS.md)")
     p.add_argument("--plot", metavar="FILE.png", help="plot efficiencies and speedups (needs matplotlib)")
     p.add_argument("--models", action="store_true",
-                   help="instead of the layers, time a training step of X-Nets against their dense twins ("
-                        "x-resnet-2-18 vs resnet-18 at 224x224, x-densenet-bc-2-40-24 vs densenet-bc-40-24 at 32x32)")
+                   help="instead of the reference layers, time X-Nets against their dense twins (training step and "
+                        "batch-1 inference: x-resnet-2-18 and x-mobilenet-0.5-4 at 96x96 / 224x224, "
+                        "x-densenet-bc-2-40-24 at 32x32), and each X-Net's distinct X layers against dense conv "
+                        "of the same shape")
+    p.add_argument("--no-layers", action="store_true", help="with --models: the end-to-end rows only")
     p.add_argument("--from-json", metavar="FILE", help="render a saved --json run instead of timing")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -88,7 +91,8 @@ def _measure(args):
         pairs = [p._replace(batch=args.batch, quick_batch=args.batch) if args.batch else p for p in models.PAIRS]
         result = suite.run_models(pairs, quick=args.quick, device="cuda" if args.backend == "cuda" else "cpu",
                                   dtype=getattr(torch, args.dtype), repeats=s["repeats"],
-                                  sample_time=s["sample_time"], with_memory=not args.no_memory, seed=args.seed,
+                                  sample_time=s["sample_time"], with_memory=not args.no_memory,
+                                  with_layers=not args.no_layers, seed=args.seed,
                                   log=log, command=_command(args, s))
     else:
         configs = layers.configs(s["layers"], s["compressions"], s["blocks"], batch=args.batch)
@@ -105,7 +109,7 @@ def _command(args, s):
     """The explicit command line that repeats this run (every default spelled out)."""
     words = ["python -m xkern bench"]
     if args.models:
-        words += ["--models"] + (["--quick"] if args.quick else [])  # --quick picks the smaller batches
+        words += ["--models"] + (["--quick"] if args.quick else []) + (["--no-layers"] if args.no_layers else [])
     else:
         words += ["--layers", *s["layers"], "-C", *map(str, s["compressions"]), "--block", *map(str, s["blocks"]),
                   "--impls", *args.impls]
@@ -141,6 +145,7 @@ def run(args):
             with open(args.from_json) as f:
                 result = json.load(f)
             result.pop("summary", None)
+            result.pop("networks", None)
         else:
             result = _measure(args)
     except (ValueError, NotImplementedError) as exc:

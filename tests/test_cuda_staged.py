@@ -24,7 +24,7 @@ from numba import cuda  # noqa: E402
 
 from testing import assert_close, conv2d_oracle, requires_torch  # noqa: E402
 from xkern import ops  # noqa: E402
-from xkern.backends.cuda import _plan, _staged  # noqa: E402
+from xkern.backends.cuda import _interop, _plan, _staged  # noqa: E402
 from xkern.graphs import expander  # noqa: E402
 
 pytestmark = requires_torch
@@ -38,6 +38,7 @@ CASES = {
     "1x1_stride2": (2, 4, 5, 6, 3, 2, (1, 1), 2, 0, 1, 1, True),        # the k x k kernels at 1x1
     "3x3": (2, 5, 6, 7, 4, 2, (3, 3), 1, 1, 1, 1, False),
     "3x3_wide": (1, 3, 5, 19, 6, 2, (3, 3), 1, 1, 1, 1, True),          # more than one tile
+    "3x3_many_rows": (1, 5, 4, 4, 130, 2, (3, 3), 1, 1, 1, 1, False),   # more rows than row slots
     "3x3_block4": (2, 6, 5, 6, 8, 3, (3, 3), 1, 1, 1, 4, True),
     "3x3_block8": (1, 5, 6, 5, 16, 2, (3, 3), 1, 1, 1, 8, False),
     "3x3_stride2": (2, 4, 7, 6, 3, 2, (3, 3), 2, 1, 1, 1, True),
@@ -129,3 +130,20 @@ def test_reverse_rows_longest_first():
     assert list(counts[rows]) == sorted(counts, reverse=True)
     assert rows[0] == 1  # read by all four outputs
     np.testing.assert_array_equal(offs, wrow // 2 * 10)
+
+
+@pytest.mark.parametrize("name, split_rows, split_pixels", [("1x1", True, False), ("1x1_tiles", True, True),
+                                                            ("3x3", False, True), ("3x3_many_rows", True, False)])
+def test_rows_split_over_blocks(name, split_rows, split_pixels, staged_only, monkeypatch):
+    """On a GPU with many SMs the planners split rows over blocks (forward, grad_input) and
+    pixels over slices (grad_weight); the results do not change."""
+    monkeypatch.setattr(_interop, "sm_count", lambda: 64)
+    x, weight, index, bias, stride, padding, dilation = make_case(name, np.float64)
+    geom = _plan.Geometry(*weight.shape[2:], 1, 1, 1, 1, padding, padding)
+    out_shape = (x.shape[0], weight.shape[0]) + x.shape[2:]
+    g = _plan.outputs_per_row(index)
+    fwd = _staged.gather_plan(geom, x.shape, out_shape, g, weight.shape[1], weight.shape[1], bias is not None,
+                              8, 64, _plan.shared_limit())
+    wgt = _staged.wgrad_plan(geom, x.shape, out_shape, g, weight.shape[1], 8, 64, _plan.shared_limit())
+    assert (fwd.grid[-1] > 1) == split_rows and (wgt.slices > 1) == split_pixels
+    run_and_check(name, np.float64)

@@ -1,0 +1,318 @@
+"""xkern's C++ inference engine (src/engine/): against torch eval mode and the numpy
+executor (its oracle), through Python (xkern.runtime.load), the C API (ctypes) and a C
+program built with `python -m xkern config`.  The acceptance bar is a max abs difference
+of 1e-4 from torch's output (float32)."""
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import xkern
+from xkern import models, runtime
+from xkern.runtime import Graph, Node, engine as xk_engine
+
+from edge_models import PAPER_MODELS, Functional, paper_model, randomize_batch_norms, zoo
+from testing import run_python
+
+pytestmark = pytest.mark.skipif(not xk_engine.available(), reason="the C++ engine is not built")
+
+TOL = 1e-4
+
+
+def torch_logits(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def inputs(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def side(name):
+    return 64 if "alexnet" in name else 32  # AlexNet's 11x11 stride-4 stem needs more than 32
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_matches_torch(name, tmp_path):
+    torch.manual_seed(0)
+    model = randomize_batch_norms(models.create(name, num_classes=10, seed=0), 0).eval()
+    x = inputs((1, 3, side(name), side(name)))
+    runtime.save(model, tmp_path / "m.xk", x.shape)
+    net = runtime.load(tmp_path / "m.xk")
+    assert isinstance(net, runtime.Engine)
+    expected = torch_logits(model, x)
+    assert np.abs(net.predict(x) - expected).max() <= TOL
+    assert np.abs(expected).max() > 1e-2, "logits too small for the comparison to mean anything"
+
+
+@pytest.mark.parametrize("which", ["zoo", "functional"] + [m[0] for m in PAPER_MODELS])
+def test_engine_matches_the_numpy_executor(which, tmp_path):
+    if which == "zoo":
+        model, shape = zoo(), (3, 4, 13, 13)
+    elif which == "functional":
+        model, shape = Functional().eval(), (2, 3, 10, 9)
+    else:
+        name, shape, classes = next(m for m in PAPER_MODELS if m[0] == which)
+        model = paper_model(name, classes)
+    x = inputs(shape)
+    runtime.save(model, tmp_path / "m.xk", shape)
+    got = runtime.load(tmp_path / "m.xk", backend="engine").predict(x)
+    oracle = runtime.load(tmp_path / "m.xk", backend="reference").predict(x)
+    np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got, torch_logits(model, x), rtol=0, atol=TOL)
+
+
+def _conv_graph(rng, op, cin, cout, k, stride, padding, dilation, groups, degree, residual, act):
+    """A one-conv network (plus an optional residual add and activation) and its input shape."""
+    kh, kw = k
+    if op == "conv2d":
+        arrays = {"weight": rng.standard_normal((cout, cin // groups, kh, kw)).astype(np.float32)}
+        attrs = dict(stride=list(stride), padding=list(padding), dilation=list(dilation), groups=groups)
+    else:
+        index = np.stack([rng.choice(cin, degree, replace=False) for _ in range(cout)]).astype(np.int64)
+        arrays = {"weight": rng.standard_normal((cout, degree, kh, kw)).astype(np.float32), "index": index}
+        attrs = dict(stride=list(stride), padding=list(padding), dilation=list(dilation), in_channels=cin)
+    if rng.random() < 0.7:
+        arrays["bias"] = rng.standard_normal(cout).astype(np.float32)
+    nodes = [Node("conv", op, ["x"], attrs, arrays)]
+    out = "conv"
+    if residual:
+        nodes.append(Node("add", "add", ["conv", "r"], {}, {}))
+        out = "add"
+    if act:
+        nodes.append(Node("act", act, [out], {}, {}))
+        out = "act"
+    return nodes, out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_convs_match_the_numpy_executor(seed, tmp_path):
+    """Convs of every family (pair, shared-4, depthwise, direct 1x1) at odd sizes, strides,
+    paddings and dilations, fused with a residual add and an activation or not."""
+    rng = np.random.default_rng(seed)
+    op = ["conv2d", "xconv2d"][seed % 2]
+    cin = int(rng.choice([1, 3, 4, 8, 12, 16]))
+    groups = 1
+    if op == "conv2d":
+        groups = int(rng.choice([g for g in (1, 2, 4, cin) if cin % g == 0]))
+    cout = groups * int(rng.integers(1, 4)) if groups == cin and rng.random() < 0.5 else \
+        groups * int(rng.integers(1, 10))
+    if groups == cin and seed % 4 == 0:
+        cout = cin  # depthwise
+    k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+    dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    if seed % 5 == 0:
+        k, stride, padding, dilation = (1, 1), (1, 1), (0, 0), (1, 1)
+    h, w = int(rng.integers(8, 30)), int(rng.integers(8, 30))
+    batch = int(rng.integers(1, 3))
+    degree = int(rng.integers(1, cin + 1))
+    ho = (h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) // stride[1] + 1
+    residual = stride == (1, 1) and ho == h and wo == w and cout == cin and rng.random() < 0.6
+    act = rng.choice([None, "relu", "relu6"])
+    nodes, out = _conv_graph(rng, op, cin, cout, k, stride, padding, dilation, groups, degree,
+                             residual, act)
+    if residual:  # the residual: a relu of x, so it is a network value the conv may write over
+        nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+    graph = Graph("x", (None, cin, h, w), nodes, out)
+    runtime.format.write(graph, tmp_path / "c.xk")
+    x = inputs((batch, cin, h, w), seed)
+    got = runtime.load(tmp_path / "c.xk", backend="engine").predict(x)
+    oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+    scale = max(1.0, float(np.abs(oracle).max()))
+    np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * scale)
+
+
+def test_generic_kernels_match_avx2(tmp_path):
+    """XKERN_ENGINE_ISA=generic runs the portable kernels: the same results, within rounding."""
+    name, shape, classes = PAPER_MODELS[2]
+    model = paper_model(name, classes)
+    x = inputs(shape)
+    runtime.save(model, tmp_path / "m.xk", shape)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np\nfrom xkern import runtime\nfrom xkern.runtime import _engine\n"
+            "print(_engine.has_avx2())\n"
+            "np.save(sys.argv[2], runtime.load(sys.argv[1]).predict(np.load(sys.argv[3])))\n")
+    out = run_python(code, str(tmp_path / "m.xk"), str(tmp_path / "g.npy"), str(tmp_path / "x.npy"),
+                     env={"XKERN_ENGINE_ISA": "generic"})
+    assert out.strip() == "False"
+    np.testing.assert_allclose(np.load(tmp_path / "g.npy"), runtime.load(tmp_path / "m.xk").predict(x),
+                               rtol=0, atol=1e-5)
+
+
+def test_fusion_and_memory_plan(tmp_path):
+    """Convs absorb their residual add and ReLU; DenseNet's concatenations copy nothing."""
+    name, shape, classes = PAPER_MODELS[1]  # x-resnet-2-18
+    runtime.save(paper_model(name, classes), tmp_path / "r.xk", shape)
+    net = runtime.load(tmp_path / "r.xk")
+    steps = net.steps()
+    assert ("stages_0_0_conv2", "add", "stages_0_0_relu_1") in steps
+    assert len(steps) < len(net.graph.nodes) - 20
+    name, shape, classes = PAPER_MODELS[2]  # x-densenet
+    runtime.save(paper_model(name, classes), tmp_path / "d.xk", shape)
+    stats = runtime.load(tmp_path / "d.xk")._engine.stats([1, *shape[1:]])
+    assert stats["concat_copies"] == 0 and stats["concat_inputs"] > 30
+
+
+def test_profile_names_every_node(tmp_path):
+    runtime.save(zoo(), tmp_path / "m.xk", (1, 4, 13, 13))
+    net = runtime.load(tmp_path / "m.xk")
+    out, times = net.profile(inputs((1, 4, 13, 13)))
+    assert [t[0] for t in times] == [n.name for n in net.graph.nodes]
+    assert out.shape == (1, 5) and all(t >= 0 for _, t in times)
+
+
+# ---------------------------------------------------------------- the C API
+def _config(*flags):
+    from xkern.__main__ import main
+    import contextlib
+    import io
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["config", *flags]) == 0
+    return buffer.getvalue().split()
+
+
+def c_library():
+    """libxkern_runtime through ctypes, with the C API's signatures declared."""
+    libdir = _config("--libdir")[0]
+    lib = ctypes.CDLL(os.path.join(libdir, "libxkern_runtime.so"))
+    lib.xk_load.restype = ctypes.c_void_p
+    lib.xk_load.argtypes = [ctypes.c_char_p]
+    lib.xk_last_error.restype = ctypes.c_char_p
+    lib.xk_input_shape.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.xk_output_size.restype = ctypes.c_int64
+    lib.xk_output_size.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.xk_predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
+    lib.xk_free.argtypes = [ctypes.c_void_p]
+    lib.xk_set_num_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+@pytest.fixture(scope="module")
+def paper_files(tmp_path_factory):
+    """{name: (file.xk, input, torch logits)} for the paper's three families."""
+    folder = tmp_path_factory.mktemp("engine")
+    files = {}
+    for i, (name, shape, classes) in enumerate(PAPER_MODELS):
+        model = paper_model(name, classes, seed=i)
+        x = inputs(shape, seed=i)
+        runtime.save(model, folder / f"{name}.xk", shape)
+        files[name] = (folder / f"{name}.xk", x, torch_logits(model, x))
+    return files
+
+
+def test_c_api_through_ctypes(paper_files):
+    lib = c_library()
+    for name, (path, x, expected) in paper_files.items():
+        m = lib.xk_load(str(path).encode())
+        assert m, lib.xk_last_error()
+        try:
+            chw = (ctypes.c_int64 * 3)()
+            assert lib.xk_input_shape(m, chw) == 0 and tuple(chw) == x.shape[1:]
+            n = lib.xk_output_size(m, len(x))
+            assert n == expected.size
+            out = np.empty(n, np.float32)
+            for threads in (1, 2):
+                assert lib.xk_set_num_threads(m, threads) == 0
+                assert lib.xk_predict(m, x.ctypes.data, len(x), out.ctypes.data, n) == 0, lib.xk_last_error()
+                assert np.abs(out.reshape(expected.shape) - expected).max() <= TOL, name
+        finally:
+            lib.xk_free(m)
+
+
+def test_c_api_errors(paper_files, tmp_path):
+    lib = c_library()
+    path, x, expected = paper_files["x-resnet-2-18"]
+    assert not lib.xk_load(None) and b"NULL" in lib.xk_last_error()
+    assert not lib.xk_load(str(tmp_path / "missing.xk").encode())
+    assert b"cannot open" in lib.xk_last_error()
+    m = lib.xk_load(str(path).encode())
+    try:
+        out = np.empty(expected.size, np.float32)
+        chw = (ctypes.c_int64 * 3)()
+        assert lib.xk_input_shape(None, chw) != 0 and b"NULL" in lib.xk_last_error()
+        assert lib.xk_input_shape(m, None) != 0 and b"NULL" in lib.xk_last_error()
+        assert lib.xk_output_size(None, 1) < 0 and lib.xk_output_size(m, 0) < 0
+        assert lib.xk_predict(None, x.ctypes.data, 2, out.ctypes.data, out.size) != 0
+        assert lib.xk_predict(m, None, 2, out.ctypes.data, out.size) != 0 and b"x is NULL" in lib.xk_last_error()
+        assert lib.xk_predict(m, x.ctypes.data, 2, None, out.size) != 0 and b"out is NULL" in lib.xk_last_error()
+        assert lib.xk_predict(m, x.ctypes.data, 0, out.ctypes.data, out.size) != 0
+        assert lib.xk_predict(m, x.ctypes.data, 2, out.ctypes.data, out.size - 1) != 0
+        assert b"output buffer" in lib.xk_last_error()
+        assert lib.xk_set_num_threads(m, -1) != 0
+        assert lib.xk_predict(m, x.ctypes.data, 2, out.ctypes.data, out.size) == 0
+        assert lib.xk_last_error() == b""
+    finally:
+        lib.xk_free(m)
+    lib.xk_free(None)
+
+
+def test_c_api_last_error_is_per_thread():
+    import threading
+    lib = c_library()
+    assert not lib.xk_load(b"/nonexistent/one.xk")
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append((lib.xk_last_error(), lib.xk_load(b"/nonexistent/two.xk"),
+                                                          lib.xk_last_error())))
+    thread.start()
+    thread.join()
+    assert seen[0][0] == b"" and seen[0][2].count(b"two.xk") == 1
+    assert b"one.xk" in lib.xk_last_error()
+
+
+def test_unknown_input_size(tmp_path):
+    """A file saved without input_shape: Python takes any size, the C API says why it cannot."""
+    runtime.save(zoo(), tmp_path / "m.xk")
+    x = inputs((2, 4, 13, 13))
+    np.testing.assert_allclose(runtime.load(tmp_path / "m.xk").predict(x), torch_logits(zoo(), x),
+                               rtol=0, atol=TOL)
+    lib = c_library()
+    m = lib.xk_load(str(tmp_path / "m.xk").encode())
+    assert m
+    try:
+        assert lib.xk_input_shape(m, (ctypes.c_int64 * 3)()) != 0
+        assert b"input_shape" in lib.xk_last_error()
+        assert lib.xk_output_size(m, 1) < 0
+    finally:
+        lib.xk_free(m)
+
+
+def test_c_program_built_with_config_flags(paper_files, tmp_path):
+    """examples/xk_predict.c, compiled with `python -m xkern config --cflags --libs`, run with
+    an environment holding PATH only, matches torch."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = tmp_path / "xk_predict"
+    cmd = [cc, "-std=c99", "-Wall", "-Werror", os.path.join(root, "examples", "xk_predict.c"),
+           *_config("--cflags", "--libs"), "-o", str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    for name, (path, x, expected) in paper_files.items():
+        x.tofile(tmp_path / "x.f32")
+        proc = subprocess.run([str(exe), str(path), str(tmp_path / "x.f32"), str(tmp_path / "y.f32")],
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        got = np.fromfile(tmp_path / "y.f32", np.float32).reshape(expected.shape)
+        assert np.abs(got - expected).max() <= TOL, name
+        assert proc.stdout.splitlines()[0].startswith("image 0: class ")
+    proc = subprocess.run([str(exe), str(tmp_path / "none.xk"), str(tmp_path / "x.f32")],
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, capture_output=True, text=True)
+    assert proc.returncode == 1 and "cannot open" in proc.stderr
+
+
+def test_config_command():
+    cflags, libs = _config("--cflags"), _config("--libs")
+    assert cflags[0].startswith("-I") and os.path.exists(os.path.join(cflags[0][2:], "xkern_runtime.h"))
+    assert "-lxkern_runtime" in libs and any(w.startswith("-Wl,-rpath,") for w in libs)
+    out = subprocess.run([sys.executable, "-m", "xkern", "config"], capture_output=True, text=True)
+    assert out.returncode != 0 and "--cflags" in out.stderr

@@ -8,6 +8,7 @@ numba.cuda is used even where this pytest process imported the simulator.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 ARCHS = {"sm_80": (8, 0), "sm_90": (9, 0)}
+STAGED_KINDS = {}  # staged kernel name -> its RawKernel argument kinds (filled by specialisations)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,6 +65,7 @@ def specialisations():
         ("staged_pointwise_wgrad_g1", _pointwise.wgrad_source(f64, 1, 32, 128), _pointwise.WGRAD_KINDS),
     ]
     specs += [(name + "_float64", func, numba_types(kinds, f64)) for name, func, kinds in staged]
+    STAGED_KINDS.update({name: kinds for name, _, kinds in staged})
     for dtype in (f32, f64):
         t = dtype.name
         specs += [
@@ -117,6 +120,11 @@ def test_every_kernel_compiles_to_ptx(compiled, arch):
         assert ".entry" in ptx, name
         # Accumulators and staged weights must live in registers, not local memory.
         assert "ld.local" not in ptx and "st.local" not in ptx, name
+        if name.startswith("staged_"):
+            # RawKernel packs one parameter per argument: pointers and int32 scalars only
+            kinds = STAGED_KINDS[name.rsplit("_", 1)[0]]
+            params = re.findall(r"\.param \.(u64|u32|b32|s32)\b", ptx.split(")")[0])
+            assert params == ["u64" if k != "i32" else "u32" for k in kinds], (name, params)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

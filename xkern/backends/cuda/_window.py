@@ -101,9 +101,17 @@ def gather_source(dtype, geom, tile, has_bias):
             for k in range(g):
                 for a in range(ry_ * rx_):
                     acc[k * ry_ * rx_ + a] = bias[r * g + k] if has_bias else zero
-            for e in range(seg[r], seg[r + 1]):
-                base = offs[e] + corner
-                f = wrow[e]
+            e_lo, e_hi = seg[r], seg[r + 1]
+            # the next edge's table entries load while this edge's FMAs run: its weight
+            # loads need wrow, and they should not wait on a global load of their own
+            next_off = offs[e_lo] if e_lo < e_hi else 0
+            next_f = wrow[e_lo] if e_lo < e_hi else 0
+            for e in range(e_lo, e_hi):
+                base = next_off + corner
+                f = next_f
+                if e + 1 < e_hi:
+                    next_off = offs[e + 1]
+                    next_f = wrow[e + 1]
                 for j in range(rows_in):
                     for c in range(cols_in):
                         win[j * cols_in + c] = stage[base + j * hw + c]

@@ -34,7 +34,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3 };
+enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -361,6 +361,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.family = ROWS3;
         p.tile = kern::ROWS;
     }
+    if (p.family == DEPTHWISE && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
     p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
@@ -373,16 +374,22 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                 p.phases.emplace_back(int(a), int(b));
             }
         }
-    if (p.family == ROWS3) p.direct = false;
+    if (p.family == ROWS3 || p.family == DW3) p.direct = false;
+    // a channel stride of a multiple of 1 KiB maps every channel's row to the same L1 sets
+    if (p.direct && (p.h * p.w) % 256 == 0) p.direct = false;
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
-    if (p.family == ROWS3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
+    if (p.family == ROWS3 || p.family == DW3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
         p.hq = (p.ho + kern::ROWS - 1) / kern::ROWS * kern::ROWS + 3;
         p.strips = (p.wo + 7) / 8;
         p.n_tiles = (p.ho + kern::ROWS - 1) / kern::ROWS * p.strips;
     }
     p.pq = mul(p.hq, p.wq);
     p.cstride = mul(p.pq, int64_t(p.phases.size()));
+    if (!p.direct) {  // an odd number of cache lines: channels spread over the L1 sets
+        p.cstride = (p.cstride + 15) / 16 * 16;
+        if (p.cstride / 16 % 2 == 0) p.cstride += 16;
+    }
     if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 16;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
@@ -394,7 +401,9 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         return p.phase_of[(ry % p.sh) * p.sw + rx % p.sw] * p.pq + (ry / p.sh) * p.wq + rx / p.sw;
     };
     auto weight = [&](int64_t v, int64_t i, int64_t ky, int64_t kx) { return n.weight.f[((v * d_in + i) * kh + ky) * kw + kx]; };
-    if (p.family == DEPTHWISE) {
+    if (p.family == DW3) {
+        p.wt = n.weight.f;
+    } else if (p.family == DEPTHWISE) {
         for (int64_t ky = 0; ky < kh; ++ky)
             for (int64_t kx = 0; kx < kw; ++kx) p.off.push_back(int32_t(tap_off(ky, kx)));
         p.wt = n.weight.f;
@@ -497,6 +506,26 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     }
     const int64_t plane_out = p.ho * p.wo;
     const bool avx2 = Engine::use_avx2();
+    if (p.family == DW3) {
+        const int kw = int(p.nt / 3);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            // with a residual the activation comes after the add, and out may be the residual's memory
+            std::vector<float> tmp(resid ? size_t(plane_out) : 0);
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < p.cout; ++c) {
+                float *o = out + c * plane_out, *dst = resid ? tmp.data() : o;
+                const float *plane = planes + c * p.cstride, *w = p.wt.data() + c * 3 * kw;
+                const int a = resid ? int(NONE) : act;
+#if XK_X86
+                if (avx2) kern::dw3_avx2(plane, p.wq, p.ho, p.wo, w, kw, p.bias[c], a, dst); else
+#endif
+                kern::dw3_generic(plane, p.wq, p.ho, p.wo, w, kw, p.bias[c], a, dst);
+                if (resid) finish(dst, 0.f, resid + c * plane_out, o, plane_out, act);
+            }
+        }
+        return;
+    }
     if (p.family == DEPTHWISE) {
         const int64_t items = p.cout * p.n_tiles;
         const int ntaps = p.nt;
@@ -835,7 +864,7 @@ void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
         cols[size_t(3 * xo)] = c;
         window(c, kw, dw, W, cols[size_t(3 * xo + 1)], cols[size_t(3 * xo + 2)]);
     }
-    auto fmax_nan = [](float m, float v) { return v > m || v != v ? v : m; };  // NaN propagates, as in torch
+    auto fmax_nan = [](float m, float v) { return (v > m) | (v != v) ? v : m; };  // NaN propagates, as in torch
 #pragma omp parallel num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384)
     {
         std::vector<float> rowmax(static_cast<size_t>(H * Wo));

@@ -97,6 +97,27 @@ inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o0, c
     std::memcpy(res, a, sizeof a);
 }
 
+// Depthwise, stride 1, three kernel rows: one channel's whole (ho, wo) output from its
+// zero-padded plane (row pitch `pitch`, rows up to a multiple of ROWS plus 2 readable),
+// 4 x 8 tiles, each loaded row segment feeding the up to three output rows that read it,
+// bias and activation applied before the store.  w: [3][kw].
+inline float act_scalar(float v, int act) {
+    if (act) v = v > 0.f ? v : 0.f;
+    if (act == 2) v = v < 6.f ? v : 6.f;
+    return v;
+}
+
+inline void dw3_generic(const float *plane, int64_t pitch, int64_t ho, int64_t wo, const float *w, int kw,
+                        float bias, int act, float *out) {
+    for (int64_t y = 0; y < ho; ++y)
+        for (int64_t x = 0; x < wo; ++x) {
+            float s = 0;
+            for (int ky = 0; ky < 3; ++ky)
+                for (int kx = 0; kx < kw; ++kx) s += w[ky * kw + kx] * plane[(y + ky) * pitch + x + kx];
+            out[y * wo + x] = act_scalar(s + bias, act);
+        }
+}
+
 // d[k] = act(s[k] + bias (+ r[k])) for k < n; act 0 none, 1 ReLU, 2 ReLU6
 inline void finish_generic(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
     for (int64_t k = 0; k < n; ++k) {
@@ -218,6 +239,48 @@ XK_AVX2 inline void rows3_avx2(const float *base, int64_t pitch, const int32_t *
     }
     _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, a1); _mm256_storeu_ps(res + 16, a2); _mm256_storeu_ps(res + 24, a3);
     _mm256_storeu_ps(res + 32, b0); _mm256_storeu_ps(res + 40, b1); _mm256_storeu_ps(res + 48, b2); _mm256_storeu_ps(res + 56, b3);
+}
+
+XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int64_t wo, const float *w, int kw,
+                             float bias, int act, float *out) {
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f), b = _mm256_set1_ps(bias);
+    for (int64_t y0 = 0; y0 < ho; y0 += ROWS) {
+        const int64_t rows = ho - y0 < ROWS ? ho - y0 : ROWS;
+        for (int64_t x0 = 0; x0 < wo; x0 += 8) {
+            __m256 a0 = b, a1 = b, a2 = b, a3 = b;
+            const float *p = plane + y0 * pitch + x0;
+            for (int kx = 0; kx < kw; ++kx, ++p) {
+                const __m256 wa = _mm256_broadcast_ss(w + kx), wb = _mm256_broadcast_ss(w + kw + kx),
+                             wc = _mm256_broadcast_ss(w + 2 * kw + kx);
+                __m256 x = _mm256_loadu_ps(p);
+                a0 = _mm256_fmadd_ps(wa, x, a0);
+                x = _mm256_loadu_ps(p + pitch);
+                a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
+                x = _mm256_loadu_ps(p + 2 * pitch);
+                a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
+                x = _mm256_loadu_ps(p + 3 * pitch);
+                a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
+                x = _mm256_loadu_ps(p + 4 * pitch);
+                a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
+                x = _mm256_loadu_ps(p + 5 * pitch);
+                a3 = _mm256_fmadd_ps(wc, x, a3);
+            }
+            __m256 acc[ROWS] = {a0, a1, a2, a3};
+            const int64_t cols = wo - x0 < 8 ? wo - x0 : 8;
+            for (int64_t r = 0; r < rows; ++r) {
+                __m256 v = acc[r];
+                if (act) v = _mm256_max_ps(v, zero);
+                if (act == 2) v = _mm256_min_ps(v, six);
+                float *d = out + (y0 + r) * wo + x0;
+                if (cols == 8) _mm256_storeu_ps(d, v);
+                else {
+                    alignas(32) float t[8];
+                    _mm256_store_ps(t, v);
+                    for (int64_t k = 0; k < cols; ++k) d[k] = t[k];
+                }
+            }
+        }
+    }
 }
 
 XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, float *d, int64_t n, int act) {

@@ -123,7 +123,7 @@ struct ConvPlan {
     std::vector<int> blocks, pairs;        // SHARED4 first outputs; PAIR first outputs (second: +1 or itself)
     std::vector<int> pair_second;
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0, strips = 0;
+    int64_t tile = 0, n_tiles = 0, strips = 0, strip_w = 8;
 };
 
 struct Plan {
@@ -381,7 +381,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
     if (p.family == ROWS3 || p.family == DW3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
         p.hq = (p.ho + kern::ROWS - 1) / kern::ROWS * kern::ROWS + 3;
-        p.strips = (p.wo + 7) / 8;
+        p.strip_w = p.family == ROWS3 && p.wo >= 16 ? 16 : 8;
+        p.strips = (p.wo + p.strip_w - 1) / p.strip_w;
         p.n_tiles = (p.ho + kern::ROWS - 1) / kern::ROWS * p.strips;
     }
     p.pq = mul(p.hq, p.wq);
@@ -391,7 +392,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         if (p.cstride / 16 % 2 == 0) p.cstride += 16;
     }
     if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
-    const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 16;
+    const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
     if (!p.direct) p.scratch_size = reach;
     // term lists
@@ -540,6 +541,28 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
 #endif
             kern::dw_generic(base, p.off.data(), w, ntaps, res);
             store_tile(p, res, q0, p.bias[c], resid ? resid + c * plane_out : nullptr, out + c * plane_out, act);
+        }
+        return;
+    }
+    if (p.family == ROWS3 && p.strip_w == 16) {
+        const int64_t items = p.cout * p.n_tiles;
+        const int groups = p.nt;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t tile = it / p.cout, v = it % p.cout;
+            const int64_t y0 = tile / p.strips * kern::ROWS, x0 = tile % p.strips * 16;
+            alignas(32) float res[kern::ROWS * 16];
+            const int32_t *o = p.off.data() + v * groups;
+            const float *w = p.wt.data() + v * groups * 3, *base = planes + y0 * p.wq + x0;
+#if XK_X86
+            if (avx2) kern::rows3w_avx2(base, p.wq, o, w, groups, res); else
+#endif
+            kern::rows3w_generic(base, p.wq, o, w, groups, res);
+            const int64_t cols = std::min<int64_t>(16, p.wo - x0), rows = std::min<int64_t>(kern::ROWS, p.ho - y0);
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t at = v * plane_out + (y0 + r) * p.wo + x0;
+                finish(res + r * 16, p.bias[v], resid ? resid + at : nullptr, out + at, cols, act);
+            }
         }
         return;
     }
@@ -864,7 +887,6 @@ void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
         cols[size_t(3 * xo)] = c;
         window(c, kw, dw, W, cols[size_t(3 * xo + 1)], cols[size_t(3 * xo + 2)]);
     }
-    auto fmax_nan = [](float m, float v) { return (v > m) | (v != v) ? v : m; };  // NaN propagates, as in torch
 #pragma omp parallel num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384)
     {
         std::vector<float> rowmax(static_cast<size_t>(H * Wo));
@@ -875,11 +897,15 @@ void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
                 const float *row = in + h * W;
                 float *rm = rowmax.data() + h * Wo;
                 for (int64_t xo = 0; xo < Wo; ++xo) {
-                    const int64_t c0 = cols[size_t(3 * xo)];
+                    const float *q = row + cols[size_t(3 * xo)];
                     float m = -INFINITY;
-                    for (int64_t kx = cols[size_t(3 * xo + 1)]; kx < cols[size_t(3 * xo + 2)]; ++kx)
-                        m = fmax_nan(m, row[c0 + kx * dw]);
-                    rm[xo] = m;
+                    int nan = 0;
+                    for (int64_t kx = cols[size_t(3 * xo + 1)]; kx < cols[size_t(3 * xo + 2)]; ++kx) {
+                        const float v = q[kx * dw];
+                        nan |= v != v;          // no branch on the data: maxss and a flag
+                        m = v > m ? v : m;
+                    }
+                    rm[xo] = nan ? NAN : m;  // NaN propagates, as in torch
                 }
             }
             float *o = out + c * Ho * Wo;
@@ -891,7 +917,7 @@ void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
                 for (int64_t xo = 0; xo < Wo; ++xo) oy[xo] = -INFINITY;
                 for (int64_t ky = a; ky < b; ++ky) {
                     const float *rm = rowmax.data() + (r + ky * dh) * Wo;
-                    for (int64_t xo = 0; xo < Wo; ++xo) oy[xo] = fmax_nan(oy[xo], rm[xo]);
+                    for (int64_t xo = 0; xo < Wo; ++xo) oy[xo] = rm[xo] > oy[xo] || rm[xo] != rm[xo] ? rm[xo] : oy[xo];
                 }
             }
         }

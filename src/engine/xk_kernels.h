@@ -118,6 +118,23 @@ inline void dw3_generic(const float *plane, int64_t pitch, int64_t ho, int64_t w
         }
 }
 
+// rows3 over 16 columns of one output (maps at least 16 wide): a 16-float row segment
+// uses both cache lines it touches, where two 8-column tiles each used half of them.
+// res: [ROWS][16].
+inline void rows3w_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, float *res) {
+    float a[ROWS][16] = {{0}};
+    for (int g = 0; g < ng; ++g) {
+        const float *p = base + o[g];
+        for (int j = 0; j < ROWS + 2; ++j)
+            for (int ky = 0; ky < 3; ++ky) {
+                const int r = j - ky;
+                if (r < 0 || r >= ROWS) continue;
+                for (int k = 0; k < 16; ++k) a[r][k] += w[3 * g + ky] * p[j * pitch + k];
+            }
+    }
+    std::memcpy(res, a, sizeof a);
+}
+
 // d[k] = act(s[k] + bias (+ r[k])) for k < n; act 0 none, 1 ReLU, 2 ReLU6
 inline void finish_generic(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
     for (int64_t k = 0; k < n; ++k) {
@@ -281,6 +298,36 @@ XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int6
             }
         }
     }
+}
+
+XK_AVX2 inline void rows3w_avx2(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng,
+                                float *res) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int g = 0; g < ng; ++g) {
+        const float *p = base + o[g];
+        const __m256 wa = _mm256_broadcast_ss(w + 3 * g), wb = _mm256_broadcast_ss(w + 3 * g + 1),
+                     wc = _mm256_broadcast_ss(w + 3 * g + 2);
+        __m256 x = _mm256_loadu_ps(p), y = _mm256_loadu_ps(p + 8);
+        a0 = _mm256_fmadd_ps(wa, x, a0); b0 = _mm256_fmadd_ps(wa, y, b0);
+        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
+        a1 = _mm256_fmadd_ps(wa, x, a1); b1 = _mm256_fmadd_ps(wa, y, b1);
+        a0 = _mm256_fmadd_ps(wb, x, a0); b0 = _mm256_fmadd_ps(wb, y, b0);
+        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
+        a2 = _mm256_fmadd_ps(wa, x, a2); b2 = _mm256_fmadd_ps(wa, y, b2);
+        a1 = _mm256_fmadd_ps(wb, x, a1); b1 = _mm256_fmadd_ps(wb, y, b1);
+        a0 = _mm256_fmadd_ps(wc, x, a0); b0 = _mm256_fmadd_ps(wc, y, b0);
+        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
+        a3 = _mm256_fmadd_ps(wa, x, a3); b3 = _mm256_fmadd_ps(wa, y, b3);
+        a2 = _mm256_fmadd_ps(wb, x, a2); b2 = _mm256_fmadd_ps(wb, y, b2);
+        a1 = _mm256_fmadd_ps(wc, x, a1); b1 = _mm256_fmadd_ps(wc, y, b1);
+        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
+        a3 = _mm256_fmadd_ps(wb, x, a3); b3 = _mm256_fmadd_ps(wb, y, b3);
+        a2 = _mm256_fmadd_ps(wc, x, a2); b2 = _mm256_fmadd_ps(wc, y, b2);
+        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
+        a3 = _mm256_fmadd_ps(wc, x, a3); b3 = _mm256_fmadd_ps(wc, y, b3);
+    }
+    _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, b0); _mm256_storeu_ps(res + 16, a1); _mm256_storeu_ps(res + 24, b1);
+    _mm256_storeu_ps(res + 32, a2); _mm256_storeu_ps(res + 40, b2); _mm256_storeu_ps(res + 48, a3); _mm256_storeu_ps(res + 56, b3);
 }
 
 XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, float *d, int64_t n, int act) {

@@ -20,6 +20,7 @@ import importlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 from numba import cuda  # noqa: E402
 
 from testing import assert_close, conv2d_oracle, requires_torch  # noqa: E402
@@ -75,7 +76,10 @@ def staged_only(monkeypatch):
 
 
 def run_and_check(name, dtype):
-    x, weight, index, bias, stride, padding, dilation = make_case(name, dtype)
+    check(*make_case(name, dtype), dtype, name)
+
+
+def check(x, weight, index, bias, stride, padding, dilation, dtype, name):
     xd, wd = cuda.to_device(x), cuda.to_device(weight)
     bd = None if bias is None else cuda.to_device(bias)
     out = ops.xconv2d(xd, wd, index, bd, stride, padding, dilation).copy_to_host()
@@ -147,3 +151,35 @@ def test_rows_split_over_blocks(name, split_rows, split_pixels, staged_only, mon
     wgt = _staged.wgrad_plan(geom, x.shape, out_shape, g, weight.shape[1], 8, 64, _plan.shared_limit())
     assert (fwd.grid[-1] > 1) == split_rows and (wgt.slices > 1) == split_pixels
     run_and_check(name, np.float64)
+
+
+@st.composite
+def configs(draw):
+    """Small random X-Convs whose output is not empty: random or block expanders."""
+    block = draw(st.sampled_from([1, 4, 8]))
+    cin = draw(st.integers(1, 6))
+    cout = block * draw(st.integers(1 if block == 1 else 2, 3))
+    degree = draw(st.integers(1, cin))
+    kh, kw = draw(st.sampled_from([(1, 1), (3, 3), (1, 3), (2, 2)]))
+    stride = draw(st.sampled_from([(1, 1), (2, 1), (2, 2)]))
+    dilation = draw(st.sampled_from([(1, 1), (2, 1)]))
+    padding = (draw(st.integers(0, kh)), draw(st.integers(0, kw)))
+    h = draw(st.integers(max(1, (kh - 1) * dilation[0] + 1 - 2 * padding[0]), 7))
+    w = draw(st.integers(max(1, (kw - 1) * dilation[1] + 1 - 2 * padding[1]), 7))
+    seed = draw(st.integers(0, 2 ** 16))
+    return draw(st.integers(1, 2)), cin, h, w, cout, degree, (kh, kw), stride, padding, dilation, block, seed
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])  # it only patches
+@given(cfg=configs())
+def test_random_configs_match_oracle(cfg, staged_only):
+    b, cin, h, w, cout, degree, (kh, kw), stride, padding, dilation, block, seed = cfg
+    rng = np.random.default_rng(seed)
+    if block > 1:
+        index = np.repeat(rng.integers(0, cin, (cout // block, degree)), block, axis=0)
+    else:
+        index = rng.integers(0, cin, (cout, degree))
+    x = rng.standard_normal((b, cin, h, w))
+    weight = rng.standard_normal((cout, degree, kh, kw))
+    bias = rng.standard_normal(cout) if seed % 2 else None
+    check(x, weight, index, bias, stride, padding, dilation, np.float64, repr(cfg))

@@ -1,9 +1,9 @@
 """Device intrinsics numba does not expose, each with a Python twin for the simulator.
 
 load4(stage, i) reads stage[i:i+4] (a dynamic shared array, i a multiple of 4) as one
-16-byte vector load, `ld.shared.v4.f32` (two `ld.shared.v2.f64` for float64): a
-quarter of the load instructions of four scalar loads, and the shared-memory pipe
-issues one instruction per quarter-warp phase either way.
+16-byte vector load, `ld.shared.v4.f32` (two `ld.shared.v2.f64` for float64): a quarter
+of the load instructions of four scalar loads.  It is aligned because the staged
+kernels declare no static shared memory: the dynamic array starts the block's window.
 
 broadcast(value, lane, table, i) returns lane's value to the whole warp (`shfl.sync`),
 where lane loaded value = table[i]; the simulator, which has no shuffles, reads

@@ -197,9 +197,6 @@ def weight_edges(index, n_in):
 # --- Kernels with every channel staged in dynamic shared memory (_pointwise, _window) ---
 
 SHARED_OPTIN_SM90 = 227 * 1024   # dynamic shared memory one block may opt in to on sm_90
-SHARED_PER_SM90 = 228 * 1024     # shared memory per SM on sm_90 ...
-SHARED_RESERVED = 1024           # ... of which the driver reserves this much per resident block
-REGISTERS_PER_SM = 65536
 PIXEL_VECTORS = (2, 1)           # float4 pixel vectors per lane in the 1x1 gather (most first)
 ACC_BYTES = 128                  # ... while its g*nv*4 accumulators take at most 32 registers
 WGRAD_PIXELS = 128               # pixels per staged tile of the 1x1 grad_weight

@@ -35,8 +35,7 @@ def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dil
     w3 = weight.reshape(n_out * degree, kh, kw)
     n_in, height, width = gx.shape[1:]
     if stride == (1, 1):
-        geom = _plan.Geometry(kh, kw, 1, 1, *dilation, (kh - 1) * dilation[0] - padding[0],
-                              (kw - 1) * dilation[1] - padding[1], True)
+        geom = _staged.grad_input_geometry(_plan.Geometry(kh, kw, 1, 1, *dilation, *padding))
         if _staged.gather(grad_out, weight.reshape(weight.size), index, rev, None, gx, geom,
                           _plan.graph_key(index), grad_out.stream):
             return

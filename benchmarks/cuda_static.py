@@ -58,7 +58,8 @@ DESIGN = {"random 1x1": 1.0, "3x3": 0.5, "block 8": 0.3}
 
 
 def design_class(g, kernel_size):
-    """Which design number a kernel's words_per_fma answers to."""
+    """Which design number a kernel's words_per_fma answers to (block 4 has none of its own:
+    it answers to the random numbers of its kernel size)."""
     if g >= 8:
         return "block 8"
     return "3x3" if kernel_size == 3 else "random 1x1"
@@ -224,7 +225,7 @@ def report(layer_names, compressions, blocks, jobs):
         limit = None
         if fmas:
             limit = DESIGN[cls]
-            if name == "grad_weight_pointwise" and cls == "random 1x1":
+            if name == "grad_weight_pointwise" and g == 1:
                 cls, limit = "random 1x1 grad_weight floor", round(1 + 1 / launch.params[1], 4)
         ok = spills == 0 and stack == 0 and per_sm >= 1 and (limit is None or wpf <= limit)
         rows.append(dict(

@@ -361,7 +361,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.family = ROWS3;
         p.tile = kern::ROWS;
     }
-    if (p.family == DEPTHWISE && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
+    if (p.family == DEPTHWISE && kh == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
     p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
@@ -460,18 +460,16 @@ void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
                 const int64_t iy = p.sh * r + a - p.ph;
                 if (iy < 0 || iy >= p.h) { std::memset(row, 0, sizeof(float) * p.wq); continue; }
                 const float *in = src + iy * p.w;
-                if (p.sw == 1) {
-                    const int64_t lo = std::min(std::max<int64_t>(p.pw - b, 0), p.wq);
-                    const int64_t hi = std::max(std::min<int64_t>(p.w + p.pw - b, p.wq), lo);
-                    std::memset(row, 0, sizeof(float) * lo);
-                    std::memcpy(row + lo, in + lo + b - p.pw, sizeof(float) * (hi - lo));
-                    std::memset(row + hi, 0, sizeof(float) * (p.wq - hi));
-                } else {
-                    for (int64_t cc = 0; cc < p.wq; ++cc) {
-                        const int64_t ix = p.sw * cc + b - p.pw;
-                        row[cc] = ix >= 0 && ix < p.w ? in[ix] : 0.f;
-                    }
+                // columns cc with 0 <= sw * cc + b - pw < w hold input, the rest padding
+                const int64_t lo = std::min(std::max<int64_t>((p.pw - b + p.sw - 1) / p.sw, 0), p.wq);
+                const int64_t hi = std::max(std::min<int64_t>((p.w + p.pw - b + p.sw - 1) / p.sw, p.wq), lo);
+                std::memset(row, 0, sizeof(float) * lo);
+                if (p.sw == 1) std::memcpy(row + lo, in + lo + b - p.pw, sizeof(float) * (hi - lo));
+                else {
+                    const float *src_row = in + b - p.pw;
+                    for (int64_t cc = lo; cc < hi; ++cc) row[cc] = src_row[p.sw * cc];
                 }
+                std::memset(row + hi, 0, sizeof(float) * (p.wq - hi));
             }
         }
     }

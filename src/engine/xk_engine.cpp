@@ -465,7 +465,12 @@ void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
                 const int64_t hi = std::max(std::min<int64_t>((p.w + p.pw - b + p.sw - 1) / p.sw, p.wq), lo);
                 std::memset(row, 0, sizeof(float) * lo);
                 if (p.sw == 1) std::memcpy(row + lo, in + lo + b - p.pw, sizeof(float) * (hi - lo));
-                else {
+                else if (p.sw == 2) {
+#if XK_X86
+                    if (Engine::use_avx2()) kern::gather2_avx2(in + b - p.pw + 2 * lo, row + lo, hi - lo); else
+#endif
+                    kern::gather2_generic(in + b - p.pw + 2 * lo, row + lo, hi - lo);
+                } else {
                     const float *src_row = in + b - p.pw;
                     for (int64_t cc = lo; cc < hi; ++cc) row[cc] = src_row[p.sw * cc];
                 }
@@ -597,12 +602,23 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     for (int64_t it = 0; it < items; ++it) {
         const int64_t q0 = (it / nvb) * p.tile, vb = it % nvb;
         const float *base = planes + q0;
+        // a tile wholly inside a plane without padding columns: the kernel finishes it
+        const bool whole = avx2 && p.wq == p.wo && q0 + p.tile <= plane_out;
         if (p.family == SHARED4) {
             alignas(32) float res[4 * kern::SHARED_T];
             const int v = p.blocks[vb];
             const int32_t *off = p.off.data() + vb * terms;
             const float *w4 = p.wt.data() + vb * terms * 4;
 #if XK_X86
+            if (whole) {
+                kern::Epilogue e{p.bias.data() + v, {}, {}, act};
+                for (int u = 0; u < 4; ++u) {
+                    e.resid[u] = resid ? resid + (v + u) * plane_out + q0 : nullptr;
+                    e.out[u] = out + (v + u) * plane_out + q0;
+                }
+                kern::shared4_avx2(base, off, w4, terms, res, &e);
+                continue;
+            }
             if (avx2) kern::shared4_avx2(base, off, w4, terms, res); else
 #endif
             kern::shared4_generic(base, off, w4, terms, res);
@@ -615,6 +631,13 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             const int32_t *o0 = p.off.data() + int64_t(v0) * terms, *o1 = p.off.data() + int64_t(v1) * terms;
             const float *w0 = p.wt.data() + int64_t(v0) * terms, *w1 = p.wt.data() + int64_t(v1) * terms;
 #if XK_X86
+            if (whole) {
+                const float bias[2] = {p.bias[v0], p.bias[v1]};
+                kern::Epilogue e{bias, {resid ? resid + v0 * plane_out + q0 : nullptr, v1 != v0 && resid ? resid + v1 * plane_out + q0 : nullptr},
+                                 {out + v0 * plane_out + q0, v1 != v0 ? out + v1 * plane_out + q0 : nullptr}, act};
+                kern::pair_avx2(base, o0, w0, o1, w1, terms, r0, r1, &e);
+                continue;
+            }
             if (avx2) kern::pair_avx2(base, o0, w0, o1, w1, terms, r0, r1); else
 #endif
             kern::pair_generic(base, o0, w0, o1, w1, terms, r0, r1);

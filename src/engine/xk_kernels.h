@@ -36,6 +36,16 @@ constexpr int PAIR_T = 32;     // pixels per pair tile: 2 outputs x 4 vectors = 
 constexpr int SHARED_T = 24;   // pixels per shared tile: 4 outputs x 3 vectors = 12 accumulators
 constexpr int DW_T = 64;       // pixels per depthwise tile: 8 accumulators
 
+// Where a whole tile's outputs go when they are contiguous (no padding columns, not the
+// last tile): the kernel adds bias and residual and applies the activation in registers
+// and stores there, instead of handing raw sums to the driver's epilogue.
+struct Epilogue {
+    const float *bias;        // one per output of the tile
+    const float *resid[4];    // nullptr: no residual
+    float *out[4];
+    int act;                  // 0 none, 1 ReLU, 2 ReLU6
+};
+
 // ---------------------------------------------------------------- portable
 inline void pair_generic(const float *base, const int32_t *o0, const float *w0, const int32_t *o1,
                          const float *w1, int n, float *r0, float *r1) {
@@ -135,6 +145,11 @@ inline void rows3w_generic(const float *base, int64_t pitch, const int32_t *o, c
     std::memcpy(res, a, sizeof a);
 }
 
+// dst[k] = src[2 k] for k < n, reading no further than src[2 n - 2]
+inline void gather2_generic(const float *src, float *dst, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) dst[k] = src[2 * k];
+}
+
 // d[k] = act(s[k] + bias (+ r[k])) for k < n; act 0 none, 1 ReLU, 2 ReLU6
 inline void finish_generic(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
     for (int64_t k = 0; k < n; ++k) {
@@ -161,8 +176,16 @@ inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t
 
 #if XK_X86
 // ---------------------------------------------------------------- AVX2 + FMA
+XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *out, int act) {
+    v = _mm256_add_ps(v, _mm256_set1_ps(bias));
+    if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
+    if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
+    _mm256_storeu_ps(out, v);
+}
+
 XK_AVX2 inline void pair_avx2(const float *base, const int32_t *o0, const float *w0, const int32_t *o1,
-                              const float *w1, int n, float *r0, float *r1) {
+                              const float *w1, int n, float *r0, float *r1, const Epilogue *e = nullptr) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (int j = 0; j < n; ++j) {
         const float *p0 = base + o0[j], *p1 = base + o1[j];
@@ -176,11 +199,20 @@ XK_AVX2 inline void pair_avx2(const float *base, const int32_t *o0, const float 
         b2 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1 + 16), b2);
         b3 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1 + 24), b3);
     }
+    if (e) {
+        const __m256 a[4] = {a0, a1, a2, a3}, b[4] = {b0, b1, b2, b3};
+        for (int k = 0; k < 4; ++k) {
+            epi_store(a[k], e->bias[0], e->resid[0] ? e->resid[0] + 8 * k : nullptr, e->out[0] + 8 * k, e->act);
+            if (e->out[1]) epi_store(b[k], e->bias[1], e->resid[1] ? e->resid[1] + 8 * k : nullptr, e->out[1] + 8 * k, e->act);
+        }
+        return;
+    }
     _mm256_storeu_ps(r0, a0); _mm256_storeu_ps(r0 + 8, a1); _mm256_storeu_ps(r0 + 16, a2); _mm256_storeu_ps(r0 + 24, a3);
     _mm256_storeu_ps(r1, b0); _mm256_storeu_ps(r1 + 8, b1); _mm256_storeu_ps(r1 + 16, b2); _mm256_storeu_ps(r1 + 24, b3);
 }
 
-XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const float *w4, int n, float *r) {
+XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const float *w4, int n, float *r,
+                                 const Epilogue *e = nullptr) {
     // twelve named accumulators: gcc keeps an accumulator array on the stack
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, b0 = a0, b1 = a0, b2 = a0, c0 = a0, c1 = a0, c2 = a0,
            d0 = a0, d1 = a0, d2 = a0;
@@ -195,6 +227,13 @@ XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const fl
         c0 = _mm256_fmadd_ps(w, x0, c0); c1 = _mm256_fmadd_ps(w, x1, c1); c2 = _mm256_fmadd_ps(w, x2, c2);
         w = _mm256_broadcast_ss(w4 + 4 * j + 3);
         d0 = _mm256_fmadd_ps(w, x0, d0); d1 = _mm256_fmadd_ps(w, x1, d1); d2 = _mm256_fmadd_ps(w, x2, d2);
+    }
+    if (e) {
+        const __m256 acc[4][3] = {{a0, a1, a2}, {b0, b1, b2}, {c0, c1, c2}, {d0, d1, d2}};
+        for (int m = 0; m < 4; ++m)
+            for (int k = 0; k < 3; ++k)
+                epi_store(acc[m][k], e->bias[m], e->resid[m] ? e->resid[m] + 8 * k : nullptr, e->out[m] + 8 * k, e->act);
+        return;
     }
     _mm256_storeu_ps(r, a0); _mm256_storeu_ps(r + 8, a1); _mm256_storeu_ps(r + 16, a2);
     _mm256_storeu_ps(r + SHARED_T, b0); _mm256_storeu_ps(r + SHARED_T + 8, b1); _mm256_storeu_ps(r + SHARED_T + 16, b2);
@@ -328,6 +367,16 @@ XK_AVX2 inline void rows3w_avx2(const float *base, int64_t pitch, const int32_t 
     }
     _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, b0); _mm256_storeu_ps(res + 16, a1); _mm256_storeu_ps(res + 24, b1);
     _mm256_storeu_ps(res + 32, a2); _mm256_storeu_ps(res + 40, b2); _mm256_storeu_ps(res + 48, a3); _mm256_storeu_ps(res + 56, b3);
+}
+
+XK_AVX2 inline void gather2_avx2(const float *src, float *dst, int64_t n) {
+    int64_t k = 0;
+    for (; k + 8 < n; k += 8) {  // reads src[2k .. 2k + 15], within src[2 n - 2]
+        const __m256 a = _mm256_loadu_ps(src + 2 * k), b = _mm256_loadu_ps(src + 2 * k + 8);
+        const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+        _mm256_storeu_ps(dst + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8)));
+    }
+    gather2_generic(src + 2 * k, dst + k, n - k);
 }
 
 XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, float *d, int64_t n, int act) {

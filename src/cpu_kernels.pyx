@@ -118,6 +118,24 @@ cdef extern from "cpu_kernels.h" nogil:
                                  int64_t p0, const xk_quads_t *qs, int64_t q_lo, int64_t q_hi, const double *qw,
                                  const double *bias, double *panel, double *part, double *dst, int64_t dst_img,
                                  int64_t dst_chan)
+    void xk_im2col_f32(float *col, int64_t p_pad, const float *x, const xk_image_t *im, int64_t n_img, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                       int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+    void xk_im2col_f64(double *col, int64_t p_pad, const double *x, const xk_image_t *im, int64_t n_img,
+                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                       int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+    void xk_col2im_f32(float *gx, const xk_image_t *im, const float *gcol, int64_t p_pad, int64_t n_img, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                       int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+    void xk_col2im_f64(double *gx, const xk_image_t *im, const double *gcol, int64_t p_pad, int64_t n_img,
+                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                       int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+    void xk_quad_columns_f32(const float *x, int64_t xstride, int64_t p, const int32_t *off, const float *qw,
+                             const int64_t *ptr, const int64_t *row0, int64_t nb, int64_t n_dst, const float *bias,
+                             float *panel, float *y, int64_t ystride, int64_t q_lo, int64_t q_hi)
+    void xk_quad_columns_f64(const double *x, int64_t xstride, int64_t p, const int32_t *off, const double *qw,
+                             const int64_t *ptr, const int64_t *row0, int64_t nb, int64_t n_dst, const double *bias,
+                             double *panel, double *y, int64_t ystride, int64_t q_lo, int64_t q_hi)
     void xk_spread_tile_direct_f32(const float *src, int64_t src_img, int64_t src_chan, int64_t hw, int64_t n_img,
                                    int64_t p0, const int64_t *chan, const float *w, int64_t n_runs, int64_t degree,
                                    int64_t n_dst, float *panel, float *part, float *dst, int64_t dst_img,
@@ -189,6 +207,16 @@ BLOCK_TERMS = 8
 # every destination reads it.  Best in L1 (up to ~330 channels), but quads beat the flat
 # tiles from L2 too: 1.3-1.6x, one thread, at 512-4096 channels (48-384 KiB panels).
 QUAD_PANEL_BYTES = 1 << 20
+# The columns path (_columns): strided convs and maps of a few outputs (where the packed
+# planes are mostly padding: a 3x3 map fills 9 of its 25 grid positions), as 1x1 quads over the image columns
+# (one source row per channel and tap), the rows in blocks of COLUMNS_BLOCK_BYTES of panel
+# so that each block stays in L1 while every quad reads it; image columns of at most
+# COLUMNS_MAX_BYTES.  COLUMNS: "auto", "always" (where it applies: not Winograd) or "never".
+COLUMNS = "auto"
+COLUMNS_MAX_HW = 25
+COLUMNS_MAX_STRIDED_HW = 64
+COLUMNS_BLOCK_BYTES = 24 << 10
+COLUMNS_MAX_BYTES = 64 << 20
 
 # Stride-1 3x3 convs by Winograd F(2x2, 3x3) (xk_wino_tile, _wino_tiles): "auto" takes it
 # where it measured faster than the direct row tiles (_winograd), "always" for every
@@ -1383,6 +1411,214 @@ cdef bint _in_place(stride, padding, const xk_image_t *src, const xk_image_t *ds
 
 # ---------------------------------------------------------------- X-Conv
 
+def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsize, bint forward):
+    """True when a forward (or a grad_input) runs by the columns path (COLUMNS; Winograd was
+    not taken): the grad_input of strided convs; the forward of strided k x k convs into maps
+    of at most COLUMNS_MAX_STRIDED_HW outputs (a strided 1x1's polyphase plane is its
+    columns already); both directions on maps of at most COLUMNS_MAX_HW outputs, except 1x1
+    ones that hold a whole panel (those run in place)."""
+    if COLUMNS == "never":
+        return False
+    width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
+    kk = kernel[0] * kernel[1]
+    if n_in * kk * _round_up(batch * out_hw[0] * out_hw[1], width) * itemsize > COLUMNS_MAX_BYTES:
+        return False
+    if COLUMNS == "always":
+        return True
+    hw = out_hw[0] * out_hw[1]
+    if tuple(stride) != (1, 1):
+        return not forward or (kk > 1 and hw <= COLUMNS_MAX_STRIDED_HW)
+    return hw <= COLUMNS_MAX_HW and (kk > 1 or hw < width)
+
+
+def _column_terms(index, int64_t n_in, int64_t kk, int64_t width, int64_t block_rows, bint reverse=False):
+    """The columns path's term lists for index (Cout, D), checked, with kk taps: source row
+    u * kk + t of the image columns holds channel u's tap t, so output v's terms are rows
+    index[v, i] * kk + t, of weight entry (v * D + i) * kk + t.  reverse: grad_input's
+    lists instead, destination rows u * kk + t reading grad_out's rows v (the same edges
+    and weight entries).  See _block_quads for what is returned."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    rows = (np.asarray(index, np.int64)[:, :, None] * kk + np.arange(kk)).reshape(-1)
+    outs = np.repeat(np.arange(n_out, dtype=np.int64), degree * kk)
+    wpos = np.arange(n_out * degree * kk, dtype=np.int64)
+    if reverse:
+        return _block_quads(rows, outs, wpos, n_in * kk, n_out, width, block_rows)
+    return _block_quads(outs, rows, wpos, n_out, n_in * kk, width, block_rows)
+
+
+def _block_quads(dst, src, wpos, int64_t n_dst, int64_t n_src, int64_t width, int64_t block_rows):
+    """Term lists of xk_quad_columns for the terms (dst[j] += w[wpos[j]] * source row src[j]):
+    (off int32, wsrc, ptr, row0).  The n_src source rows come in blocks [row0[b], row0[b + 1])
+    of block_rows; in block b, quad q's terms are [ptr[b, q], ptr[b, q + 1]) of (term,
+    XK_SHARE) slots, each destination's in source-row order, the quad's shorter lists
+    padded with the block's zero row (offset rows * width) and weight entry -1 (wsrc: where
+    each slot's weight comes from)."""
+    nb = max(1, (n_src + block_rows - 1) // block_rows)
+    row0 = np.minimum(np.arange(nb + 1, dtype=np.int64) * block_rows, n_src)
+    blk = src // block_rows
+    order = np.lexsort((src, dst, blk))          # by block, destination, source row
+    dst, src, wpos, blk = dst[order], src[order], wpos[order], blk[order]
+    n_quads = (n_dst + XK_SHARE - 1) // XK_SHARE
+    n_slots = n_quads * XK_SHARE
+    count = np.bincount(blk * n_slots + dst, minlength=nb * n_slots)
+    per_quad = count.reshape(nb, n_quads, XK_SHARE).max(axis=2)   # (nb, n_quads) terms
+    ptr = np.zeros((nb, n_quads + 1), np.int64)
+    ptr[:, 1:] = np.cumsum(per_quad, axis=1)
+    ptr += np.concatenate(([0], np.cumsum(per_quad.sum(axis=1))[:-1]))[:, None]
+    total = int(per_quad.sum())
+    if total * XK_SHARE > np.iinfo(np.int32).max or (block_rows + 1) * width > np.iinfo(np.int32).max:
+        raise ValueError("too many terms for the columns path's 32-bit offsets")
+    first = np.concatenate(([0], np.cumsum(count)[:-1]))
+    k = np.arange(dst.shape[0], dtype=np.int64) - first[blk * n_slots + dst]   # position in its list
+    slot = (ptr[blk, dst // XK_SHARE] + k) * XK_SHARE + dst % XK_SHARE
+    block_slots = np.diff(np.concatenate((ptr[:, 0], [total]))) * XK_SHARE
+    off = np.repeat(np.diff(row0) * width, block_slots).astype(np.int32)
+    off[slot] = (src - row0[blk]) * width
+    wsrc = np.full(total * XK_SHARE, -1, np.int64)
+    wsrc[slot] = wpos
+    return off, wsrc, ptr.reshape(-1), row0
+
+
+def _column_weights(const floating[::1] wflat, const int64_t[::1] wsrc):
+    """The columns path's weights in slot order: wflat[wsrc[j]], 0 where wsrc[j] < 0."""
+    out = np.empty(wsrc.shape[0], np.float32 if floating is float else np.float64)
+    cdef floating[::1] o = out
+    cdef int64_t j, e
+    with nogil:
+        for j in range(wsrc.shape[0]):
+            e = wsrc[j]
+            o[j] = wflat[e] if e >= 0 else 0
+    return out
+
+
+def _im2col(const floating[:, :, :, :] x, kernel, stride, padding, dilation, out_hw, int64_t p_pad,
+            floating[:, ::1] col, int n_chunks):
+    """col (Cin * kh * kw, p_pad) <- the image columns of x (B, Cin, H, W) (xk_im2col), channels
+    split between threads."""
+    cdef xk_image_t im = _image(x.shape, x.strides, sizeof(floating))
+    cdef int64_t n_in = x.shape[1], batch = x.shape[0], chunk
+    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
+    cdef int64_t dh = dilation[0], dw = dilation[1], ho = out_hw[0], wo = out_hw[1]
+    for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
+        if floating is float:
+            xk_im2col_f32(&col[0, 0], p_pad, &x[0, 0, 0, 0], &im, batch, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+                          n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+        else:
+            xk_im2col_f64(&col[0, 0], p_pad, &x[0, 0, 0, 0], &im, batch, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+                          n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+
+
+def _col2im(const floating[:, ::1] gcol, floating[:, :, :, :] grad_x, kernel, stride, padding, dilation, out_hw,
+            int n_chunks):
+    """grad_x (B, Cin, H, W) <- the image columns' gradient gcol summed back (xk_col2im),
+    channels split between threads."""
+    cdef xk_image_t im = _image(grad_x.shape, grad_x.strides, sizeof(floating))
+    cdef int64_t n_in = grad_x.shape[1], batch = grad_x.shape[0], chunk, p_pad = gcol.shape[1]
+    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
+    cdef int64_t dh = dilation[0], dw = dilation[1], ho = out_hw[0], wo = out_hw[1]
+    for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
+        if floating is float:
+            xk_col2im_f32(&grad_x[0, 0, 0, 0], &im, &gcol[0, 0], p_pad, batch, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+                          n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+        else:
+            xk_col2im_f64(&grad_x[0, 0, 0, 0], &im, &gcol[0, 0], p_pad, batch, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+                          n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+
+
+cdef void _columns_run(const floating *col, int64_t p_pad, const int32_t *off, const floating *qw,
+                       const int64_t *ptr, const int64_t *row0, int64_t nb, int64_t n_dst, const floating *bias,
+                       floating *panels, int64_t panel_stride, floating *y, int n_chunks) noexcept nogil:
+    """y (n_dst, p_pad) = the columns path's sums (xk_quad_columns) over col (rows, p_pad): work
+    items (tile of XK_SACC vectors, block of quads), each computing its own positions of its
+    own outputs in one order at any thread count."""
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if floating is float else XK_LANES_F64)
+    cdef int64_t n_tiles = p_pad // width
+    cdef int64_t n_quads = (n_dst + XK_SHARE - 1) // XK_SHARE
+    cdef int64_t n_ob = _quad_blocks(n_quads, n_tiles, n_chunks)
+    cdef int64_t per_ob = (n_quads + n_ob - 1) // n_ob
+    cdef int64_t total = n_tiles * n_ob, chunk, item, t, q_lo, q_hi
+    for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+        for item in range(total * chunk // n_chunks, total * (chunk + 1) // n_chunks):
+            t = item // n_ob
+            q_lo = item % n_ob * per_ob
+            q_hi = min(n_quads, q_lo + per_ob)
+            if floating is float:
+                xk_quad_columns_f32(col, p_pad, t * width, off, qw, ptr, row0, nb, n_dst, bias,
+                                    panels + chunk * panel_stride, y, p_pad, q_lo, q_hi)
+            else:
+                xk_quad_columns_f64(col, p_pad, t * width, off, qw, ptr, row0, nb, n_dst, bias,
+                                    panels + chunk * panel_stride, y, p_pad, q_lo, q_hi)
+
+
+def _column_sums(src, int64_t p_pad, terms, weight, int64_t n_dst, bias, int n_chunks):
+    """y (n_dst, p_pad), scratch: the columns path's sums (xk_quad_columns, terms from
+    _column_terms) over the source rows src (rows, p_pad), with weight's entries."""
+    off, wsrc, ptr, row0 = terms
+    dtype = src.dtype
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if dtype.itemsize == 4 else XK_LANES_F64)
+    qw = _column_weights(np.asarray(weight).reshape(-1), wsrc)
+    y = _scratch(4, n_dst * p_pad, dtype).reshape(n_dst, p_pad)
+    cdef int64_t panel = (int(np.diff(row0).max()) + 1) * width
+    panels = _scratch(5, n_chunks * panel, dtype)
+    if dtype.itemsize == 4:
+        _columns_call[float](src, p_pad, off, qw, ptr, row0, n_dst, bias, panels, panel, y, n_chunks)
+    else:
+        _columns_call[double](src, p_pad, off, qw, ptr, row0, n_dst, bias, panels, panel, y, n_chunks)
+    return y
+
+
+def _column_geometry(int64_t batch, out_hw, int64_t itemsize):
+    """(positions B * Ho * Wo, p_pad: rounded up to whole panels, panel width, source rows per block)."""
+    cdef int64_t width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
+    n = batch * out_hw[0] * out_hw[1]
+    return n, _round_up(n, width), width, max(1, COLUMNS_BLOCK_BYTES // (width * itemsize) - 1)
+
+
+def _columns_fwd(x, weight, index, bias, out, stride, padding, dilation, int n_chunks):
+    """out = X-Conv of x by the columns path: the image columns (_im2col), then 1x1 quads over
+    blocks of their rows, then out from the (Cout, B * Ho * Wo) sums."""
+    xa, wa, oa = np.asarray(x), np.asarray(weight), np.asarray(out)
+    batch, n_in, n_out, (kh, kw), (ho, wo) = xa.shape[0], xa.shape[1], wa.shape[0], wa.shape[2:], oa.shape[2:]
+    n, p_pad, width, block_rows = _column_geometry(batch, (ho, wo), wa.itemsize)
+    terms = _cached_terms("columns", index, (n_in, kh * kw, width, block_rows),
+                          lambda: _column_terms(np.asarray(index), n_in, kh * kw, width, block_rows))
+    col = _scratch(3, n_in * kh * kw * p_pad, wa.dtype).reshape(n_in * kh * kw, p_pad)
+    _im2col(x, (kh, kw), stride, padding, dilation, (ho, wo), p_pad, col, n_chunks)
+    y = _column_sums(col, p_pad, terms, wa, n_out, bias, n_chunks)
+    oa[...] = y[:, :n].reshape(n_out, batch, ho, wo).transpose(1, 0, 2, 3)
+
+
+def _columns_bwd_input(grad_out, weight, index, grad_x, stride, padding, dilation, int n_chunks):
+    """grad_x of an X-Conv by the columns path: grad_out as (Cout, B * Ho * Wo) rows, 1x1
+    quads into the image columns' gradient (each (channel, tap) row gathering the outputs
+    that read it, the same edges reversed), then summed back into grad_x (_col2im)."""
+    ga, wa, gx = np.asarray(grad_out), np.asarray(weight), np.asarray(grad_x)
+    batch, n_in, n_out, (kh, kw), (ho, wo) = ga.shape[0], gx.shape[1], wa.shape[0], wa.shape[2:], ga.shape[2:]
+    n, p_pad, width, block_rows = _column_geometry(batch, (ho, wo), wa.itemsize)
+    terms = _cached_terms("columns input", index, (n_in, kh * kw, width, block_rows),
+                          lambda: _column_terms(np.asarray(index), n_in, kh * kw, width, block_rows, True))
+    g = _scratch(3, n_out * p_pad, wa.dtype).reshape(n_out, p_pad)
+    g[:, :n].reshape(n_out, batch, ho, wo)[...] = ga.transpose(1, 0, 2, 3)
+    g[:, n:] = 0
+    gcol = _column_sums(g, p_pad, terms, wa, n_in * kh * kw, None, n_chunks)
+    _col2im(gcol, grad_x, (kh, kw), stride, padding, dilation, (ho, wo), n_chunks)
+
+
+cdef void _columns_call(floating[:, ::1] col, int64_t p_pad, const int32_t[::1] off, const floating[::1] qw,
+                        const int64_t[::1] ptr, const int64_t[::1] row0, int64_t n_dst, bias, floating[::1] panels,
+                        int64_t panel_stride, floating[:, ::1] y, int n_chunks):
+    cdef const floating[::1] b
+    cdef const floating *bias_ptr = NULL
+    if bias is not None:
+        b = bias
+        bias_ptr = &b[0]
+    with nogil:
+        _columns_run(&col[0, 0], p_pad, &off[0], &qw[0], &ptr[0], &row0[0], row0.shape[0] - 1, n_dst, bias_ptr,
+                     &panels[0], panel_stride, &y[0, 0], n_chunks)
+
+
 def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
                 const int64_t[:, ::1] index, const floating[::1] bias, floating[:, :, :, :] out,
                 stride, padding, dilation, int num_threads):
@@ -1417,6 +1653,11 @@ def xconv2d_fwd(const floating[:, :, :, :] x, const floating[:, :, :, ::1] weigh
         qs.degree, qs.n_dst, qs.n_src, qs.shared = degree, n_out, n_in, _runs_shared(index)
         _wino_run(&x[0, 0, 0, 0], &x_im, &out[0, 0, 0, 0], &out_im, batch, <int64_t>padding[0],
                   <int64_t>padding[1], m, &qs, qw, bias_ptr, n_chunks)
+        return
+    if _columns((weight.shape[2], weight.shape[3]), stride, n_in, (out.shape[2], out.shape[3]), batch,
+                sizeof(floating), True):
+        _columns_fwd(x, weight, index, None if bias is None else np.asarray(bias), out, stride, padding, dilation,
+                     n_chunks)
         return
     planes = _forward_planes((weight.shape[2], weight.shape[3]), stride, padding, dilation,
                              (out.shape[2], out.shape[3]), XK_LANES_F32 if floating is float else XK_LANES_F64)
@@ -1516,6 +1757,10 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
         qs.degree, qs.n_dst, qs.n_src, qs.shared = 0, n_in, n_out, False
         _wino_run(&grad_out[0, 0, 0, 0], &g_im, &grad_x[0, 0, 0, 0], &x_im, batch, 2 - <int64_t>padding[0],
                   2 - <int64_t>padding[1], m, &qs, qw, <const floating *>NULL, n_chunks)
+        return
+    if _columns((weight.shape[2], weight.shape[3]), stride, n_in, (grad_out.shape[2], grad_out.shape[3]), batch,
+                sizeof(floating), False):
+        _columns_bwd_input(grad_out, weight, index, grad_x, stride, padding, dilation, n_chunks)
         return
     planes = _input_grad_planes((grad_x.shape[2], grad_x.shape[3]), (weight.shape[2], weight.shape[3]),
                                 stride, padding, dilation, x_im, XK_LANES_F32 if floating is float else XK_LANES_F64)

@@ -563,9 +563,10 @@ typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), ali
         w3 = XK_VSPLAT(XK_V, (wp)[3]);                                                                   \
     } while (0)
 #endif
-XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
-                                           const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
-                                           int64_t q_hi)
+/* xk_quad_panel; with accumulate, the sums start from what out holds (bias unused). */
+XK_INLINE void XK_FN(xk_quad_panel_impl)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
+                                         const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                         int64_t q_hi, const int accumulate)
 {
     for (int64_t q = q_lo; q < q_hi; q++) {
         int64_t dst[4];
@@ -573,6 +574,11 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
         XK_UNROLL for (int o = 0; o < 4; o++) {
             const int64_t slot = q * 4 + o;
             dst[o] = slot < qs->n_dst ? (qs->rows ? qs->rows[slot] : slot) : -1;
+            if (accumulate && dst[o] >= 0) {
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                    acc[o][a] = XK_VLOAD(XK_V, out + dst[o] * ostride + a * XK_VL);
+                continue;
+            }
             const XK_V b = XK_VSPLAT(XK_V, bias && dst[o] >= 0 ? bias[dst[o]] : (XK_T)0);
             XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] = b;
         }
@@ -608,6 +614,94 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
     }
 }
 #undef XK_QUAD_W
+
+XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
+                                           const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                           int64_t q_hi)
+{
+    XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0);
+}
+
+/* The image columns of channels u0 <= u < u1 of x (n_img images of im): row u * kh * kw + t
+ * (tap t = ky * kw + kx) of col (rows of p_pad) holds x[b, u, y * sh + ky * dh - ph,
+ * c * sw + kx * dw - pw] (0 outside the image) at position (b * ho + y) * wo + c, and 0 at
+ * positions n_img * ho * wo <= p < p_pad. */
+static void XK_FN(xk_im2col)(XK_T *XK_RESTRICT col, int64_t p_pad, const XK_T *XK_RESTRICT x, const xk_image_t *im,
+                             int64_t n_img, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                             int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+{
+    for (int64_t u = u0; u < u1; u++)
+        for (int64_t ky = 0; ky < kh; ky++)
+            for (int64_t kx = 0; kx < kw; kx++) {
+                XK_T *d = col + ((u * kh + ky) * kw + kx) * p_pad;
+                for (int64_t b = 0; b < n_img; b++)
+                    for (int64_t y = 0; y < ho; y++, d += wo) {
+                        const int64_t iy = y * sh + ky * dh - ph;
+                        if (iy < 0 || iy >= im->height) {
+                            for (int64_t c = 0; c < wo; c++) d[c] = 0;
+                            continue;
+                        }
+                        const XK_T *s = x + b * im->img + u * im->chan + iy * im->row;
+                        for (int64_t c = 0; c < wo; c++) {
+                            const int64_t ix = c * sw + kx * dw - pw;
+                            d[c] = ix >= 0 && ix < im->width ? s[ix * im->col] : (XK_T)0;
+                        }
+                    }
+                for (int64_t p = n_img * ho * wo; p < p_pad; p++, d++) *d = 0;
+            }
+}
+
+/* The adjoint of xk_im2col for channels u0 <= u < u1: grad_x[b, u] (n_img images of im) =
+ * the sum, taps in order, of gcol's entries at the positions that read each pixel. */
+static void XK_FN(xk_col2im)(XK_T *XK_RESTRICT gx, const xk_image_t *im, const XK_T *XK_RESTRICT gcol,
+                             int64_t p_pad, int64_t n_img, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                             int64_t pw, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+{
+    for (int64_t u = u0; u < u1; u++) {
+        for (int64_t b = 0; b < n_img; b++)
+            for (int64_t iy = 0; iy < im->height; iy++)
+                for (int64_t ix = 0; ix < im->width; ix++)
+                    gx[b * im->img + u * im->chan + iy * im->row + ix * im->col] = 0;
+        for (int64_t ky = 0; ky < kh; ky++)
+            for (int64_t kx = 0; kx < kw; kx++) {
+                const XK_T *g = gcol + ((u * kh + ky) * kw + kx) * p_pad;
+                for (int64_t b = 0; b < n_img; b++)
+                    for (int64_t y = 0; y < ho; y++, g += wo) {
+                        const int64_t iy = y * sh + ky * dh - ph;
+                        if (iy < 0 || iy >= im->height) continue;
+                        XK_T *d = gx + b * im->img + u * im->chan + iy * im->row;
+                        for (int64_t c = 0; c < wo; c++) {
+                            const int64_t ix = c * sw + kx * dw - pw;
+                            if (ix >= 0 && ix < im->width) d[ix * im->col] += g[c];
+                        }
+                    }
+            }
+    }
+}
+
+/* The columns path (im2col, then 1x1 quads): y rows (n_dst of ystride) at positions
+ * [p, p + XK_SACC * XK_VL) = bias + the quads' sums over source rows x (n_src of xstride;
+ * a source row is one (channel, tap) of the image columns).  The source rows come in nb
+ * blocks [row0[b], row0[b + 1]), each copied into panel ((rows + 1) * XK_SACC * XK_VL
+ * scratch, a zero row last) once and read by every quad q_lo <= q < q_hi while it stays
+ * in L1: hundreds of rows of taps would not.  Quad q's terms in block b are
+ * [ptr[b * (n_quads + 1) + q], ptr[b * (n_quads + 1) + q + 1]) of off (panel offsets
+ * within the block) and qw; the sums of block b > 0 add to y. */
+XK_CLONES static void XK_FN(xk_quad_columns)(const XK_T *XK_RESTRICT x, int64_t xstride, int64_t p,
+                                             const int32_t *off, const XK_T *qw, const int64_t *ptr,
+                                             const int64_t *row0, int64_t nb, int64_t n_dst, const XK_T *bias,
+                                             XK_T *panel, XK_T *y, int64_t ystride, int64_t q_lo, int64_t q_hi)
+{
+    const int64_t width = XK_SACC * XK_VL, n_quads = (n_dst + 3) / 4;
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t rows = row0[b + 1] - row0[b];
+        XK_FN(xk_panel_copy)(panel, x + row0[b] * xstride + p, xstride, rows);
+        XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+            XK_VSTORE(XK_V, panel + rows * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
+        const xk_quads_t qs = {off, ptr + b * (n_quads + 1), NULL, 0, n_dst, rows, 0};
+        XK_FN(xk_quad_panel_impl)(y + p, ystride, panel, &qs, qw, bias, q_lo, q_hi, b > 0);
+    }
+}
 
 /* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 correlation in quads of
  * destinations (xk_quad_panel), the quads q_lo <= q < q_hi: XK_SACC vectors at a time,

@@ -34,3 +34,14 @@ from hypothesis import settings
 settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def threads():
+    """xkern.set_num_threads, with OpenMP's default thread count restored after the test."""
+    import xkern
+    yield xkern.set_num_threads
+    xkern.set_num_threads(None)

@@ -94,13 +94,6 @@ def check(results, expected, dtype, what=""):
 
 
 @pytest.fixture
-def threads():
-    """Restores OpenMP's default thread count after a test sets its own."""
-    yield xkern.set_num_threads
-    xkern.set_num_threads(None)
-
-
-@pytest.fixture
 def small_groups(monkeypatch):
     """Pack one image per group, so batches run as several groups (and barriers)."""
     monkeypatch.setattr(_cpu, "PACK_BYTES", 1)
@@ -371,7 +364,9 @@ def _spy_quads(monkeypatch):
 def test_1x1_in_quads(hw, geometry, n_out, quads, monkeypatch):
     """Inputs read by 0 to several outputs (repeats too): quads of inputs padded to their longest
     list, inputs read by none written as zeros.  quads False: the panel limit set to 0, so
-    the same convs take the flat tiles."""
+    the same convs take the flat tiles.  (The columns path, tested in test_columns.py, would
+    take the small and strided maps.)"""
+    monkeypatch.setattr(_cpu, "COLUMNS", "never")
     if not quads:
         monkeypatch.setattr(_cpu, "QUAD_PANEL_BYTES", 0)
     calls = _spy_quads(monkeypatch)

@@ -1,0 +1,150 @@
+"""The cpu backend's columns path: forwards of strided convs and of small maps as 1x1 quads
+over the image columns, their rows in blocks (cpu_kernels.pyx _columns, xk_quad_columns)."""
+import numpy as np
+import pytest
+
+import xkern
+from testing import assert_close, conv2d_oracle, random_index
+
+_cpu = pytest.importorskip("xkern.backends._cpu", reason="the compiled CPU backend is not built")
+
+DTYPES = (np.float32, np.float64)
+
+# (batch, Cin, Cout, D, (H, W), (kh, kw), stride, padding, dilation, repeats)
+CONFIGS = {
+    "3x3 stride 2": (3, 10, 13, 4, (11, 9), (3, 3), 2, 1, 1, False),
+    "3x3 map 3x3": (5, 12, 9, 6, (3, 3), (3, 3), 1, 1, 1, False),
+    "3x3 map 6x6, repeats": (2, 8, 16, 5, (6, 6), (3, 3), 1, 1, 1, True),
+    "1x1 stride 2": (4, 16, 20, 8, (9, 7), (1, 1), 2, 0, 1, False),
+    "1x1 map 3x4": (3, 24, 7, 9, (3, 4), (1, 1), 1, 0, 1, False),
+    "5x3 stride (2, 3) dilation 2": (2, 6, 5, 3, (13, 12), (5, 3), (2, 3), (3, 1), 2, False),
+    "7x7 stride 2 pad 3": (1, 3, 8, 2, (16, 16), (7, 7), 2, 3, 1, False),
+}
+
+
+def _oracle_out(x, weight, index, bias, geometry):
+    """The oracle's forward (float64)."""
+    batch, n_out = x.shape[0], weight.shape[0]
+    stride, padding, dilation = (tuple(v) if isinstance(v, tuple) else (v, v) for v in geometry)
+    hw = [(x.shape[2 + a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) - 1) // stride[a] + 1
+          for a in range(2)]
+    return conv2d_oracle(x, weight, index, bias, *geometry, np.zeros((batch, n_out, *hw)))[0]
+
+
+def _case(cfg, seed=0):
+    batch, n_in, n_out, degree, hw, k, stride, padding, dilation, repeats = cfg
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (batch, n_in) + hw)
+    weight = rng.standard_normal((n_out, degree) + k)
+    index = random_index(rng, n_out, n_in, degree, repeats)
+    return x, weight, index, rng.standard_normal(n_out), (stride, padding, dilation)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records the forwards and grad_inputs that take the columns path."""
+    calls = []
+    for name in ("_columns_fwd", "_columns_bwd_input"):
+        def counted(*args, real=getattr(_cpu, name), name=name):
+            calls.append(name)
+            return real(*args)
+        monkeypatch.setattr(_cpu, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("block_bytes", [1 << 9, 24 << 10])  # many row blocks (some quads empty) / one or few
+def test_columns_match_the_oracle(name, block_bytes, monkeypatch, spy):
+    """The forward and grad_input by the columns path, float32 and float64, bias or none."""
+    monkeypatch.setattr(_cpu, "COLUMNS", "always")
+    monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", block_bytes)
+    x, weight, index, bias, geometry = _case(CONFIGS[name], seed=len(name))
+    out = _oracle_out(x, weight, index, None, geometry)
+    grad_out = np.random.default_rng(1).standard_normal(out.shape)
+    for b in (bias, None):
+        want = conv2d_oracle(x, weight, index, b, *geometry, grad_out)
+        for dtype in DTYPES:
+            got = xkern.xconv2d(x.astype(dtype), weight.astype(dtype), index,
+                                None if b is None else b.astype(dtype), *geometry, backend="cpu")
+            assert_close(got, want[0], dtype, f"{name} bias {b is not None} {np.dtype(dtype)} out")
+    for dtype in DTYPES:
+        grad_x = xkern.xconv2d_backward(grad_out.astype(dtype), x.astype(dtype), weight.astype(dtype), index,
+                                        *geometry, backend="cpu", grads=("input",))[0]
+        assert_close(grad_x, want[1], dtype, f"{name} {np.dtype(dtype)} grad_x")
+    assert spy == ["_columns_fwd"] * 4 + ["_columns_bwd_input"] * 2
+
+
+def test_columns_are_bitwise_equal_at_any_thread_count(threads, monkeypatch, spy):
+    monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", 1 << 10)
+    results = {}
+    for n in (1, 2, 3, 5):
+        threads(n)
+        results[n] = []
+        for name in ("3x3 stride 2", "3x3 map 3x3", "1x1 stride 2"):
+            x, weight, index, _, geometry = _case(CONFIGS[name], 3)
+            for dtype in DTYPES:
+                x_, w_ = x.astype(dtype), weight.astype(dtype)
+                out = xkern.xconv2d(x_, w_, index, None, *geometry, backend="cpu")
+                results[n] += [out, xkern.xconv2d_backward(out, x_, w_, index, *geometry, backend="cpu",
+                                                           grads=("input",))[0]]
+    for n in (2, 3, 5):
+        for one, other in zip(results[1], results[n]):
+            assert np.array_equal(one, other)
+    assert spy.count("_columns_bwd_input") == 4 * 3 * 2 and spy.count("_columns_fwd") == 4 * 2 * 2
+
+
+@pytest.mark.parametrize("name, taken", [("3x3 stride 2", ["_columns_fwd", "_columns_bwd_input"]),
+                                         ("3x3 map 3x3", ["_columns_fwd", "_columns_bwd_input"]),
+                                         ("1x1 stride 2", ["_columns_bwd_input"]),
+                                         ("1x1 map 3x4", ["_columns_fwd", "_columns_bwd_input"]),
+                                         ("3x3 map 6x6, repeats", [])])
+def test_auto_takes_the_columns_path_for_strides_and_small_maps(name, taken, spy):
+    x, weight, index, bias, geometry = _case(CONFIGS[name])
+    x, weight, bias = (a.astype(np.float32) for a in (x, weight, bias))  # 1x1: maps under a float32 panel
+    out = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
+    xkern.xconv2d_backward(np.ones_like(out), x, weight, index, *geometry, backend="cpu", grads=("input",))
+    assert spy == taken
+
+
+def test_auto_leaves_large_stride_1_maps_and_oversized_columns(monkeypatch, spy):
+    # stride-1 3x3 on 16x16 maps: Winograd or the row tiles; 1x1 stride 1 on 8x8: in place
+    for cfg in [(2, 8, 8, 4, (16, 16), (3, 3), 1, 1, 1, False), (2, 8, 8, 4, (8, 8), (1, 1), 1, 0, 1, False)]:
+        x, weight, index, bias, geometry = _case(cfg)
+        got = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
+        assert_close(got, _oracle_out(x, weight, index, bias, geometry), np.float64, str(cfg))
+    assert spy == []
+    monkeypatch.setattr(_cpu, "COLUMNS_MAX_BYTES", 1)
+    x, weight, index, bias, geometry = _case(CONFIGS["3x3 stride 2"])
+    got = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
+    assert_close(got, _oracle_out(x, weight, index, bias, geometry), np.float64, "columns too large")
+    assert spy == []
+
+
+def test_column_terms_cover_every_edge_once():
+    """Each (output, edge, tap) appears in exactly one slot of its output, in its row's block,
+    pointing at its row; the other slots read the block's zero row with weight entry -1."""
+    rng = np.random.default_rng(7)
+    n_in, n_out, degree, kk, width, block_rows = 11, 10, 4, 9, 24, 7
+    index = random_index(rng, n_out, n_in, degree, True)
+    off, wsrc, ptr, row0 = _cpu._column_terms(index, n_in, kk, width, block_rows)
+    n_quads = -(-n_out // 4)
+    nb = row0.shape[0] - 1
+    assert nb == -(-n_in * kk // block_rows) and row0[-1] == n_in * kk
+    ptr = ptr.reshape(nb, n_quads + 1)
+    seen = np.zeros(n_out * degree * kk, int)
+    for b in range(nb):
+        rows = row0[b + 1] - row0[b]
+        for q in range(n_quads):
+            for term in range(ptr[b, q], ptr[b, q + 1]):
+                for o in range(4):
+                    slot = term * 4 + o
+                    e = wsrc[slot]
+                    if e < 0:
+                        assert off[slot] == rows * width
+                        continue
+                    v, rest = divmod(e, degree * kk)
+                    i, t = divmod(rest, kk)
+                    assert v == q * 4 + o
+                    assert off[slot] == (index[v, i] * kk + t - row0[b]) * width
+                    seen[e] += 1
+    assert (seen == 1).all()

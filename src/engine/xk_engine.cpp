@@ -1006,7 +1006,6 @@ void Engine::predict(const float *x, const int64_t shape[4], float *out, int64_t
     P.x = x;
     const int nt = n_threads(threads_req > 0 ? threads_req : threads);
     const int64_t B = shape[0];
-    const auto &nodes = model_->nodes;
     for (size_t s = 0; s < steps_.size(); ++s) {
         const Step &st = steps_[s];
         const Node &n = *st.node;
@@ -1052,7 +1051,6 @@ void Engine::predict(const float *x, const int64_t shape[4], float *out, int64_t
         if (times)
             times->emplace_back(st.nodes[0], std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    (void)nodes;
     const int64_t per = numel(P.shapes[size_t(out_v)], 1);
     for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * per, P.ptr(out_v, b), sizeof(float) * size_t(per));
 }

@@ -280,3 +280,29 @@ def test_cuda_tensors_go_to_the_cuda_backend(dtype, monkeypatch):
     for what, got, want in zip(("out", "grad_x", "grad_weight"), _numpy(out, xlc.grad, wlc.grad), expected):
         np.testing.assert_allclose(got, want, err_msg=what, **tol)
     assert set(chosen) == {"cuda"}
+
+
+# ---- calls that need no autograd record run without the Function ------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_inference_calls_match_the_function_and_record_nothing(dtype, monkeypatch):
+    """Under no_grad, or with no input requiring grad, xconv2d / xlinear run the ops' bodies
+    without XConv2dFunction / XLinearFunction (whose apply costs as much as a small layer's
+    kernel): the same bits as through the Function, no grad_fn; half precision as there."""
+    x, weight, bias, _ = conv_tensors(dtype=dtype)
+    lx, lw, lb, _ = linear_tensors(dtype=dtype)
+    through = (XConv2dFunction.apply(x, weight, INDEX, bias, [1, 1], [1, 1], [1, 1], None),
+               XLinearFunction.apply(lx, lw, INDEX, lb, None))
+    applied = []
+    for fn in (XConv2dFunction, XLinearFunction):
+        monkeypatch.setattr(fn, "apply", lambda *args, fn=fn: applied.append(fn))
+    for context in (torch.no_grad, torch.enable_grad):  # enable_grad: nothing requires grad
+        with context():
+            got = (xkern.xconv2d(x, weight, INDEX, bias, 1, 1, 1), xkern.xlinear(lx, lw, INDEX, lb))
+        for g, t in zip(got, through):
+            assert g.grad_fn is None and g.dtype == t.dtype == dtype
+            assert torch.equal(g, t)
+    assert applied == []
+    weight.requires_grad_()
+    xkern.xconv2d(x, weight, INDEX, bias, 1, 1, 1)
+    assert applied == [XConv2dFunction]

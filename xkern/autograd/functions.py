@@ -80,6 +80,19 @@ def _direct_backward(*tensors):
     return not torch.is_grad_enabled() and _direct(*tensors)
 
 
+def _inference(*tensors):
+    """True when a call needs no autograd record (grad mode off, or no input requiring grad) and
+    may skip the dispatcher (_direct): it then runs without an autograd Function, whose apply
+    costs about as much as the dispatcher."""
+    return _direct(*tensors) and not (torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors))
+
+
+class _Record:
+    """What _to_float32 records, for a call made without an autograd Function."""
+    __slots__ = ("dtypes", "out_dtype")
+
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -190,7 +203,12 @@ def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, bac
     _require_tensors(weight, bias, backend)
     conv = [list(pair(stride, "stride", 1)), list(pair(padding, "padding", 0)),
             list(pair(dilation, "dilation", 1))]
-    return XConv2dFunction.apply(x, weight, _as_index(index), bias, *conv, backend)
+    index = _as_index(index)
+    if _inference(x, weight, index, bias):
+        record = _Record()
+        x, weight, bias = _to_float32(record, x, weight, bias)
+        return _from_float32(record, custom_ops.run_xconv2d_fwd(x, weight, index, bias, *conv, backend))
+    return XConv2dFunction.apply(x, weight, index, bias, *conv, backend)
 
 
 def xlinear(x, weight, index, bias=None, *, backend=None):
@@ -199,7 +217,12 @@ def xlinear(x, weight, index, bias=None, *, backend=None):
     x (B, Cin); weight (Cout, D); index (Cout, D); bias (Cout,) or None.  Returns (B, Cout).
     """
     _require_tensors(weight, bias, backend)
-    return XLinearFunction.apply(x, weight, _as_index(index), bias, backend)
+    index = _as_index(index)
+    if _inference(x, weight, index, bias):
+        record = _Record()
+        x, weight, bias = _to_float32(record, x, weight, bias)
+        return _from_float32(record, custom_ops.run_xlinear_fwd(x, weight, index, bias, backend))
+    return XLinearFunction.apply(x, weight, index, bias, backend)
 
 
 # See the module docstring: the same formulas make the ops differentiable on their own.

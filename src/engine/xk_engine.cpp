@@ -503,6 +503,9 @@ inline void store_tile(const ConvPlan &p, const float *res, int64_t q0, float bi
 }
 
 void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *resid, float *out, int act, int nt) {
+    // a conv of less than 2^18 multiply-adds runs on one thread: a parallel region's fork and
+    // barrier cost more than it saves, and far more when the machine is busy
+    if (p.cout * p.ho * p.wo * p.nt * (p.family == ROWS3 ? 3 : 1) < (int64_t(1) << 18)) nt = 1;
     const float *planes = x;
     if (!p.direct) {
         fill_planes(p, x, scratch, nt);

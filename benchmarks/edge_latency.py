@@ -175,23 +175,23 @@ def run(args):
         program = runtime.load(path, backend="cpu")
         times["xkern engine X"] = median_ms(lambda: engine.predict(x), args.repeats, args.clock)
         times["xkern numpy executor X"] = median_ms(lambda: program.predict(x), args.repeats, args.clock)
-        sessions = {}
+        ort_runs = {}
         for label, model, mode in (("ORT X gather", xmodel, "gather"),
                                    ("ORT X dense-equiv.", xmodel, "dense"),
                                    ("ORT dense", dense, "gather")):
             onnx_path = os.path.join(folder, f"{name}-{mode}-{label[4]}.onnx")
             xonnx.export(model, onnx_path, shape, xconv=mode)
-            sessions[label] = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-            times[label] = median_ms(lambda s=sessions[label]: s.run(None, {"x": x}), args.repeats, args.clock)
+            ort_runs[label] = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+            times[label] = median_ms(lambda s=ort_runs[label]: s.run(None, {"x": x}), args.repeats, args.clock)
         # the ratio of the targets, from one interleaved run of the two
-        dense_session = sessions["ORT dense"]
+        dense_ort = ort_runs["ORT dense"]
         times["xkern engine X"], times["ORT dense"] = paired_median_ms(
-            [lambda: engine.predict(x), lambda: dense_session.run(None, {"x": x})], args.repeats, args.clock)
+            [lambda: engine.predict(x), lambda: dense_ort.run(None, {"x": x})], args.repeats, args.clock)
         times["engine / ORT dense"] = times["xkern engine X"] / times["ORT dense"]
         with torch.no_grad():
             ref = xmodel(xt).numpy()
         err = max(np.abs(engine.predict(x) - ref).max(), np.abs(program.predict(x) - ref).max(),
-                  np.abs(sessions["ORT X gather"].run(None, {"x": x})[0] - ref).max()) / np.abs(ref).max()
+                  np.abs(ort_runs["ORT X gather"].run(None, {"x": x})[0] - ref).max()) / np.abs(ref).max()
         rows.append((f"{name} ({side}x{side})", times, err))
         notes.append((name, overhead(program, x, args.repeats, fixed, args.clock)))
         print(f"# done {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()), flush=True)

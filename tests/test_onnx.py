@@ -18,9 +18,9 @@ TOL = 1e-4
 
 
 def run_onnx(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (name,) = [i.name for i in session.get_inputs()]
-    return session.run(None, {name: x})[0]
+    ort_run = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (name,) = [i.name for i in ort_run.get_inputs()]
+    return ort_run.run(None, {name: x})[0]
 
 
 def torch_logits(model, x):

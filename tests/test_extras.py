@@ -81,3 +81,17 @@ def test_training_runs_without_tqdm_and_matplotlib(monkeypatch, tmp_path, capsys
     assert text.count("pip install 'xkern[train]'") == 2
     assert (out / "model_final.pt").is_file() and not (out / "curves.png").exists()
     assert os.path.isfile(out / "metrics.jsonl")
+
+
+def test_onnx_export_without_onnx_names_the_extra(monkeypatch):
+    """xkern.onnx.export, called from Python rather than the CLI, says which extra installs onnx
+    before it traces the model."""
+    import xkern.onnx
+    traced = []
+    monkeypatch.setattr("xkern.export.to_graph", lambda *args, **kwargs: traced.append(1))
+    _missing(monkeypatch, "onnx")
+    with pytest.raises(_extras.MissingExtra, match=r"xkern.onnx.export needs onnx, .*pip install 'xkern\[onnx\]'"):
+        xkern.onnx.export(object(), "m.onnx", (1, 3, 8, 8))
+    with pytest.raises(_extras.MissingExtra, match=r"pip install 'xkern\[onnx\]'"):
+        xkern.onnx.graph_to_onnx(object())
+    assert traced == []

@@ -28,6 +28,8 @@ def export(model, path, input_shape, *, xconv="gather", meta=None):
     input_shape: (B, C, H, W) of an example batch (B is exported as a free axis).
     xconv: "gather" (Gather + grouped Conv, compact) or "dense" (dense-equivalent weights).
     """
+    from ._extras import require
+    require("xkern.onnx.export", "onnx")
     from .export import to_graph
     import onnx
     proto = graph_to_onnx(to_graph(model, input_shape, meta=meta), xconv=xconv)
@@ -37,6 +39,8 @@ def export(model, path, input_shape, *, xconv="gather", meta=None):
 
 def graph_to_onnx(graph, *, xconv="gather"):
     """The onnx ModelProto of a runtime Graph (xkern.runtime.graph); needs onnx, not torch."""
+    from ._extras import require
+    require("xkern.onnx.graph_to_onnx", "onnx")
     import onnx
     from onnx import TensorProto, helper
     if xconv not in XCONV_MODES:

@@ -9,7 +9,7 @@ op by op and is the engine's test oracle.  The same engine is the C library behi
 xkern_runtime.h (see `python -m xkern config`).
 """
 from .._threads import requested_threads
-from .executor import check_input
+from .executor import GraphFacts, check_input
 
 try:
     from . import _engine
@@ -22,7 +22,7 @@ def available():
     return _engine is not None
 
 
-class Engine:
+class Engine(GraphFacts):
     """A network ready to run on the C++ engine: predict(x) maps a float32 batch (B, C, H, W)
     to its output.  Same interface as Program; made by xkern.runtime.load."""
 
@@ -33,20 +33,6 @@ class Engine:
                                "(pybind11 was missing at build time); use backend='cpu' or 'reference'")
         self.graph = graph
         self._engine = _engine.Engine(data)
-
-    @property
-    def input_shape(self):
-        """(B, C, H, W) the network expects; None where any size goes."""
-        return self.graph.input_shape
-
-    @property
-    def meta(self):
-        """What the file records about the model: name, classes, input normalisation."""
-        return self.graph.meta
-
-    def layers(self):
-        """The layer list: (name, op, input names) per node, in execution order."""
-        return [(n.name, n.op, tuple(n.inputs)) for n in self.graph.nodes]
 
     def steps(self):
         """The node names each engine step runs (a conv with its fused add and ReLU is one)."""

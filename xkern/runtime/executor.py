@@ -40,7 +40,25 @@ def check_input(input_shape, x):
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class Program:
+class GraphFacts:
+    """What a runtime (Program, engine.Engine) tells of the checked Graph it runs, self.graph."""
+
+    @property
+    def input_shape(self):
+        """(B, C, H, W) the network expects; None where any size goes."""
+        return self.graph.input_shape
+
+    @property
+    def meta(self):
+        """What the file records about the model: name, classes, input normalisation."""
+        return self.graph.meta
+
+    def layers(self):
+        """The layer list: (name, op, input names) per node, in execution order."""
+        return [(n.name, n.op, tuple(n.inputs)) for n in self.graph.nodes]
+
+
+class Program(GraphFacts):
     """A network ready to run: predict(x) maps a float32 batch (B, C, H, W) to its output
     (the logits, (B, classes), for a classifier).  Made by xkern.runtime.load."""
 
@@ -67,20 +85,6 @@ class Program:
                                 tuple(slot[n] for n in node.inputs), slot[node.name], release))
         self._n_slots = len(graph.nodes) + 1
         self._output = slot[graph.output]
-
-    @property
-    def input_shape(self):
-        """(B, C, H, W) the network expects; None where any size goes."""
-        return self.graph.input_shape
-
-    @property
-    def meta(self):
-        """What the file records about the model: name, classes, input normalisation."""
-        return self.graph.meta
-
-    def layers(self):
-        """The layer list: (name, op, input names) per step, in execution order."""
-        return [(n.name, n.op, tuple(n.inputs)) for n in self.graph.nodes]
 
     def _input(self, x):
         return check_input(self.graph.input_shape, x)

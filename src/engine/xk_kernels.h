@@ -259,6 +259,25 @@ XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *
     _mm256_storeu_ps(r + 32, a4); _mm256_storeu_ps(r + 40, a5); _mm256_storeu_ps(r + 48, a6); _mm256_storeu_ps(r + 56, a7);
 }
 
+/* Four output rows of one 8-column strip against one column of a 3-row kernel (taps wa, wb, wc
+ * for kernel rows 0, 1, 2): input rows p .. p + 5 * pitch, each loaded row feeding up to three outputs. */
+XK_AVX2 inline __attribute__((always_inline)) void sweep3_avx2(const float *p, int64_t pitch, __m256 wa, __m256 wb,
+                                                               __m256 wc, __m256 &a0, __m256 &a1, __m256 &a2,
+                                                               __m256 &a3) {
+    __m256 x = _mm256_loadu_ps(p);
+    a0 = _mm256_fmadd_ps(wa, x, a0);
+    x = _mm256_loadu_ps(p + pitch);
+    a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
+    x = _mm256_loadu_ps(p + 2 * pitch);
+    a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
+    x = _mm256_loadu_ps(p + 3 * pitch);
+    a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
+    x = _mm256_loadu_ps(p + 4 * pitch);
+    a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
+    x = _mm256_loadu_ps(p + 5 * pitch);
+    a3 = _mm256_fmadd_ps(wc, x, a3);
+}
+
 XK_AVX2 inline void rows3_avx2(const float *base, int64_t pitch, const int32_t *o0, const float *w0,
                                const int32_t *o1, const float *w1, int ng, float *res) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -266,32 +285,10 @@ XK_AVX2 inline void rows3_avx2(const float *base, int64_t pitch, const int32_t *
         const float *p = base + o0[g], *q = base + o1[g];
         const __m256 wa = _mm256_broadcast_ss(w0 + 3 * g), wb = _mm256_broadcast_ss(w0 + 3 * g + 1),
                      wc = _mm256_broadcast_ss(w0 + 3 * g + 2);
-        __m256 x = _mm256_loadu_ps(p);
-        a0 = _mm256_fmadd_ps(wa, x, a0);
-        x = _mm256_loadu_ps(p + pitch);
-        a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
-        x = _mm256_loadu_ps(p + 2 * pitch);
-        a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
-        x = _mm256_loadu_ps(p + 3 * pitch);
-        a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
-        x = _mm256_loadu_ps(p + 4 * pitch);
-        a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
-        x = _mm256_loadu_ps(p + 5 * pitch);
-        a3 = _mm256_fmadd_ps(wc, x, a3);
+        sweep3_avx2(p, pitch, wa, wb, wc, a0, a1, a2, a3);
         const __m256 va = _mm256_broadcast_ss(w1 + 3 * g), vb = _mm256_broadcast_ss(w1 + 3 * g + 1),
                      vc = _mm256_broadcast_ss(w1 + 3 * g + 2);
-        x = _mm256_loadu_ps(q);
-        b0 = _mm256_fmadd_ps(va, x, b0);
-        x = _mm256_loadu_ps(q + pitch);
-        b1 = _mm256_fmadd_ps(va, x, b1); b0 = _mm256_fmadd_ps(vb, x, b0);
-        x = _mm256_loadu_ps(q + 2 * pitch);
-        b2 = _mm256_fmadd_ps(va, x, b2); b1 = _mm256_fmadd_ps(vb, x, b1); b0 = _mm256_fmadd_ps(vc, x, b0);
-        x = _mm256_loadu_ps(q + 3 * pitch);
-        b3 = _mm256_fmadd_ps(va, x, b3); b2 = _mm256_fmadd_ps(vb, x, b2); b1 = _mm256_fmadd_ps(vc, x, b1);
-        x = _mm256_loadu_ps(q + 4 * pitch);
-        b3 = _mm256_fmadd_ps(vb, x, b3); b2 = _mm256_fmadd_ps(vc, x, b2);
-        x = _mm256_loadu_ps(q + 5 * pitch);
-        b3 = _mm256_fmadd_ps(vc, x, b3);
+        sweep3_avx2(q, pitch, va, vb, vc, b0, b1, b2, b3);
     }
     _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, a1); _mm256_storeu_ps(res + 16, a2); _mm256_storeu_ps(res + 24, a3);
     _mm256_storeu_ps(res + 32, b0); _mm256_storeu_ps(res + 40, b1); _mm256_storeu_ps(res + 48, b2); _mm256_storeu_ps(res + 56, b3);
@@ -308,18 +305,7 @@ XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int6
             for (int kx = 0; kx < kw; ++kx, ++p) {
                 const __m256 wa = _mm256_broadcast_ss(w + kx), wb = _mm256_broadcast_ss(w + kw + kx),
                              wc = _mm256_broadcast_ss(w + 2 * kw + kx);
-                __m256 x = _mm256_loadu_ps(p);
-                a0 = _mm256_fmadd_ps(wa, x, a0);
-                x = _mm256_loadu_ps(p + pitch);
-                a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
-                x = _mm256_loadu_ps(p + 2 * pitch);
-                a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
-                x = _mm256_loadu_ps(p + 3 * pitch);
-                a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
-                x = _mm256_loadu_ps(p + 4 * pitch);
-                a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
-                x = _mm256_loadu_ps(p + 5 * pitch);
-                a3 = _mm256_fmadd_ps(wc, x, a3);
+                sweep3_avx2(p, pitch, wa, wb, wc, a0, a1, a2, a3);
             }
             __m256 acc[ROWS] = {a0, a1, a2, a3};
             const int64_t cols = wo - x0 < 8 ? wo - x0 : 8;

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import xkern
-from testing import assert_close, conv2d_oracle, random_index
+from testing import assert_close, conv2d_oracle, conv_case, random_index
 
 _cpu = pytest.importorskip("xkern.backends._cpu", reason="the compiled CPU backend is not built")
 
@@ -20,24 +20,6 @@ CONFIGS = {
     "5x3 stride (2, 3) dilation 2": (2, 6, 5, 3, (13, 12), (5, 3), (2, 3), (3, 1), 2, False),
     "7x7 stride 2 pad 3": (1, 3, 8, 2, (16, 16), (7, 7), 2, 3, 1, False),
 }
-
-
-def _oracle_out(x, weight, index, bias, geometry):
-    """The oracle's forward (float64)."""
-    batch, n_out = x.shape[0], weight.shape[0]
-    stride, padding, dilation = (tuple(v) if isinstance(v, tuple) else (v, v) for v in geometry)
-    hw = [(x.shape[2 + a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) - 1) // stride[a] + 1
-          for a in range(2)]
-    return conv2d_oracle(x, weight, index, bias, *geometry, np.zeros((batch, n_out, *hw)))[0]
-
-
-def _case(cfg, seed=0):
-    batch, n_in, n_out, degree, hw, k, stride, padding, dilation, repeats = cfg
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (batch, n_in) + hw)
-    weight = rng.standard_normal((n_out, degree) + k)
-    index = random_index(rng, n_out, n_in, degree, repeats)
-    return x, weight, index, rng.standard_normal(n_out), (stride, padding, dilation)
 
 
 @pytest.fixture
@@ -58,9 +40,7 @@ def test_columns_match_the_oracle(name, block_bytes, monkeypatch, spy):
     """The forward and grad_input by the columns path, float32 and float64, bias or none."""
     monkeypatch.setattr(_cpu, "COLUMNS", "always")
     monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", block_bytes)
-    x, weight, index, bias, geometry = _case(CONFIGS[name], seed=len(name))
-    out = _oracle_out(x, weight, index, None, geometry)
-    grad_out = np.random.default_rng(1).standard_normal(out.shape)
+    x, weight, index, bias, grad_out, geometry = conv_case(CONFIGS[name], seed=len(name))
     for b in (bias, None):
         want = conv2d_oracle(x, weight, index, b, *geometry, grad_out)
         for dtype in DTYPES:
@@ -81,7 +61,7 @@ def test_columns_are_bitwise_equal_at_any_thread_count(threads, monkeypatch, spy
         threads(n)
         results[n] = []
         for name in ("3x3 stride 2", "3x3 map 3x3", "1x1 stride 2"):
-            x, weight, index, _, geometry = _case(CONFIGS[name], 3)
+            x, weight, index, _, _, geometry = conv_case(CONFIGS[name], 3)
             for dtype in DTYPES:
                 x_, w_ = x.astype(dtype), weight.astype(dtype)
                 out = xkern.xconv2d(x_, w_, index, None, *geometry, backend="cpu")
@@ -99,7 +79,7 @@ def test_columns_are_bitwise_equal_at_any_thread_count(threads, monkeypatch, spy
                                          ("1x1 map 3x4", []),
                                          ("3x3 map 6x6, repeats", [])])
 def test_auto_takes_the_columns_path_for_strides_and_small_maps(name, taken, spy):
-    x, weight, index, bias, geometry = _case(CONFIGS[name])
+    x, weight, index, bias, _, geometry = conv_case(CONFIGS[name])
     x, weight, bias = (a.astype(np.float32) for a in (x, weight, bias))
     out = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
     xkern.xconv2d_backward(np.ones_like(out), x, weight, index, *geometry, backend="cpu", grads=("input",))
@@ -109,14 +89,14 @@ def test_auto_takes_the_columns_path_for_strides_and_small_maps(name, taken, spy
 def test_auto_leaves_large_stride_1_maps_and_oversized_columns(monkeypatch, spy):
     # stride-1 3x3 on 16x16 maps: Winograd or the row tiles; 1x1 stride 1 on 8x8: in place
     for cfg in [(2, 8, 8, 4, (16, 16), (3, 3), 1, 1, 1, False), (2, 8, 8, 4, (8, 8), (1, 1), 1, 0, 1, False)]:
-        x, weight, index, bias, geometry = _case(cfg)
+        x, weight, index, bias, grad_out, geometry = conv_case(cfg)
         got = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
-        assert_close(got, _oracle_out(x, weight, index, bias, geometry), np.float64, str(cfg))
+        assert_close(got, conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, str(cfg))
     assert spy == []
     monkeypatch.setattr(_cpu, "COLUMNS_MAX_BYTES", 1)
-    x, weight, index, bias, geometry = _case(CONFIGS["3x3 stride 2"])
+    x, weight, index, bias, grad_out, geometry = conv_case(CONFIGS["3x3 stride 2"])
     got = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
-    assert_close(got, _oracle_out(x, weight, index, bias, geometry), np.float64, "columns too large")
+    assert_close(got, conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, "columns too large")
     assert spy == []
 
 

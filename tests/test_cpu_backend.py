@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import xkern
-from testing import assert_close, conv2d_oracle, linear_oracle, random_index
+from testing import assert_close, conv2d_oracle, conv_case, linear_oracle, out_hw, pair, random_index
 
 cpu = pytest.importorskip("xkern.backends.cpu", reason="the compiled CPU backend is not built")
 from xkern.backends import _cpu, _graphs  # noqa: E402  (after the skip: needs the extension)
@@ -44,26 +44,6 @@ CONV_CONFIGS = {
     # one phase whose taps look like a 3x3 stride-1 grid, but the rows are narrower than a vector
     "stride (2,1) dilation (2,1), one column": (1, 1, 1, 1, (7, 1), (3, 3), (2, 1), (0, 1), (2, 1), False),
 }
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else v
-
-
-def _out_hw(hw, k, stride, padding, dilation):
-    return tuple((n + 2 * p - d * (kk - 1) - 1) // s + 1
-                 for n, kk, s, p, d in zip(hw, k, _pair(stride), _pair(padding), _pair(dilation)))
-
-
-def conv_case(cfg, seed=0):
-    batch, n_in, n_out, degree, hw, k, stride, padding, dilation, repeats = cfg
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (batch, n_in) + hw)
-    weight = rng.standard_normal((n_out, degree) + k)
-    index = random_index(rng, n_out, n_in, degree, repeats)
-    bias = rng.standard_normal(n_out)
-    grad_out = rng.standard_normal((batch, n_out) + _out_hw(hw, k, stride, padding, dilation))
-    return x, weight, index, bias, grad_out, (stride, padding, dilation)
 
 
 def linear_case(batch, n_in, n_out, degree, repeats, seed=0):
@@ -215,7 +195,7 @@ def test_kernels_write_every_output_element():
     (grad_x is 0 at pixels a strided 1x1 conv never reads, and for unread channels)."""
     x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["1x1 stride 2 (pixels never read)"])
     index[:] = 0  # channels 1.. are read by no output
-    stride, padding, dilation = (_pair(v) for v in geometry)
+    stride, padding, dilation = (pair(v) for v in geometry)
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     rev = reverse_adjacency(index, x.shape[1])
     buffers = [np.full(a.shape, np.nan) for a in expected]
@@ -256,7 +236,7 @@ def test_non_contiguous_and_fortran_inputs():
 def test_kernels_take_strided_arrays_directly():
     """The conv kernels read and write through strides (X-Linear relies on it)."""
     x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
-    stride, padding, dilation = (_pair(v) for v in geometry)
+    stride, padding, dilation = (pair(v) for v in geometry)
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     x_t = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
     g_t = np.ascontiguousarray(grad_out.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
@@ -302,9 +282,9 @@ def test_block_expander_rows_share_loads(block, geometry, small_blocks):
     by block."""
     x, weight, index, bias, grad_out, _ = conv_case((2, 9, 8 * 2, 3, (9, 8), (3, 3), 1, 1, 1, False), seed=6)
     index = np.repeat(index[::block], block, axis=0)
-    geometry = tuple(_pair(v) for v in geometry)
+    geometry = tuple(pair(v) for v in geometry)
     grad_out = np.random.default_rng(7).standard_normal(
-        (2, index.shape[0]) + _out_hw((9, 8), (3, 3), *geometry))
+        (2, index.shape[0]) + out_hw((9, 8), (3, 3), *geometry))
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     for dtype in DTYPES:
         check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
@@ -325,7 +305,7 @@ def test_block_expander_1x1_shares_loads(block, geometry, quads, monkeypatch):
     x, weight, index, bias, _, _ = conv_case((3, 11, 8 * 3, 5, (13, 7), (1, 1), 1, 0, 1, False), seed=9)
     index = np.repeat(index[::block], block, axis=0)
     assert _cpu._rows_shared(index)
-    grad_out = np.random.default_rng(10).standard_normal((3, index.shape[0]) + _out_hw((13, 7), (1, 1), *geometry))
+    grad_out = np.random.default_rng(10).standard_normal((3, index.shape[0]) + out_hw((13, 7), (1, 1), *geometry))
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     for dtype in DTYPES:
         check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
@@ -371,7 +351,7 @@ def test_1x1_in_quads(hw, geometry, n_out, quads, monkeypatch):
         monkeypatch.setattr(_cpu, "QUAD_PANEL_BYTES", 0)
     calls = _spy_quads(monkeypatch)
     x, weight, index, bias, _, _ = conv_case((3, 10, n_out, 4, hw, (1, 1), 1, 0, 1, True), seed=13)
-    grad_out = np.random.default_rng(14).standard_normal((3, n_out) + _out_hw(hw, (1, 1), *geometry))
+    grad_out = np.random.default_rng(14).standard_normal((3, n_out) + out_hw(hw, (1, 1), *geometry))
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     for dtype in DTYPES:
         check(conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out), geometry),
@@ -414,7 +394,7 @@ def test_1x1_quads_split_between_threads_on_small_inputs(geometry, threads, monk
     items of their own (some empty); the results keep their bits."""
     calls = _spy_quads(monkeypatch)
     x, weight, index, bias, _, _ = conv_case((1, 12, 22, 5, (5, 5), (1, 1), 1, 0, 1, False), seed=17)
-    grad_out = np.random.default_rng(17).standard_normal((1, 22) + _out_hw((5, 5), (1, 1), *geometry))
+    grad_out = np.random.default_rng(17).standard_normal((1, 22) + out_hw((5, 5), (1, 1), *geometry))
     expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)
     results = {}
     for n in (1, 2, 3):

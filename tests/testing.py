@@ -97,6 +97,30 @@ def random_index(rng, n_out, n_in, degree, repeats):
     return index.astype(np.int64)
 
 
+def pair(v):
+    """An int or an (h, w) pair as (h, w)."""
+    return (v, v) if isinstance(v, int) else v
+
+
+def out_hw(hw, k, stride, padding, dilation):
+    """The output map (Ho, Wo) of a conv of hw with kernel k."""
+    return tuple((n + 2 * p - d * (kk - 1) - 1) // s + 1
+                 for n, kk, s, p, d in zip(hw, k, pair(stride), pair(padding), pair(dilation)))
+
+
+def conv_case(cfg, seed=0):
+    """Random data of a conv config (batch, Cin, Cout, D, (H, W), (kh, kw), stride, padding,
+    dilation, repeats): x, weight, index, bias, grad_out, (stride, padding, dilation)."""
+    batch, n_in, n_out, degree, hw, k, stride, padding, dilation, repeats = cfg
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (batch, n_in) + hw)
+    weight = rng.standard_normal((n_out, degree) + k)
+    index = random_index(rng, n_out, n_in, degree, repeats)
+    bias = rng.standard_normal(n_out)
+    grad_out = rng.standard_normal((batch, n_out) + out_hw(hw, k, stride, padding, dilation))
+    return x, weight, index, bias, grad_out, (stride, padding, dilation)
+
+
 def dense_weight(weight, index, n_in):
     """The (Cout, Cin, ...) dense weight equal to compact weight (Cout, D, ...) over index (Cout, D)."""
     weight = np.asarray(weight)

@@ -60,6 +60,8 @@ cdef extern from "cpu_kernels.h" nogil:
         XK_VBLOCK
         XK_SHARE
         XK_SACC
+        XK_TAP_ROWS
+        XK_TAP_OUTS
         XK_LANES_F32
         XK_LANES_F64
 
@@ -130,6 +132,18 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_col2im_f64(double *gx, const xk_image_t *im, const double *gcol, int64_t p_pad, int64_t n_img,
                        int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                        int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
+    void xk_dot_columns_f32(float *gw, const float *g, int64_t gstride, const float *col, int64_t cstride,
+                            const int64_t *rows, const int64_t *wpos, const int64_t *ptr, int64_t nb, int64_t n_dst,
+                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n)
+    void xk_dot_columns_f64(double *gw, const double *g, int64_t gstride, const double *col, int64_t cstride,
+                            const int64_t *rows, const int64_t *wpos, const int64_t *ptr, int64_t nb, int64_t n_dst,
+                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n)
+    void xk_dot_columns_taps_f32(float *gw, const float *g, int64_t gstride, const float *col, int64_t cstride,
+                                 int64_t kk, const int64_t *gptr, const int64_t *sv, const int64_t *sw,
+                                 int64_t u_lo, int64_t u_hi, int64_t p0, int64_t n)
+    void xk_dot_columns_taps_f64(double *gw, const double *g, int64_t gstride, const double *col, int64_t cstride,
+                                 int64_t kk, const int64_t *gptr, const int64_t *sv, const int64_t *sw,
+                                 int64_t u_lo, int64_t u_hi, int64_t p0, int64_t n)
     void xk_quad_columns_f32(const float *x, int64_t xstride, int64_t p, const int32_t *off, const float *qw,
                              const int64_t *ptr, const int64_t *row0, int64_t nb, int64_t n_dst, const float *bias,
                              float *panel, float *y, int64_t ystride, int64_t q_lo, int64_t q_hi)
@@ -217,6 +231,11 @@ COLUMNS_MAX_HW = 25
 COLUMNS_MAX_STRIDED_HW = 64
 COLUMNS_BLOCK_BYTES = 24 << 10
 COLUMNS_MAX_BYTES = 64 << 20
+# grad_weight by the columns path: positions per pass of the 1x1 dot products (their row
+# blocks hold COLUMNS_BLOCK_BYTES), and the bytes of grad_out's rows (every output's stretch
+# of a tile) that k x k kernels' tiles keep (in L2) while each channel's taps meet them.
+COLUMNS_WGRAD_TILE = 256
+COLUMNS_WGRAD_G_BYTES = 1 << 20
 
 # Stride-1 3x3 convs by Winograd F(2x2, 3x3) (xk_wino_tile, _wino_tiles): "auto" takes it
 # where it measured faster than the direct row tiles (_winograd), "always" for every
@@ -1431,6 +1450,21 @@ def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsi
     return kk > 1 and hw <= COLUMNS_MAX_HW
 
 
+def _columns_wgrad(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsize):
+    """True when a grad_weight runs by the columns path (COLUMNS; a strided conv's planes are
+    its polyphase planes, and small maps' are mostly padding): strided convs and maps of at
+    most COLUMNS_MAX_HW outputs, 1x1 or k x k.  One-thread A/B at X-ResNet's and
+    X-MobileNet's layers (batch 16): 512->512 3x3 on 3x3 maps 3.4x, 3x3 stride 2 1.4-3.1x, 1x1
+    stride 2 1.1-1.6x, 512->512 1x1 on 3x3 maps 1.4x; 6x6 maps 0.7-0.9x (not taken)."""
+    if COLUMNS == "never":
+        return False
+    cdef int64_t kk = kernel[0] * kernel[1]
+    cdef int64_t lanes = XK_LANES_F32 if itemsize == 4 else XK_LANES_F64
+    if n_in * kk * _round_up(batch * out_hw[0] * out_hw[1], lanes) * itemsize > COLUMNS_MAX_BYTES:
+        return False
+    return COLUMNS == "always" or tuple(stride) != (1, 1) or out_hw[0] * out_hw[1] <= COLUMNS_MAX_HW
+
+
 def _column_terms(index, int64_t n_in, int64_t kk, int64_t width, int64_t block_rows, bint reverse=False):
     """The columns path's term lists for index (Cout, D), checked, with kk taps: source row
     u * kk + t of the image columns holds channel u's tap t, so output v's terms are rows
@@ -1604,6 +1638,140 @@ def _columns_bwd_input(grad_out, weight, index, grad_x, stride, padding, dilatio
     g[:, n:] = 0
     gcol = _column_sums(g, p_pad, terms, wa, n_in * kh * kw, None, n_chunks)
     _col2im(gcol, grad_x, (kh, kw), stride, padding, dilation, (ho, wo), n_chunks)
+
+
+def _dot_terms(index, int64_t n_in, int64_t kk, int64_t block_rows):
+    """The columns path's grad_weight term lists for index (Cout, D), checked: (rows, wpos, ptr).
+    Output v's terms in block b (source rows [b * block_rows, (b + 1) * block_rows) of the image
+    columns, row u * kk + t for channel u's tap t) are [ptr[b * (Cout + 1) + v], ptr[b * (Cout + 1)
+    + v + 1]) of rows (their source rows, in order) and wpos (their weight entries (v * D + i) *
+    kk + t)."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    rows = (np.asarray(index, np.int64)[:, :, None] * kk + np.arange(kk)).reshape(-1)
+    outs = np.repeat(np.arange(n_out, dtype=np.int64), degree * kk)
+    wpos = np.arange(n_out * degree * kk, dtype=np.int64)
+    nb = max(1, (n_in * kk + block_rows - 1) // block_rows)
+    blk = rows // block_rows
+    order = np.lexsort((rows, outs, blk))
+    starts = np.zeros(nb * n_out + 1, np.int64)
+    np.cumsum(np.bincount(blk * n_out + outs, minlength=nb * n_out), out=starts[1:])
+    ptr = np.empty((nb, n_out + 1), np.int64)
+    ptr[:, :n_out] = starts[:-1].reshape(nb, n_out)
+    ptr[:, n_out] = starts[n_out::n_out]
+    return rows[order], wpos[order], ptr.reshape(-1)
+
+
+def _tap_terms(index, int64_t n_in, int64_t kk):
+    """The columns path's grad_weight groups for index (Cout, D), checked, over kernels of kk
+    taps: (gptr, sv, sw).  The outputs that read channel u come in groups of XK_TAP_OUTS,
+    groups [gptr[u], gptr[u + 1]); slot j of the groups is output sv[j] with weight entries
+    sw[j] + t, sw[j] = (v * D + i) * kk for the edge index[v, i] = u; unused slots have sv =
+    Cout (a zero row) and sw = -1."""
+    flat = index.ravel()
+    _check_index(flat, n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    edges = np.argsort(flat, kind="stable")               # by channel, then output
+    count = np.bincount(flat, minlength=n_in)
+    groups = (count + XK_TAP_OUTS - 1) // XK_TAP_OUTS
+    gptr = np.zeros(n_in + 1, np.int64)
+    np.cumsum(groups, out=gptr[1:])
+    first = np.zeros(n_in, np.int64)
+    np.cumsum(count[:-1], out=first[1:])
+    u = flat[edges]
+    slot = gptr[u] * XK_TAP_OUTS + np.arange(flat.shape[0], dtype=np.int64) - first[u]
+    sv = np.full(int(gptr[-1]) * XK_TAP_OUTS, n_out, np.int64)
+    sw = np.full(int(gptr[-1]) * XK_TAP_OUTS, -1, np.int64)
+    sv[slot] = edges // degree
+    sw[slot] = edges * kk
+    return gptr, sv, sw
+
+
+def _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilation, int n_chunks):
+    """grad_weight of an X-Conv by the columns path: the image columns of x (_im2col) and
+    grad_out as (Cout, B * Ho * Wo) rows, then one dot product per weight entry over tiles of
+    positions.  k x k kernels: a channel's taps against XK_TAP_OUTS outputs that read it at a
+    time (xk_dot_columns_taps), threads owning ranges of channels; 1x1: blocks of source rows
+    that stay in L1 while every output reads them (xk_dot_columns), threads owning ranges of
+    outputs.  Every entry sums its tiles in order: the result does not depend on the thread
+    count."""
+    ga, xa, gwa = np.asarray(grad_out), np.asarray(x), np.asarray(grad_weight)
+    batch, n_in, n_out, degree = xa.shape[0], xa.shape[1], gwa.shape[0], gwa.shape[1]
+    (kh, kw), (ho, wo) = gwa.shape[2:], ga.shape[2:]
+    cdef int64_t kk = kh * kw
+    cdef int64_t itemsize = gwa.itemsize
+    cdef int64_t lanes = XK_LANES_F32 if itemsize == 4 else XK_LANES_F64
+    cdef int64_t n = batch * ho * wo
+    cdef int64_t p_pad = _round_up(n, lanes)
+    cdef int64_t tile, block_rows
+    col = _scratch(3, n_in * kk * p_pad, gwa.dtype).reshape(n_in * kk, p_pad)
+    _im2col(x, (kh, kw), stride, padding, dilation, (ho, wo), p_pad, col, n_chunks)
+    g = _scratch(4, (n_out + 1) * p_pad, gwa.dtype).reshape(n_out + 1, p_pad)
+    g[:n_out, :n].reshape(n_out, batch, ho, wo)[...] = ga.transpose(1, 0, 2, 3)
+    g[:n_out, n:] = 0
+    g[n_out] = 0
+    gwa[...] = 0
+    if kk >= XK_TAP_ROWS:
+        # positions per tile: grad_out's stretch of every output stays in L2
+        tile = max(4 * lanes, COLUMNS_WGRAD_G_BYTES // ((n_out + 1) * itemsize) // lanes * lanes)
+        terms = _cached_terms("columns weight taps", index, (n_in, kk),
+                              lambda: _tap_terms(np.asarray(index), n_in, kk))
+        if itemsize == 4:
+            _dot_taps_call[float](grad_weight, g, col, terms, kk, n_in, p_pad, min(tile, p_pad), n_chunks)
+        else:
+            _dot_taps_call[double](grad_weight, g, col, terms, kk, n_in, p_pad, min(tile, p_pad), n_chunks)
+        return
+    tile = min(p_pad, _round_up(COLUMNS_WGRAD_TILE, lanes))
+    block_rows = max(1, COLUMNS_BLOCK_BYTES // (tile * itemsize))
+    rows, wpos, ptr = _cached_terms("columns weight", index, (n_in, kk, block_rows),
+                                    lambda: _dot_terms(np.asarray(index), n_in, kk, block_rows))
+    if itemsize == 4:
+        _dot_columns_call[float](grad_weight, g, col, rows, wpos, ptr, n_out, p_pad, tile, n_chunks)
+    else:
+        _dot_columns_call[double](grad_weight, g, col, rows, wpos, ptr, n_out, p_pad, tile, n_chunks)
+
+
+cdef void _dot_taps_call(floating[:, :, :, ::1] gw, const floating[:, ::1] g, const floating[:, ::1] col, terms,
+                         int64_t kk, int64_t n_in, int64_t p_pad, int64_t tile, int n_chunks):
+    cdef const int64_t[::1] gptr = terms[0]
+    cdef const int64_t[::1] sv = terms[1]
+    cdef const int64_t[::1] sw = terms[2]
+    cdef int64_t chunk, p0, u_lo, u_hi
+    if sv.shape[0] == 0:
+        return
+    with nogil:
+        for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+            u_lo = n_in * chunk // n_chunks
+            u_hi = n_in * (chunk + 1) // n_chunks
+            p0 = 0
+            while p0 < p_pad:
+                if floating is float:
+                    xk_dot_columns_taps_f32(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, kk, &gptr[0],
+                                            &sv[0], &sw[0], u_lo, u_hi, p0, min(tile, p_pad - p0))
+                else:
+                    xk_dot_columns_taps_f64(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, kk, &gptr[0],
+                                            &sv[0], &sw[0], u_lo, u_hi, p0, min(tile, p_pad - p0))
+                p0 = p0 + tile
+
+
+cdef void _dot_columns_call(floating[:, :, :, ::1] gw, const floating[:, ::1] g, const floating[:, ::1] col,
+                            const int64_t[::1] rows, const int64_t[::1] wpos, const int64_t[::1] ptr,
+                            int64_t n_out, int64_t p_pad, int64_t tile, int n_chunks):
+    cdef int64_t nb = ptr.shape[0] // (n_out + 1), chunk, p0, v_lo, v_hi
+    with nogil:
+        for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
+            v_lo = n_out * chunk // n_chunks
+            v_hi = n_out * (chunk + 1) // n_chunks
+            p0 = 0
+            while p0 < p_pad:
+                if floating is float:
+                    xk_dot_columns_f32(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, &rows[0], &wpos[0],
+                                       &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, p_pad - p0))
+                else:
+                    xk_dot_columns_f64(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, &rows[0], &wpos[0],
+                                       &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, p_pad - p0))
+                p0 = p0 + tile
 
 
 cdef void _columns_call(floating[:, ::1] col, int64_t p_pad, const int32_t[::1] off, const floating[::1] qw,
@@ -1858,6 +2026,10 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
     wino = _winograd_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, dilation, n_in, n_out,
                            n_out * degree, (grad_out.shape[2], grad_out.shape[3]), batch, sizeof(floating))
     cdef int m = wino[0]
+    if not m and _columns_wgrad((grad_weight.shape[2], grad_weight.shape[3]), stride, n_in,
+                                (grad_out.shape[2], grad_out.shape[3]), batch, sizeof(floating)):
+        _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilation, n_chunks)
+        return
     cdef int64_t n_parts = wino[1], nk = (m + 2) * (m + 2)
     if m:
         # stride-1 3x3: dot products of Winograd-transformed tiles, nk per tile and edge

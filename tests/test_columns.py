@@ -1,5 +1,7 @@
-"""The cpu backend's columns path: forwards of strided convs and of small maps as 1x1 quads
-over the image columns, their rows in blocks (cpu_kernels.pyx _columns, xk_quad_columns)."""
+"""The cpu backend's columns path: forwards and grad_inputs of strided convs and of small maps
+as 1x1 quads over the image columns, their rows in blocks (cpu_kernels.pyx _columns,
+xk_quad_columns), and their grad_weights as dot products over the columns (_columns_wgrad:
+xk_dot_columns_taps for k x k kernels, xk_dot_columns for 1x1)."""
 import numpy as np
 import pytest
 
@@ -19,14 +21,16 @@ CONFIGS = {
     "1x1 map 3x4": (3, 24, 7, 9, (3, 4), (1, 1), 1, 0, 1, False),
     "5x3 stride (2, 3) dilation 2": (2, 6, 5, 3, (13, 12), (5, 3), (2, 3), (3, 1), 2, False),
     "7x7 stride 2 pad 3": (1, 3, 8, 2, (16, 16), (7, 7), 2, 3, 1, False),
+    "2x2 map 4x5": (3, 9, 6, 5, (4, 5), (2, 2), 1, 0, 1, False),
 }
+PATHS = ("_columns_fwd", "_columns_bwd_input", "_columns_bwd_weight")
 
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records the forwards and grad_inputs that take the columns path."""
+    """Records the forwards, grad_inputs and grad_weights that take the columns path."""
     calls = []
-    for name in ("_columns_fwd", "_columns_bwd_input"):
+    for name in PATHS:
         def counted(*args, real=getattr(_cpu, name), name=name):
             calls.append(name)
             return real(*args)
@@ -54,6 +58,38 @@ def test_columns_match_the_oracle(name, block_bytes, monkeypatch, spy):
     assert spy == ["_columns_fwd"] * 4 + ["_columns_bwd_input"] * 2
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("tiles", ["one", "many"])
+def test_columns_weight_grad_matches_the_oracle(name, tiles, monkeypatch, spy):
+    """grad_weight by the columns path, float32 and float64: in one tile of positions and one
+    block of rows, or in many tiles (and for 1x1 many row blocks), which sum in turn."""
+    monkeypatch.setattr(_cpu, "COLUMNS", "always")
+    if tiles == "many":
+        monkeypatch.setattr(_cpu, "COLUMNS_WGRAD_G_BYTES", 1)    # the smallest tiles: 4 vectors
+        monkeypatch.setattr(_cpu, "COLUMNS_WGRAD_TILE", 8)
+        monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", 1 << 7)
+    x, weight, index, bias, grad_out, geometry = conv_case(CONFIGS[name], seed=len(name) + 1)
+    want = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[2]
+    for dtype in DTYPES:
+        grad_w = xkern.xconv2d_backward(grad_out.astype(dtype), x.astype(dtype), weight.astype(dtype), index,
+                                        *geometry, backend="cpu", grads=("weight",))[1]
+        assert_close(grad_w, want, dtype, f"{name} {np.dtype(dtype)} grad_weight")
+    assert spy == ["_columns_bwd_weight"] * 2
+
+
+def test_columns_weight_grad_ignores_non_finite_padding(monkeypatch):
+    """The image columns hold only the pixels some output reads, and zeros past the real
+    positions (as grad_out's rows do): Inf or NaN pixels that no output reads add nothing."""
+    monkeypatch.setattr(_cpu, "COLUMNS", "always")
+    # 3x3, stride 2, no padding on 6x6 maps: 2x2 outputs read rows and columns 0-4, never 5
+    x, weight, index, bias, grad_out, geometry = conv_case((2, 6, 5, 3, (6, 6), (3, 3), 2, 0, 1, False), 4)
+    x[:, :, 5, :] = np.inf
+    x[:, :, :, 5] = np.nan
+    want = conv2d_oracle(np.nan_to_num(x, nan=0.0, posinf=0.0), weight, index, bias, *geometry, grad_out)[2]
+    got = xkern.xconv2d_backward(grad_out, x, weight, index, *geometry, backend="cpu", grads=("weight",))[1]
+    assert_close(got, want, np.float64, "grad_weight with Inf / NaN in unread pixels")
+
+
 def test_columns_are_bitwise_equal_at_any_thread_count(threads, monkeypatch, spy):
     monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", 1 << 10)
     results = {}
@@ -65,25 +101,26 @@ def test_columns_are_bitwise_equal_at_any_thread_count(threads, monkeypatch, spy
             for dtype in DTYPES:
                 x_, w_ = x.astype(dtype), weight.astype(dtype)
                 out = xkern.xconv2d(x_, w_, index, None, *geometry, backend="cpu")
-                results[n] += [out, xkern.xconv2d_backward(out, x_, w_, index, *geometry, backend="cpu",
-                                                           grads=("input",))[0]]
+                results[n] += [out, *xkern.xconv2d_backward(out, x_, w_, index, *geometry, backend="cpu",
+                                                            grads=("input", "weight"))[:2]]
     for n in (2, 3, 5):
         for one, other in zip(results[1], results[n]):
             assert np.array_equal(one, other)
     assert spy.count("_columns_bwd_input") == 4 * 3 * 2 and spy.count("_columns_fwd") == 4 * 2 * 2
+    assert spy.count("_columns_bwd_weight") == 4 * 3 * 2
 
 
-@pytest.mark.parametrize("name, taken", [("3x3 stride 2", ["_columns_fwd", "_columns_bwd_input"]),
-                                         ("3x3 map 3x3", ["_columns_fwd", "_columns_bwd_input"]),
-                                         ("1x1 stride 2", ["_columns_bwd_input"]),
-                                         ("1x1 map 3x4", []),
-                                         ("3x3 map 6x6, repeats", [])])
+@pytest.mark.parametrize("name, taken", [("3x3 stride 2", PATHS),
+                                         ("3x3 map 3x3", PATHS),
+                                         ("1x1 stride 2", PATHS[1:]),
+                                         ("1x1 map 3x4", PATHS[2:]),
+                                         ("3x3 map 6x6, repeats", ())])
 def test_auto_takes_the_columns_path_for_strides_and_small_maps(name, taken, spy):
     x, weight, index, bias, _, geometry = conv_case(CONFIGS[name])
     x, weight, bias = (a.astype(np.float32) for a in (x, weight, bias))
     out = xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu")
-    xkern.xconv2d_backward(np.ones_like(out), x, weight, index, *geometry, backend="cpu", grads=("input",))
-    assert spy == taken
+    xkern.xconv2d_backward(np.ones_like(out), x, weight, index, *geometry, backend="cpu", grads=("input", "weight"))
+    assert spy == list(taken)
 
 
 def test_auto_leaves_large_stride_1_maps_and_oversized_columns(monkeypatch, spy):
@@ -128,3 +165,51 @@ def test_column_terms_cover_every_edge_once():
                     assert off[slot] == (index[v, i] * kk + t - row0[b]) * width
                     seen[e] += 1
     assert (seen == 1).all()
+
+
+def test_tap_terms_group_every_edge_once():
+    """Channel u's groups hold each edge (v, i) with index[v, i] = u once, outputs in order,
+    as (output v, weight entry (v * D + i) * kk); unused slots: the zero row Cout and -1."""
+    rng = np.random.default_rng(8)
+    n_in, n_out, degree, kk = 13, 10, 4, 9
+    index = random_index(rng, n_out, n_in, degree, True)
+    gptr, sv, sw = _cpu._tap_terms(index, n_in, kk)
+    slots = _cpu.XK_TAP_OUTS if hasattr(_cpu, "XK_TAP_OUTS") else 4
+    assert gptr[0] == 0 and sv.shape == sw.shape == (gptr[-1] * slots,)
+    seen = np.zeros(n_out * degree, int)
+    for u in range(n_in):
+        members = []
+        for j in range(gptr[u] * slots, gptr[u + 1] * slots):
+            if sw[j] < 0:
+                assert sv[j] == n_out
+                continue
+            v, i = divmod(sw[j] // kk, degree)
+            assert sw[j] % kk == 0 and sv[j] == v and index[v, i] == u
+            members.append(v)
+            seen[v * degree + i] += 1
+        assert members == sorted(members)
+        assert gptr[u + 1] - gptr[u] == -(-np.count_nonzero(index == u) // slots)
+    assert (seen == 1).all()
+
+
+def test_dot_terms_cover_every_edge_once():
+    """Output v's terms in block b are its (channel, tap) rows in that block, in order, each
+    (v, i, t) once with weight entry (v * D + i) * kk + t."""
+    rng = np.random.default_rng(9)
+    n_in, n_out, degree, kk, block_rows = 11, 7, 5, 4, 6
+    index = random_index(rng, n_out, n_in, degree, True)
+    rows, wpos, ptr = _cpu._dot_terms(index, n_in, kk, block_rows)
+    nb = -(-n_in * kk // block_rows)
+    ptr = ptr.reshape(nb, n_out + 1)
+    seen = np.zeros(n_out * degree * kk, int)
+    for b in range(nb):
+        for v in range(n_out):
+            terms = range(ptr[b, v], ptr[b, v + 1])
+            assert list(rows[terms]) == sorted(rows[terms])
+            for j in terms:
+                assert b * block_rows <= rows[j] < (b + 1) * block_rows
+                w, rest = divmod(wpos[j], degree * kk)
+                i, t = divmod(rest, kk)
+                assert w == v and rows[j] == index[v, i] * kk + t
+                seen[wpos[j]] += 1
+    assert ptr[-1, -1] == rows.shape[0] and (seen == 1).all()

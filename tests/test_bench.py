@@ -275,27 +275,46 @@ def test_asv_params_are_consistent():
     asv = _asv_module()
     conf = (ROOT / "asv_bench" / "asv.conf.json").read_text()
     assert '"benchmark_dir": "benchmarks"' in conf and "--no-deps" in conf
-    for cls in (asv.XConv, asv.BlockXConv):
+    for cls in (asv.XConv, asv.Compare, asv.BlockXConv):
+        assert {"time_forward", "time_forward_backward", "peakmem_step", "track_step_peak_mb"} <= set(dir(cls))
+    # XConv is not parameterised: asv names its methods "xconv.XConv.time_forward", which
+    # `-b "XConv.time_forward$"` selects (parameterised names end in "(param, ...)")
+    assert not getattr(asv.XConv, "params", None)
+    for cls in (asv.Compare, asv.BlockXConv):
         assert len(cls.params) == len(cls.param_names)
-        assert {"time_forward", "time_forward_backward", "peakmem_step"} <= set(dir(cls))
         grid = dict(zip(cls.param_names, cls.params))
         assert set(grid["layer"]) == set(layers.REFERENCE) and grid["C"] == list(layers.COMPRESSIONS)
         for name in grid["layer"]:                # every (layer, C, block) combination is a valid config
             for c in grid["C"]:
                 for block in grid.get("block", [1]):
                     layers.make_config(layers.get_layer(name), c, block)
-    assert asv.XConv.params[2] == list(baselines.IMPLS)
+    assert asv.Compare.params[2] == list(baselines.IMPLS)
 
 
 def test_asv_setup_runs_or_skips():
     asv = _asv_module()
-    bench = asv.XConv()
+    bench = asv.Compare()
     bench.setup("L1", 8, "grouped", "cpu")
     bench.time_forward("L1", 8, "grouped", "cpu")
     assert bench.track_step_peak_mb("L1", 8, "grouped", "cpu") > 0
     if not torch.cuda.is_available():
         with pytest.raises(NotImplementedError):
-            asv.XConv().setup("L1", 8, "dense", "cuda")
+            asv.Compare().setup("L1", 8, "dense", "cuda")
+
+
+def test_asv_xconv_covers_every_layer_and_compression(monkeypatch):
+    monkeypatch.setenv("XKERN_ASV_LAYERS", "T1,T3")
+    asv = _asv_module()
+    bench = asv.XConv()
+    try:
+        bench.setup()
+    except NotImplementedError:
+        pytest.skip("the xkern cpu backend is not built")
+    assert len(bench.cases) == 2 * len(layers.COMPRESSIONS)     # T1 and T3, each at every C
+    assert all(case.impl == "xkern" and "cpu" in case.api for case in bench.cases)
+    bench.time_forward()
+    bench.time_forward_backward()
+    assert bench.track_step_peak_mb() >= 0
 
 
 def test_interleaved_timing_takes_samples_in_turns():

@@ -634,21 +634,50 @@ static void XK_FN(xk_im2col)(XK_T *XK_RESTRICT col, int64_t p_pad, const XK_T *X
         for (int64_t ky = 0; ky < kh; ky++)
             for (int64_t kx = 0; kx < kw; kx++) {
                 XK_T *d = col + ((u * kh + ky) * kw + kx) * p_pad;
+                /* the outputs c0 <= c < c1 whose tap reads inside the row: c * sw + kx * dw - pw
+                 * in [0, width) */
+                const int64_t lo = pw - kx * dw, hi = im->width - 1 + pw - kx * dw;
+                const int64_t c0 = lo <= 0 ? 0 : (lo + sw - 1) / sw;
+                const int64_t c1 = hi < 0 ? 0 : (hi / sw + 1 < wo ? hi / sw + 1 : wo);
                 for (int64_t b = 0; b < n_img; b++)
                     for (int64_t y = 0; y < ho; y++, d += wo) {
                         const int64_t iy = y * sh + ky * dh - ph;
-                        if (iy < 0 || iy >= im->height) {
+                        if (iy < 0 || iy >= im->height || c0 >= c1) {
                             for (int64_t c = 0; c < wo; c++) d[c] = 0;
                             continue;
                         }
                         const XK_T *s = x + b * im->img + u * im->chan + iy * im->row;
-                        for (int64_t c = 0; c < wo; c++) {
-                            const int64_t ix = c * sw + kx * dw - pw;
-                            d[c] = ix >= 0 && ix < im->width ? s[ix * im->col] : (XK_T)0;
-                        }
+                        const int64_t shift = kx * dw - pw;
+                        for (int64_t c = 0; c < c0; c++) d[c] = 0;
+                        if (sw == 1 && im->col == 1 && c1 - c0 >= 32)
+                            memcpy(d + c0, s + c0 + shift, (size_t)(c1 - c0) * sizeof(XK_T));
+                        else
+                            for (int64_t c = c0; c < c1; c++) d[c] = s[(c * sw + shift) * im->col];
+                        for (int64_t c = c1; c < wo; c++) d[c] = 0;
                     }
                 for (int64_t p = n_img * ho * wo; p < p_pad; p++, d++) *d = 0;
             }
+}
+
+/* xk_im2col by an offset table, for maps of short rows (where a row's few elements cost less
+ * than its bounds): row u * kk + t of col = x's channel u (chan apart) at offs[t * n + p]
+ * (-1: outside the image, 0), positions p < n, then 0 up to p_pad; channels u0 <= u < u1. */
+static void XK_FN(xk_im2col_table)(XK_T *XK_RESTRICT col, int64_t p_pad, const XK_T *XK_RESTRICT x, int64_t chan,
+                                   const int64_t *offs, int64_t n, int64_t kk, int64_t u0, int64_t u1)
+{
+    for (int64_t u = u0; u < u1; u++) {
+        const XK_T *xu = x + u * chan;
+        for (int64_t t = 0; t < kk; t++) {
+            XK_T *d = col + (u * kk + t) * p_pad;
+            const int64_t *o = offs + t * n;
+            for (int64_t p = 0; p < n; p++) {
+                const int64_t k = o[p];
+                const XK_T v = xu[k < 0 ? 0 : k];
+                d[p] = k < 0 ? (XK_T)0 : v;
+            }
+            for (int64_t p = n; p < p_pad; p++) d[p] = 0;
+        }
+    }
 }
 
 /* The adjoint of xk_im2col for channels u0 <= u < u1: grad_x[b, u] (n_img images of im) =

@@ -213,3 +213,21 @@ def test_dot_terms_cover_every_edge_once():
                 assert w == v and rows[j] == index[v, i] * kk + t
                 seen[wpos[j]] += 1
     assert ptr[-1, -1] == rows.shape[0] and (seen == 1).all()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_im2col_by_offsets_equals_im2col_by_rows(name, monkeypatch):
+    """The two ways of writing the image columns (per position: xk_im2col_table; per row:
+    xk_im2col) agree bit for bit, zero tail included, at 1 and 3 threads."""
+    x, weight, _, _, grad_out, (stride, padding, dilation) = conv_case(CONFIGS[name], 5)
+    kernel, out_hw = weight.shape[2:], grad_out.shape[2:]
+    pair = lambda v: (v, v) if np.isscalar(v) else tuple(v)  # noqa: E731
+    n = x.shape[0] * out_hw[0] * out_hw[1]
+    cols = []
+    for table_max_wo, chunks in ((0, 1), (1 << 20, 1), (1 << 20, 3)):
+        monkeypatch.setattr(_cpu, "IM2COL_TABLE_MAX_WO", table_max_wo)
+        col = np.full((x.shape[1] * kernel[0] * kernel[1], n + 5), np.nan)
+        _cpu._im2col(x, tuple(kernel), pair(stride), pair(padding), pair(dilation), tuple(out_hw), n + 5, col, chunks)
+        cols.append(col)
+    assert not np.isnan(cols[0]).any() and (cols[0][:, n:] == 0).all()
+    assert np.array_equal(cols[0], cols[1]) and np.array_equal(cols[0], cols[2])

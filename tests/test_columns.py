@@ -231,3 +231,27 @@ def test_im2col_by_offsets_equals_im2col_by_rows(name, monkeypatch):
         cols.append(col)
     assert not np.isnan(cols[0]).any() and (cols[0][:, n:] == 0).all()
     assert np.array_equal(cols[0], cols[1]) and np.array_equal(cols[0], cols[2])
+
+
+@pytest.mark.parametrize("hw, taken", [((12, 12), True), ((16, 16), True), ((8, 8), False), ((32, 32), False),
+                                       ((11, 13), False)])
+def test_1x1_weight_grad_in_place_matches_the_oracle(hw, taken, monkeypatch):
+    """Stride-1 1x1 grad_weights on maps of 128-256 positions (whole vectors) read x and grad_out
+    in place (_dots_in_place); others keep the packed planes.  Both against the oracle, at 1 and
+    3 threads bit for bit."""
+    calls = []
+    monkeypatch.setattr(_cpu, "_dots_in_place", lambda *a, real=_cpu._dots_in_place: calls.append(1) or real(*a))
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 20, 9, 7, hw, (1, 1), 1, 0, 1, True), 6)
+    want = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[2]
+    for dtype in DTYPES:
+        got = []
+        for n in (1, 3):
+            xkern.set_num_threads(n)
+            try:
+                got.append(xkern.xconv2d_backward(grad_out.astype(dtype), x.astype(dtype), weight.astype(dtype), index,
+                                                  *geometry, backend="cpu", grads=("weight",))[1])
+            finally:
+                xkern.set_num_threads(None)
+        assert_close(got[0], want, dtype, f"{hw} {np.dtype(dtype)} grad_weight")
+        assert np.array_equal(got[0], got[1])
+    assert len(calls) == (4 if taken else 0)

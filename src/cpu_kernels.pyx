@@ -232,7 +232,7 @@ QUAD_PANEL_BYTES = 1 << 20
 # COLUMNS_MAX_BYTES.  COLUMNS: "auto", "always" (where it applies: not Winograd) or "never".
 COLUMNS = "auto"
 COLUMNS_MAX_HW = 25
-COLUMNS_MAX_STRIDED_HW = 64
+COLUMNS_MAX_STRIDED_HW = 784
 COLUMNS_BLOCK_BYTES = 24 << 10
 COLUMNS_MAX_BYTES = 64 << 20
 # grad_weight by the columns path: positions per pass of the 1x1 dot products (their row
@@ -1444,8 +1444,10 @@ def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsi
     """True when a forward (or a grad_input) runs by the columns path (COLUMNS; Winograd was
     not taken): the grad_input of strided convs; the forward of strided k x k convs into maps
     of at most COLUMNS_MAX_STRIDED_HW outputs (a strided 1x1's polyphase plane is its
-    columns already); both directions of k x k convs on maps of at most COLUMNS_MAX_HW
-    outputs (a stride-1 1x1 conv on a small map gains nothing: measured 0.56-1.44x)."""
+    columns already; with the image columns by offsets, one thread, 3x3 stride 2 into 12x12
+    to 28x28 maps measured 1.06-1.51x over the planes); both directions of k x k convs on
+    maps of at most COLUMNS_MAX_HW outputs (a stride-1 1x1 conv on a small map gains
+    nothing: measured 0.56-1.44x; 3x3 on 6x6-7x7 maps 0.62-0.95x)."""
     if COLUMNS == "never":
         return False
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)

@@ -255,3 +255,17 @@ def test_1x1_weight_grad_in_place_matches_the_oracle(hw, taken, monkeypatch):
         assert_close(got[0], want, dtype, f"{hw} {np.dtype(dtype)} grad_weight")
         assert np.array_equal(got[0], got[1])
     assert len(calls) == (4 if taken else 0)
+
+
+def test_columns_rule_limits():
+    """The forward of a strided k x k conv takes the columns path into maps of up to
+    COLUMNS_MAX_STRIDED_HW outputs; stride-1 maps only up to COLUMNS_MAX_HW; never past
+    COLUMNS_MAX_BYTES of image columns."""
+    side = int(_cpu.COLUMNS_MAX_STRIDED_HW ** 0.5)
+    assert _cpu._columns((3, 3), (2, 2), 64, (side, side), 16, 4, True)
+    assert not _cpu._columns((3, 3), (2, 2), 64, (side + 1, side + 1), 1, 4, True)
+    assert not _cpu._columns((1, 1), (2, 2), 64, (6, 6), 16, 4, True)          # strided 1x1: planes
+    assert _cpu._columns((1, 1), (2, 2), 64, (30, 30), 16, 4, False)           # its grad_input: columns
+    assert _cpu._columns((3, 3), (1, 1), 64, (5, 5), 16, 4, True)
+    assert not _cpu._columns((3, 3), (1, 1), 64, (6, 6), 16, 4, True)
+    assert not _cpu._columns((3, 3), (2, 2), 1 << 16, (side, side), 64, 4, True)  # too many bytes

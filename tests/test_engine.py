@@ -135,6 +135,32 @@ def test_random_convs_match_the_numpy_executor(chunk, tmp_path):
         np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * scale, err_msg=f"seed {seed}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("width", [1, 6, 8, 9, 19])
+def test_row_tiles_at_every_height(width, tmp_path):
+    """The row-tile kernel (X-convs with three kernel rows, stride 1) takes its rows per tile
+    from the output height: every count from 1 to 8 and last blocks shorter than the rest,
+    at widths under, at and over its 8-column strips, with a fused residual and activation."""
+    rng = np.random.default_rng(width)
+    for ho in range(1, 21):
+        kw, pw = [(3, 1), (2, 0), (1, 0)][ho % 3]
+        wo = width
+        residual = kw == 3 and ho % 2 == 0
+        nodes, out = _conv_graph(rng, "xconv2d", 6, 6, (3, kw), (1, 1), (1, pw), (1, 1), 1, 4, residual,
+                                 ["relu", None, "relu6"][ho % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, 6, ho, wo + kw - 1 - 2 * pw), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2,) + graph.input_shape[1:], ho)
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        assert net._engine.stats([2, *graph.input_shape[1:]])["conv_rows3"] == 1
+        got = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, 6, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{ho}x{wo}: {graph.summary()}")
+
+
 def test_generic_kernels_match_avx2(tmp_path):
     """XKERN_ENGINE_ISA=generic runs the portable kernels: the same results, within rounding."""
     name, shape, classes = PAPER_MODELS[2]

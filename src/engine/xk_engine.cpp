@@ -123,7 +123,7 @@ struct ConvPlan {
     std::vector<int> blocks, pairs;        // SHARED4 first outputs; PAIR first outputs (second: +1 or itself)
     std::vector<int> pair_second;
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0, strips = 0, strip_w = 8;
+    int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = rows per tile
 };
 
 struct Plan {
@@ -359,7 +359,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     // stride-1 convs with three kernel rows and random index rows: the row-tile kernel
     if (p.family == PAIR && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
         p.family = ROWS3;
-        p.tile = kern::ROWS;
+        p.tile = (p.ho + (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX - 1) / ((p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX);
     }
     if (p.family == DEPTHWISE && kh == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
     // plane geometry
@@ -380,10 +380,10 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
     if (p.family == ROWS3 || p.family == DW3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
-        p.hq = (p.ho + kern::ROWS - 1) / kern::ROWS * kern::ROWS + 3;
-        p.strip_w = p.family == ROWS3 && p.wo >= 16 ? 16 : 8;
-        p.strips = (p.wo + p.strip_w - 1) / p.strip_w;
-        p.n_tiles = (p.ho + kern::ROWS - 1) / kern::ROWS * p.strips;
+        const int64_t rows = p.family == ROWS3 ? p.tile : kern::ROWS;
+        p.hq = (p.ho + rows - 1) / rows * rows + 3;
+        p.strips = (p.wo + 7) / 8;
+        p.n_tiles = (p.ho + rows - 1) / rows * p.strips;
     }
     p.pq = mul(p.hq, p.wq);
     p.cstride = mul(p.pq, int64_t(p.phases.size()));
@@ -391,7 +391,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.cstride = (p.cstride + 15) / 16 * 16;
         if (p.cstride / 16 % 2 == 0) p.cstride += 16;
     }
-    if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
+    if (p.family != ROWS3 && p.family != DW3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
     if (!p.direct) p.scratch_size = reach;
@@ -434,7 +434,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                         p.wt.push_back(weight(v, i, ky, kx));
                     }
     }
-    if (p.family == PAIR || p.family == ROWS3) {
+    if (p.family == PAIR) {
         std::vector<int> firsts;
         for (size_t k = 0; k < p.pairs.size(); k += 2) {
             firsts.push_back(p.pairs[k]);
@@ -550,50 +550,32 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         }
         return;
     }
-    if (p.family == ROWS3 && p.strip_w == 16) {
-        const int64_t items = p.cout * p.n_tiles;
+    if (p.family == ROWS3) {
+        const int64_t items = p.cout * p.n_tiles, R = p.tile;
         const int groups = p.nt;
+        using RowsKernel = void (*)(const float *, int64_t, const int32_t *, const float *, int, const kern::RowsOut &);
+        RowsKernel kernel = nullptr;
+#if XK_X86
+        static const RowsKernel by_rows[kern::ROWS_MAX] = {kern::rows3_avx2<1>, kern::rows3_avx2<2>, kern::rows3_avx2<3>,
+                                                           kern::rows3_avx2<4>, kern::rows3_avx2<5>, kern::rows3_avx2<6>,
+                                                           kern::rows3_avx2<7>, kern::rows3_avx2<8>};
+        if (avx2) kernel = by_rows[R - 1];
+#endif
+        // consecutive items share a tile, so its input rows stay in cache across the outputs
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
         for (int64_t it = 0; it < items; ++it) {
             const int64_t tile = it / p.cout, v = it % p.cout;
-            const int64_t y0 = tile / p.strips * kern::ROWS, x0 = tile % p.strips * 16;
-            alignas(32) float res[kern::ROWS * 16];
+            const int64_t y0 = tile / p.strips * R, x0 = tile % p.strips * 8;
             const int32_t *o = p.off.data() + v * groups;
             const float *w = p.wt.data() + v * groups * 3, *base = planes + y0 * p.wq + x0;
-#if XK_X86
-            if (avx2) kern::rows3w_avx2(base, p.wq, o, w, groups, res); else
-#endif
-            kern::rows3w_generic(base, p.wq, o, w, groups, res);
-            const int64_t cols = std::min<int64_t>(16, p.wo - x0), rows = std::min<int64_t>(kern::ROWS, p.ho - y0);
-            for (int64_t r = 0; r < rows; ++r) {
-                const int64_t at = v * plane_out + (y0 + r) * p.wo + x0;
-                finish(res + r * 16, p.bias[v], resid ? resid + at : nullptr, out + at, cols, act);
-            }
-        }
-        return;
-    }
-    if (p.family == ROWS3) {
-        const int64_t nvb = int64_t(p.pairs.size()), items = nvb * p.n_tiles;
-        const int groups = p.nt;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-        for (int64_t it = 0; it < items; ++it) {
-            const int64_t tile = it / nvb, vb = it % nvb;
-            const int64_t y0 = tile / p.strips * kern::ROWS, x0 = tile % p.strips * 8;
-            alignas(32) float res[2 * kern::ROWS * 8];
-            const int v[2] = {p.pairs[vb], p.pair_second[vb]};
-            const int32_t *o0 = p.off.data() + int64_t(v[0]) * groups, *o1 = p.off.data() + int64_t(v[1]) * groups;
-            const float *w0 = p.wt.data() + int64_t(v[0]) * groups * 3, *w1 = p.wt.data() + int64_t(v[1]) * groups * 3;
-            const float *base = planes + y0 * p.wq + x0;
-#if XK_X86
-            if (avx2) kern::rows3_avx2(base, p.wq, o0, w0, o1, w1, groups, res); else
-#endif
-            kern::rows3_generic(base, p.wq, o0, w0, o1, w1, groups, res);
-            const int64_t cols = std::min<int64_t>(8, p.wo - x0), rows = std::min<int64_t>(kern::ROWS, p.ho - y0);
-            for (int u = 0; u < (v[1] != v[0] ? 2 : 1); ++u)
-                for (int64_t r = 0; r < rows; ++r) {
-                    const int64_t at = v[u] * plane_out + (y0 + r) * p.wo + x0;
-                    finish(res + (u * kern::ROWS + r) * 8, p.bias[v[u]], resid ? resid + at : nullptr, out + at, cols, act);
-                }
+            const int64_t at = v * plane_out + y0 * p.wo + x0;
+            const kern::RowsOut e{p.bias[v], resid ? resid + at : nullptr, out + at, p.wo,
+                                  int(std::min(R, p.ho - y0)), int(std::min<int64_t>(8, p.wo - x0)), act};
+            if (kernel) { kernel(base, p.wq, o, w, groups, e); continue; }
+            alignas(32) float res[kern::ROWS_MAX * 8];
+            kern::rows3_generic(base, p.wq, o, w, groups, int(R), res);
+            for (int r = 0; r < e.rows; ++r)
+                finish(res + r * 8, e.bias, e.resid ? e.resid + r * p.wo : nullptr, e.out + r * p.wo, e.cols, act);
         }
         return;
     }

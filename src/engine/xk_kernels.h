@@ -81,31 +81,38 @@ inline void dw_generic(const float *base, const int32_t *off, const float *w, in
     std::memcpy(r, a, sizeof a);
 }
 
-// "rows3": stride-1 convs with three kernel rows.  A tile is ROWS output rows x 8 columns
-// of two outputs; each input row segment loaded feeds the (up to) three output rows that
-// read it, so a term group (input channel, kernel column) costs ROWS + 2 loads for
-// 3 * ROWS FMAs per output instead of 3 * ROWS loads.  off[g]: the group's plane offset,
-// w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [2][ROWS][8].
-constexpr int ROWS = 4;
+// "rows3": stride-1 convs with three kernel rows.  A tile is R output rows x 8 columns of
+// one output; each input row segment loaded feeds the (up to) three output rows that read
+// it, so a term group (input channel, kernel column) costs R + 2 loads and 3 broadcasts for
+// 3 R FMAs: at R = 8, 13 loads for 24 FMAs, where two outputs of 4 rows took 18.  R is
+// chosen per map (ROWS_MAX at most, row blocks covering ho evenly).  off[g]: the group's
+// plane offset, w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [R][8].
+constexpr int ROWS_MAX = 8;
+constexpr int ROWS = 4;   // the depthwise row tiles (dw3)
 
-inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o0, const float *w0, const int32_t *o1,
-                          const float *w1, int ng, float *res) {
-    float a[2][ROWS][8] = {{{0}}};
+inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, int R,
+                          float *res) {
+    float a[ROWS_MAX][8] = {{0}};
     for (int g = 0; g < ng; ++g) {
-        const float *p[2] = {base + o0[g], base + o1[g]};
-        const float *w[2] = {w0 + 3 * g, w1 + 3 * g};
-        for (int u = 0; u < 2; ++u)
-            for (int j = 0; j < ROWS + 2; ++j) {
-                const float *row = p[u] + j * pitch;
-                for (int ky = 0; ky < 3; ++ky) {
-                    const int r = j - ky;
-                    if (r < 0 || r >= ROWS) continue;
-                    for (int k = 0; k < 8; ++k) a[u][r][k] += w[u][ky] * row[k];
-                }
+        const float *p = base + o[g];
+        for (int j = 0; j < R + 2; ++j)
+            for (int ky = 0; ky < 3; ++ky) {
+                const int r = j - ky;
+                if (r < 0 || r >= R) continue;
+                for (int k = 0; k < 8; ++k) a[r][k] += w[3 * g + ky] * p[j * pitch + k];
             }
     }
-    std::memcpy(res, a, sizeof a);
+    std::memcpy(res, a, sizeof(float) * 8 * size_t(R));
 }
+
+// Where a rows3 tile goes: rows x cols (<= R x 8) of an output plane of row pitch `pitch`.
+struct RowsOut {
+    float bias;
+    const float *resid;   // nullptr: no residual
+    float *out;
+    int64_t pitch;
+    int rows, cols, act;
+};
 
 // Depthwise, stride 1, three kernel rows: one channel's whole (ho, wo) output from its
 // zero-padded plane (row pitch `pitch`, rows up to a multiple of ROWS plus 2 readable),
@@ -126,23 +133,6 @@ inline void dw3_generic(const float *plane, int64_t pitch, int64_t ho, int64_t w
                 for (int kx = 0; kx < kw; ++kx) s += w[ky * kw + kx] * plane[(y + ky) * pitch + x + kx];
             out[y * wo + x] = act_scalar(s + bias, act);
         }
-}
-
-// rows3 over 16 columns of one output (maps at least 16 wide): a 16-float row segment
-// uses both cache lines it touches, where two 8-column tiles each used half of them.
-// res: [ROWS][16].
-inline void rows3w_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, float *res) {
-    float a[ROWS][16] = {{0}};
-    for (int g = 0; g < ng; ++g) {
-        const float *p = base + o[g];
-        for (int j = 0; j < ROWS + 2; ++j)
-            for (int ky = 0; ky < 3; ++ky) {
-                const int r = j - ky;
-                if (r < 0 || r >= ROWS) continue;
-                for (int k = 0; k < 16; ++k) a[r][k] += w[3 * g + ky] * p[j * pitch + k];
-            }
-    }
-    std::memcpy(res, a, sizeof a);
 }
 
 // dst[k] = src[2 k] for k < n, reading no further than src[2 n - 2]
@@ -278,22 +268,6 @@ XK_AVX2 inline __attribute__((always_inline)) void sweep3_avx2(const float *p, i
     a3 = _mm256_fmadd_ps(wc, x, a3);
 }
 
-XK_AVX2 inline void rows3_avx2(const float *base, int64_t pitch, const int32_t *o0, const float *w0,
-                               const int32_t *o1, const float *w1, int ng, float *res) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (int g = 0; g < ng; ++g) {
-        const float *p = base + o0[g], *q = base + o1[g];
-        const __m256 wa = _mm256_broadcast_ss(w0 + 3 * g), wb = _mm256_broadcast_ss(w0 + 3 * g + 1),
-                     wc = _mm256_broadcast_ss(w0 + 3 * g + 2);
-        sweep3_avx2(p, pitch, wa, wb, wc, a0, a1, a2, a3);
-        const __m256 va = _mm256_broadcast_ss(w1 + 3 * g), vb = _mm256_broadcast_ss(w1 + 3 * g + 1),
-                     vc = _mm256_broadcast_ss(w1 + 3 * g + 2);
-        sweep3_avx2(q, pitch, va, vb, vc, b0, b1, b2, b3);
-    }
-    _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, a1); _mm256_storeu_ps(res + 16, a2); _mm256_storeu_ps(res + 24, a3);
-    _mm256_storeu_ps(res + 32, b0); _mm256_storeu_ps(res + 40, b1); _mm256_storeu_ps(res + 48, b2); _mm256_storeu_ps(res + 56, b3);
-}
-
 XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int64_t wo, const float *w, int kw,
                              float bias, int act, float *out) {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f), b = _mm256_set1_ps(bias);
@@ -325,35 +299,64 @@ XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int6
     }
 }
 
-XK_AVX2 inline void rows3w_avx2(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng,
-                                float *res) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+// input row j of the tile feeds output rows j (weight wa), j - 1 (wb) and j - 2 (wc)
+#define XK_ROWS3_ROW(j, A, B, C)                                                             \
+    if (j < R + 2) {                                                                         \
+        __m256 x = _mm256_loadu_ps(p + j * pitch);                                           \
+        __asm__("" : "+x"(x)); /* one load per row: gcc would fold it into each FMA */       \
+        if (j < R) A = _mm256_fmadd_ps(wa, x, A);                                            \
+        if (j >= 1 && j - 1 < R) B = _mm256_fmadd_ps(wb, x, B);                              \
+        if (j >= 2 && j - 2 < R) C = _mm256_fmadd_ps(wc, x, C);                              \
+    }
+
+template <int R>
+XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, const RowsOut &e) {
+    static_assert(R >= 1 && R <= ROWS_MAX, "rows per tile");
+    // named accumulators: gcc keeps an array of them on the stack
+    __m256 a0 = _mm256_set1_ps(e.bias), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (int g = 0; g < ng; ++g) {
         const float *p = base + o[g];
         const __m256 wa = _mm256_broadcast_ss(w + 3 * g), wb = _mm256_broadcast_ss(w + 3 * g + 1),
                      wc = _mm256_broadcast_ss(w + 3 * g + 2);
-        __m256 x = _mm256_loadu_ps(p), y = _mm256_loadu_ps(p + 8);
-        a0 = _mm256_fmadd_ps(wa, x, a0); b0 = _mm256_fmadd_ps(wa, y, b0);
-        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
-        a1 = _mm256_fmadd_ps(wa, x, a1); b1 = _mm256_fmadd_ps(wa, y, b1);
-        a0 = _mm256_fmadd_ps(wb, x, a0); b0 = _mm256_fmadd_ps(wb, y, b0);
-        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
-        a2 = _mm256_fmadd_ps(wa, x, a2); b2 = _mm256_fmadd_ps(wa, y, b2);
-        a1 = _mm256_fmadd_ps(wb, x, a1); b1 = _mm256_fmadd_ps(wb, y, b1);
-        a0 = _mm256_fmadd_ps(wc, x, a0); b0 = _mm256_fmadd_ps(wc, y, b0);
-        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
-        a3 = _mm256_fmadd_ps(wa, x, a3); b3 = _mm256_fmadd_ps(wa, y, b3);
-        a2 = _mm256_fmadd_ps(wb, x, a2); b2 = _mm256_fmadd_ps(wb, y, b2);
-        a1 = _mm256_fmadd_ps(wc, x, a1); b1 = _mm256_fmadd_ps(wc, y, b1);
-        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
-        a3 = _mm256_fmadd_ps(wb, x, a3); b3 = _mm256_fmadd_ps(wb, y, b3);
-        a2 = _mm256_fmadd_ps(wc, x, a2); b2 = _mm256_fmadd_ps(wc, y, b2);
-        p += pitch; x = _mm256_loadu_ps(p); y = _mm256_loadu_ps(p + 8);
-        a3 = _mm256_fmadd_ps(wc, x, a3); b3 = _mm256_fmadd_ps(wc, y, b3);
+        XK_ROWS3_ROW(0, a0, a0, a0)
+        XK_ROWS3_ROW(1, a1, a0, a0)
+        XK_ROWS3_ROW(2, a2, a1, a0)
+        XK_ROWS3_ROW(3, a3, a2, a1)
+        XK_ROWS3_ROW(4, a4, a3, a2)
+        XK_ROWS3_ROW(5, a5, a4, a3)
+        XK_ROWS3_ROW(6, a6, a5, a4)
+        XK_ROWS3_ROW(7, a7, a6, a5)
+        XK_ROWS3_ROW(8, a7, a7, a6)
+        XK_ROWS3_ROW(9, a7, a7, a7)
     }
-    _mm256_storeu_ps(res, a0); _mm256_storeu_ps(res + 8, b0); _mm256_storeu_ps(res + 16, a1); _mm256_storeu_ps(res + 24, b1);
-    _mm256_storeu_ps(res + 32, a2); _mm256_storeu_ps(res + 40, b2); _mm256_storeu_ps(res + 48, a3); _mm256_storeu_ps(res + 56, b3);
+    alignas(32) float res[ROWS_MAX * 8];
+    _mm256_store_ps(res, a0);
+    if (R > 1) _mm256_store_ps(res + 8, a1);
+    if (R > 2) _mm256_store_ps(res + 16, a2);
+    if (R > 3) _mm256_store_ps(res + 24, a3);
+    if (R > 4) _mm256_store_ps(res + 32, a4);
+    if (R > 5) _mm256_store_ps(res + 40, a5);
+    if (R > 6) _mm256_store_ps(res + 48, a6);
+    if (R > 7) _mm256_store_ps(res + 56, a7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(e.cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+    for (int r = 0; r < e.rows; ++r) {
+        __m256 v = _mm256_load_ps(res + 8 * r);
+        float *d = e.out + r * e.pitch;
+        if (e.cols == 8) {
+            if (e.resid) v = _mm256_add_ps(v, _mm256_loadu_ps(e.resid + r * e.pitch));
+            if (e.act) v = _mm256_max_ps(v, zero);
+            if (e.act == 2) v = _mm256_min_ps(v, six);
+            _mm256_storeu_ps(d, v);
+        } else {
+            if (e.resid) v = _mm256_add_ps(v, _mm256_maskload_ps(e.resid + r * e.pitch, mask));
+            if (e.act) v = _mm256_max_ps(v, zero);
+            if (e.act == 2) v = _mm256_min_ps(v, six);
+            _mm256_maskstore_ps(d, mask, v);
+        }
+    }
 }
+#undef XK_ROWS3_ROW
 
 XK_AVX2 inline void gather2_avx2(const float *src, float *dst, int64_t n) {
     int64_t k = 0;

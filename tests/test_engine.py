@@ -161,6 +161,30 @@ def test_row_tiles_at_every_height(width, tmp_path):
                                    err_msg=f"{ho}x{wo}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("padding", [(1, 1), (0, 0), (1, 0), (2, 1)])
+def test_depthwise_stride_2(padding, tmp_path):
+    """The stride-2 3x3 depthwise kernel reads its input unpadded: maps down to 1x1, odd sizes,
+    rows narrower than one 24-column read and wider, last 8-column blocks cut short."""
+    rng = np.random.default_rng(padding[0] * 3 + padding[1])
+    for h, w in ((1, 1), (2, 3), (3, 2), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
+        if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
+            continue
+        ho, wo = (h + 2 * padding[0] - 3) // 2 + 1, (w + 2 * padding[1] - 3) // 2 + 1
+        residual = (ho, wo) == (h, w)
+        nodes, out = _conv_graph(rng, "conv2d", 5, 5, (3, 3), (2, 2), padding, (1, 1), 5, 1, residual,
+                                 ["relu", None, "relu6"][(h + w) % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, 5, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, 5, h, w), h * w)
+        got = runtime.load(tmp_path / "c.xk", backend="engine").predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, 5, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+
+
 def test_generic_kernels_match_avx2(tmp_path):
     """XKERN_ENGINE_ISA=generic runs the portable kernels: the same results, within rounding."""
     name, shape, classes = PAPER_MODELS[2]

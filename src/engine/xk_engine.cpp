@@ -34,7 +34,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4 };
+enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4, DW3S2 = 5 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -362,6 +362,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.tile = (p.ho + (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX - 1) / ((p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX);
     }
     if (p.family == DEPTHWISE && kh == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
+    if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 2 && p.sw == 2) p.family = DW3S2;
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
     p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
@@ -377,6 +378,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     if (p.family == ROWS3 || p.family == DW3) p.direct = false;
     // a channel stride of a multiple of 1 KiB maps every channel's row to the same L1 sets
     if (p.direct && (p.h * p.w) % 256 == 0) p.direct = false;
+    if (p.family == DW3S2) p.direct = true;  // reads its input as it is
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
     if (p.family == ROWS3 || p.family == DW3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
@@ -402,7 +404,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         return p.phase_of[(ry % p.sh) * p.sw + rx % p.sw] * p.pq + (ry / p.sh) * p.wq + rx / p.sw;
     };
     auto weight = [&](int64_t v, int64_t i, int64_t ky, int64_t kx) { return n.weight.f[((v * d_in + i) * kh + ky) * kw + kx]; };
-    if (p.family == DW3) {
+    if (p.family == DW3 || p.family == DW3S2) {
         p.wt = n.weight.f;
     } else if (p.family == DEPTHWISE) {
         for (int64_t ky = 0; ky < kh; ++ky)
@@ -513,6 +515,18 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     }
     const int64_t plane_out = p.ho * p.wo;
     const bool avx2 = Engine::use_avx2();
+    if (p.family == DW3S2) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t c = 0; c < p.cout; ++c) {
+            const float *in = x + c * p.h * p.w, *w = p.wt.data() + c * 9, *r = resid ? resid + c * plane_out : nullptr;
+            float *o = out + c * plane_out;
+#if XK_X86
+            if (avx2) { kern::dw3s2_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
+#endif
+            kern::dw3s2_generic(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o);
+        }
+        return;
+    }
     if (p.family == DW3) {
         const int kw = int(p.nt / 3);
 #pragma omp parallel num_threads(nt) if (nt > 1)

@@ -135,6 +135,26 @@ inline void dw3_generic(const float *plane, int64_t pitch, int64_t ho, int64_t w
         }
 }
 
+// Depthwise 3x3, stride 2, read straight from one channel's unpadded (h, w) input:
+// out[y, x] = act(bias + sum w[ky][kx] in[2y - ph + ky, 2x - pw + kx] (+ resid)), taps outside
+// the input zero.  No phase planes: at stride 2 filling them cost more than the arithmetic.
+inline void dw3s2_generic(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho, int64_t wo,
+                          const float *w, float bias, const float *resid, int act, float *out) {
+    for (int64_t y = 0; y < ho; ++y)
+        for (int64_t x = 0; x < wo; ++x) {
+            float s = bias;
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t iy = 2 * y - ph + ky;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < 3; ++kx) {
+                    const int64_t ix = 2 * x - pw + kx;
+                    if (ix >= 0 && ix < w_in) s += w[ky * 3 + kx] * in[iy * w_in + ix];
+                }
+            }
+            out[y * wo + x] = act_scalar(s + (resid ? resid[y * wo + x] : 0.f), act);
+        }
+}
+
 // dst[k] = src[2 k] for k < n, reading no further than src[2 n - 2]
 inline void gather2_generic(const float *src, float *dst, int64_t n) {
     for (int64_t k = 0; k < n; ++k) dst[k] = src[2 * k];
@@ -357,6 +377,53 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, cons
     }
 }
 #undef XK_ROWS3_ROW
+
+// dw3s2 on 8 outputs at a time: for each kernel row, 4 loads and three even/odd shuffles give
+// the three taps' inputs, all in the lane order of _mm256_shuffle_ps (0 1 4 5 2 3 6 7), so one
+// permute per output block restores it.  A block whose 24 input columns leave the row reads a
+// zero-padded copy of them instead.
+XK_AVX2 inline void dw3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
+                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+    __m256 wk[9];
+    for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
+    alignas(32) float pad[3][24];
+    for (int64_t x0 = 0; x0 < wo; x0 += 8) {
+        const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
+        const bool inside = c0 >= 0 && c0 + 24 <= w_in;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int64_t y = 0; y < ho; ++y) {
+            __m256 acc = _mm256_set1_ps(bias);
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t iy = 2 * y - ph + ky;
+                if (iy < 0 || iy >= h) continue;
+                const float *src = in + iy * w_in + c0;
+                if (!inside) {
+                    for (int k = 0; k < 24; ++k) pad[ky][k] = c0 + k >= 0 && c0 + k < w_in ? src[k] : 0.f;
+                    src = pad[ky];
+                }
+                const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
+                const __m256 u0 = _mm256_loadu_ps(src + 2), u1 = _mm256_loadu_ps(src + 10);
+                acc = _mm256_fmadd_ps(wk[3 * ky], _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)), acc);
+                acc = _mm256_fmadd_ps(wk[3 * ky + 1], _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)), acc);
+                acc = _mm256_fmadd_ps(wk[3 * ky + 2], _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)), acc);
+            }
+            __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
+            float *d = out + y * wo + x0;
+            if (cols == 8) {
+                if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid + y * wo + x0));
+                if (act) v = _mm256_max_ps(v, zero);
+                if (act == 2) v = _mm256_min_ps(v, six);
+                _mm256_storeu_ps(d, v);
+            } else {
+                if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid + y * wo + x0, mask));
+                if (act) v = _mm256_max_ps(v, zero);
+                if (act == 2) v = _mm256_min_ps(v, six);
+                _mm256_maskstore_ps(d, mask, v);
+            }
+        }
+    }
+}
 
 XK_AVX2 inline void gather2_avx2(const float *src, float *dst, int64_t n) {
     int64_t k = 0;

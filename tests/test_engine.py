@@ -185,6 +185,27 @@ def test_depthwise_stride_2(padding, tmp_path):
                                    err_msg=f"{h}x{w}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
+    """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by
+    ceil_mode, and NaN propagating from any tap as in torch."""
+    for h, w in ((1, 1), (2, 3), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
+        for padding in ((0, 0), (1, 1), (1, 0)):
+            if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
+                continue
+            node = Node("pool", "maxpool2d", ["x"], dict(kernel=[3, 3], stride=[2, 2], padding=list(padding),
+                                                         dilation=[1, 1], ceil_mode=ceil_mode), {})
+            graph = Graph("x", (None, 3, h, w), [node], "pool")
+            runtime.format.write(graph, tmp_path / "p.xk")
+            x = inputs((2, 3, h, w), h * w)
+            x[0, 1].flat[(h * w) // 2] = np.nan
+            x[1, 2, 0, 0] = np.nan  # in the first window whatever the padding
+            got = runtime.load(tmp_path / "p.xk", backend="engine").predict(x)
+            expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, padding, ceil_mode=ceil_mode).numpy()
+            np.testing.assert_array_equal(got, expected, err_msg=f"{h}x{w}, padding {padding}")
+            assert np.isnan(got[1, 2, 0, 0])
+
+
 def test_generic_kernels_match_avx2(tmp_path):
     """XKERN_ENGINE_ISA=generic runs the portable kernels: the same results, within rounding."""
     name, shape, classes = PAPER_MODELS[2]

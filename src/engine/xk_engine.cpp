@@ -901,6 +901,14 @@ void run_maxpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
         while (a < k && start + a * d < 0) ++a;
         while (b > a && start + (b - 1) * d >= size) --b;
     };
+#if XK_X86
+    if (Engine::use_avx2() && kh == 3 && kw == 3 && n.stride[0] == 2 && n.stride[1] == 2 && dh == 1 && dw == 1) {
+#pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
+        for (int64_t c = 0; c < C; ++c)
+            kern::maxpool3s2_avx2(x + c * H * W, H, W, n.padding[0], n.padding[1], Ho, Wo, out + c * Ho * Wo);
+        return;
+    }
+#endif
     std::vector<int64_t> cols(static_cast<size_t>(3 * Wo));
     for (int64_t xo = 0; xo < Wo; ++xo) {
         const int64_t c = xo * n.stride[1] - n.padding[1];

@@ -19,6 +19,7 @@
 // No kernel allocates, checks or threads: that is the planner's and driver's job.
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -421,6 +422,44 @@ XK_AVX2 inline void dw3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t
                 if (act == 2) v = _mm256_min_ps(v, six);
                 _mm256_maskstore_ps(d, mask, v);
             }
+        }
+    }
+}
+
+// 3x3 max pool, stride 2, on one channel: dw3s2's loads and shuffles with max for the FMAs;
+// columns outside the input read as -inf, rows outside are skipped, and a NaN in a window
+// makes its output NaN (as torch's does: maxps alone would drop it).
+XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
+                                    int64_t wo, float *out) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), nan = _mm256_set1_ps(NAN);
+    alignas(32) float pad[3][24];
+    for (int64_t x0 = 0; x0 < wo; x0 += 8) {
+        const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
+        const bool inside = c0 >= 0 && c0 + 24 <= w_in;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int64_t y = 0; y < ho; ++y) {
+            __m256 m = ninf, bad = _mm256_setzero_ps();
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t iy = 2 * y - ph + ky;
+                if (iy < 0 || iy >= h) continue;
+                const float *src = in + iy * w_in + c0;
+                if (!inside) {
+                    for (int k = 0; k < 24; ++k) pad[ky][k] = c0 + k >= 0 && c0 + k < w_in ? src[k] : -INFINITY;
+                    src = pad[ky];
+                }
+                const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
+                const __m256 u0 = _mm256_loadu_ps(src + 2), u1 = _mm256_loadu_ps(src + 10);
+                const __m256 a = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             b = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)),
+                             c = _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0));
+                m = _mm256_max_ps(m, _mm256_max_ps(_mm256_max_ps(a, b), c));
+                bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, c, _CMP_UNORD_Q)));
+            }
+            m = _mm256_blendv_ps(m, nan, bad);
+            m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
+            float *d = out + y * wo + x0;
+            if (cols == 8) _mm256_storeu_ps(d, m);
+            else _mm256_maskstore_ps(d, mask, m);
         }
     }
 }

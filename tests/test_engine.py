@@ -121,7 +121,7 @@ def _random_conv(seed):
 
 @pytest.mark.parametrize("chunk", range(10))
 def test_random_convs_match_the_numpy_executor(chunk, tmp_path):
-    """Convs of every family (pair, shared-4, row tiles, depthwise, direct 1x1) at odd sizes,
+    """Convs of every family (vec, shared-4, row tiles, depthwise, direct 1x1) at odd sizes,
     strides, paddings and dilations, fused with a residual add and an activation or not."""
     for seed in range(chunk * 50, chunk * 50 + 50):
         graph = _random_conv(seed)
@@ -204,6 +204,32 @@ def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
             expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, padding, ceil_mode=ceil_mode).numpy()
             np.testing.assert_array_equal(got, expected, err_msg=f"{h}x{w}, padding {padding}")
             assert np.isnan(got[1, 2, 0, 0])
+
+
+@pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (3, 2), (2, 1)])
+def test_vec_tiles_at_every_size(k, stride, tmp_path):
+    """The vec kernel (random X-convs off the row tiles) splits a map into tiles of 1-8
+    vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1)
+    or not, with a fused residual where the shapes allow one."""
+    rng = np.random.default_rng(10 * k + stride)
+    for h, w in ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20)):
+        pad = k // 2
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        residual = (ho, wo) == (h, w)
+        nodes, out = _conv_graph(rng, "xconv2d", 10, 10, (k, k), (stride, stride), (pad, pad), (1, 1), 1, 6,
+                                 residual, ["relu", None, "relu6"][(h + w) % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, 10, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, 10, h, w), h * w)
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        assert net._engine.stats([2, 10, h, w])["conv_vec"] == 1
+        got = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, 10, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
 
 
 def test_generic_kernels_match_avx2(tmp_path):

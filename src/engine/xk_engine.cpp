@@ -34,7 +34,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { PAIR = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4, DW3S2 = 5 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4, DW3S2 = 5 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -116,12 +116,12 @@ struct ConvPlan {
     int64_t sh = 1, sw = 1, ph = 0, pw = 0;
     std::vector<int> phase_of;             // (a * sw + b) -> plane, -1 unused
     std::vector<std::pair<int, int>> phases;
-    int family = PAIR;
+    int family = VEC;
     int nt = 0;                            // terms per output
-    std::vector<int32_t> off;              // PAIR [cout][nt]; SHARED4 [block][nt]; DEPTHWISE [nt]
-    std::vector<float> wt;                 // PAIR [cout][nt]; SHARED4 [block][nt][4]; DEPTHWISE [cout][nt]
-    std::vector<int> blocks, pairs;        // SHARED4 first outputs; PAIR first outputs (second: +1 or itself)
-    std::vector<int> pair_second;
+    std::vector<int32_t> off;              // VEC [cout][nt]; SHARED4 [block][nt]; DEPTHWISE [nt]
+    std::vector<float> wt;                 // VEC [cout][nt]; SHARED4 [block][nt][4]; DEPTHWISE [cout][nt]
+    std::vector<int> blocks;               // SHARED4 first outputs
+    int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles
     std::vector<float> bias;
     int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = rows per tile
 };
@@ -333,31 +333,26 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
     const int64_t dh = n.dilation[0], dw = n.dilation[1];
     bool depthwise = n.op == Op::conv2d && n.groups == p.cin && p.cout == p.cin && d_in == 1;
-    p.family = depthwise ? DEPTHWISE : PAIR;
-    p.tile = depthwise ? kern::DW_T : kern::PAIR_T;
+    p.family = depthwise ? DEPTHWISE : VEC;
+    p.tile = depthwise ? kern::DW_T : 0;
     // index[v][i]: the input channel of output v's i-th weight row
     auto index = [&](int64_t v, int64_t i) -> int64_t {
         if (n.op == Op::xconv2d) return n.index.i[v * d_in + i];
         return (v / (p.cout / n.groups)) * d_in + i;
     };
     if (!depthwise) {  // outputs in blocks of four with one index row share their loads
-        int64_t v = 0;
-        while (v < p.cout) {
-            bool same = v + 4 <= p.cout;
-            for (int64_t u = v + 1; same && u < v + 4; ++u)
-                for (int64_t i = 0; i < d_in && same; ++i) same = index(u, i) == index(v, i);
-            if (same) { p.blocks.push_back(int(v)); v += 4; }
-            else { p.pairs.push_back(int(v)); v += 1; }
+        bool all = true;
+        for (int64_t v = 0; v < p.cout && all; v += 4) {
+            all = v + 4 <= p.cout;
+            for (int64_t u = v + 1; all && u < v + 4; ++u)
+                for (int64_t i = 0; i < d_in && all; ++i) all = index(u, i) == index(v, i);
+            p.blocks.push_back(int(v));
         }
-        if (p.pairs.empty()) { p.family = SHARED4; p.tile = kern::SHARED_T; }
-        else if (!p.blocks.empty()) {  // mixed: the pair kernel for all (blocks are rare then)
-            for (int b : p.blocks) for (int u = 0; u < 4; ++u) p.pairs.push_back(b + u);
-            p.blocks.clear();
-            std::sort(p.pairs.begin(), p.pairs.end());
-        }
+        if (all) { p.family = SHARED4; p.tile = kern::SHARED_T; }
+        else p.blocks.clear();  // mixed: the vec kernel for all (blocks are rare then)
     }
     // stride-1 convs with three kernel rows and random index rows: the row-tile kernel
-    if (p.family == PAIR && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
+    if (p.family == VEC && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
         p.family = ROWS3;
         p.tile = (p.ho + (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX - 1) / ((p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX);
     }
@@ -392,6 +387,19 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     if (!p.direct) {  // an odd number of cache lines: channels spread over the L1 sets
         p.cstride = (p.cstride + 15) / 16 * 16;
         if (p.cstride / 16 % 2 == 0) p.cstride += 16;
+    }
+    // tiles of two outputs x 32 pixels where they cover the map exactly; else of one output
+    // and at most VEC_MAX vectors, as even as they come.  One output x 64 pixels ran 5% slower
+    // than pairs on X-DenseNet's 32x32 maps; pairs waste up to 30% of their columns on 7x7 ones
+    if (p.family == VEC && mul(p.ho, p.wq) % kern::PAIR_T == 0) {
+        p.tile = kern::PAIR_T;
+        p.n_tiles = mul(p.ho, p.wq) / kern::PAIR_T;
+    } else if (p.family == VEC) {
+        const int64_t vectors = (mul(p.ho, p.wq) + 7) / 8, n0 = (vectors + kern::VEC_MAX - 1) / kern::VEC_MAX;
+        p.vec = int((vectors + n0 - 1) / n0);
+        p.tile = 8 * p.vec;
+        p.n_tiles = (vectors + p.vec - 1) / p.vec;
+        p.vec_last = int(vectors - (p.n_tiles - 1) * p.vec);
     }
     if (p.family != ROWS3 && p.family != DW3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
@@ -435,14 +443,6 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                         p.off.push_back(int32_t(index(v, i) * p.cstride + tap_off(ky, kx)));
                         p.wt.push_back(weight(v, i, ky, kx));
                     }
-    }
-    if (p.family == PAIR) {
-        std::vector<int> firsts;
-        for (size_t k = 0; k < p.pairs.size(); k += 2) {
-            firsts.push_back(p.pairs[k]);
-            p.pair_second.push_back(k + 1 < p.pairs.size() ? p.pairs[k + 1] : p.pairs[k]);
-        }
-        p.pairs = firsts;
     }
     p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
     return cp;
@@ -593,44 +593,18 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         }
         return;
     }
-    const int64_t nvb = int64_t(p.family == SHARED4 ? p.blocks.size() : p.pairs.size());
-    const int64_t items = nvb * p.n_tiles;
     const int terms = p.nt;
-    // consecutive items share a tile, so a thread's input rows stay in its cache
+    if (p.family == VEC && p.vec == 0) {
+        const int64_t nvb = (p.cout + 1) / 2, items = nvb * p.n_tiles;
+        // consecutive items share a tile, so a thread's input rows stay in its cache
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t it = 0; it < items; ++it) {
-        const int64_t q0 = (it / nvb) * p.tile, vb = it % nvb;
-        const float *base = planes + q0;
-        // a tile wholly inside a plane without padding columns: the kernel finishes it
-        const bool whole = avx2 && p.wq == p.wo && q0 + p.tile <= plane_out;
-        if (p.family == SHARED4) {
-            alignas(32) float res[4 * kern::SHARED_T];
-            const int v = p.blocks[vb];
-            const int32_t *off = p.off.data() + vb * terms;
-            const float *w4 = p.wt.data() + vb * terms * 4;
-#if XK_X86
-            if (whole) {
-                kern::Epilogue e{p.bias.data() + v, {}, {}, act};
-                for (int u = 0; u < 4; ++u) {
-                    e.resid[u] = resid ? resid + (v + u) * plane_out + q0 : nullptr;
-                    e.out[u] = out + (v + u) * plane_out + q0;
-                }
-                kern::shared4_avx2(base, off, w4, terms, res, &e);
-                continue;
-            }
-            if (avx2) kern::shared4_avx2(base, off, w4, terms, res); else
-#endif
-            kern::shared4_generic(base, off, w4, terms, res);
-            for (int u = 0; u < 4; ++u)
-                store_tile(p, res + u * kern::SHARED_T, q0, p.bias[v + u], resid ? resid + (v + u) * plane_out : nullptr,
-                           out + (v + u) * plane_out, act);
-        } else {
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t q0 = (it / nvb) * p.tile, v0 = 2 * (it % nvb), v1 = v0 + 1 < p.cout ? v0 + 1 : v0;
             alignas(32) float r0[kern::PAIR_T], r1[kern::PAIR_T];
-            const int v0 = p.pairs[vb], v1 = p.pair_second[vb];
-            const int32_t *o0 = p.off.data() + int64_t(v0) * terms, *o1 = p.off.data() + int64_t(v1) * terms;
-            const float *w0 = p.wt.data() + int64_t(v0) * terms, *w1 = p.wt.data() + int64_t(v1) * terms;
+            const int32_t *o0 = p.off.data() + v0 * terms, *o1 = p.off.data() + v1 * terms;
+            const float *w0 = p.wt.data() + v0 * terms, *w1 = p.wt.data() + v1 * terms, *base = planes + q0;
 #if XK_X86
-            if (whole) {
+            if (avx2 && p.wq == p.wo) {  // a whole tile of contiguous outputs: the kernel finishes it
                 const float bias[2] = {p.bias[v0], p.bias[v1]};
                 kern::Epilogue e{bias, {resid ? resid + v0 * plane_out + q0 : nullptr, v1 != v0 && resid ? resid + v1 * plane_out + q0 : nullptr},
                                  {out + v0 * plane_out + q0, v1 != v0 ? out + v1 * plane_out + q0 : nullptr}, act};
@@ -644,6 +618,70 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             if (v1 != v0)
                 store_tile(p, r1, q0, p.bias[v1], resid ? resid + v1 * plane_out : nullptr, out + v1 * plane_out, act);
         }
+        return;
+    }
+    if (p.family == VEC) {
+        using VecKernel = void (*)(const float *, const int32_t *, const float *, int, float *, const kern::VecOut *);
+        VecKernel full = nullptr, last = nullptr;
+#if XK_X86
+        static const VecKernel by_vec[kern::VEC_MAX] = {
+            kern::vec_avx2<1>, kern::vec_avx2<2>, kern::vec_avx2<3>, kern::vec_avx2<4>,
+            kern::vec_avx2<5>, kern::vec_avx2<6>, kern::vec_avx2<7>, kern::vec_avx2<8>};
+        if (avx2) { full = by_vec[p.vec - 1]; last = by_vec[p.vec_last - 1]; }
+#endif
+        const int64_t items = p.cout * p.n_tiles;
+        // consecutive items share a tile, so a thread's input rows stay in its cache
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t tile = it / p.cout, v = it % p.cout, q0 = tile * p.tile;
+            const bool is_last = tile == p.n_tiles - 1;
+            const int32_t *o = p.off.data() + v * terms;
+            const float *w = p.wt.data() + v * terms;
+            alignas(32) float res[kern::VEC_MAX * 8];
+            if (full) {
+                VecKernel kernel = is_last ? last : full;
+                if (p.wq == p.wo) {  // the tile's outputs are contiguous: the kernel finishes it
+                    const kern::VecOut e{p.bias[v], resid ? resid + v * plane_out + q0 : nullptr, out + v * plane_out + q0,
+                                         int(std::min<int64_t>(p.tile, plane_out - q0)), act};
+                    kernel(planes + q0, o, w, terms, nullptr, &e);
+                    continue;
+                }
+                kernel(planes + q0, o, w, terms, res, nullptr);
+            } else {
+                kern::vec_generic(planes + q0, o, w, terms, is_last ? p.vec_last : p.vec, res);
+            }
+            store_tile(p, res, q0, p.bias[v], resid ? resid + v * plane_out : nullptr, out + v * plane_out, act);
+        }
+        return;
+    }
+    const int64_t nvb = int64_t(p.blocks.size()), items = nvb * p.n_tiles;
+    // consecutive items share a tile, so a thread's input rows stay in its cache
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t q0 = (it / nvb) * p.tile, vb = it % nvb;
+        const float *base = planes + q0;
+        // a tile wholly inside a plane without padding columns: the kernel finishes it
+        const bool whole = avx2 && p.wq == p.wo && q0 + p.tile <= plane_out;
+        alignas(32) float res[4 * kern::SHARED_T];
+        const int v = p.blocks[vb];
+        const int32_t *off = p.off.data() + vb * terms;
+        const float *w4 = p.wt.data() + vb * terms * 4;
+#if XK_X86
+        if (whole) {
+            kern::Epilogue e{p.bias.data() + v, {}, {}, act};
+            for (int u = 0; u < 4; ++u) {
+                e.resid[u] = resid ? resid + (v + u) * plane_out + q0 : nullptr;
+                e.out[u] = out + (v + u) * plane_out + q0;
+            }
+            kern::shared4_avx2(base, off, w4, terms, res, &e);
+            continue;
+        }
+        if (avx2) kern::shared4_avx2(base, off, w4, terms, res); else
+#endif
+        kern::shared4_generic(base, off, w4, terms, res);
+        for (int u = 0; u < 4; ++u)
+            store_tile(p, res + u * kern::SHARED_T, q0, p.bias[v + u], resid ? resid + (v + u) * plane_out : nullptr,
+                       out + (v + u) * plane_out, act);
     }
 }
 
@@ -833,13 +871,13 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
 std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
-                                       {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_pair", 0},
+                                       {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
                                        {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_direct", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
-        out[cp.family == PAIR ? "conv_pair" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
+        out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
     }
     return out;

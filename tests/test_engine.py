@@ -232,6 +232,32 @@ def test_vec_tiles_at_every_size(k, stride, tmp_path):
                                    err_msg=f"{h}x{w}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (7, 2), (1, 2)])
+def test_shared4_tiles_within_rows(k, stride, tmp_path):
+    """Dense convs whose planes have padding columns tile each output row (24 columns a tile,
+    the last cut short): rows narrower than a tile, exactly one, and longer, with a fused
+    residual where the shapes allow one."""
+    rng = np.random.default_rng(10 * k + stride)
+    for h, w in ((1, 1), (3, 5), (4, 24), (6, 25), (5, 48), (9, 61)):
+        pad = k // 2
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        residual = (ho, wo) == (h, w)
+        nodes, out = _conv_graph(rng, "conv2d", 8, 8, (k, k), (stride, stride), (pad, pad), (1, 1), 1, 8,
+                                 residual, ["relu", None, "relu6"][(h + w) % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, 8, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, 8, h, w), h * w)
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        assert net._engine.stats([2, 8, h, w])["conv_shared4"] == 1
+        got = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, 8, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+
+
 def test_generic_kernels_match_avx2(tmp_path):
     """XKERN_ENGINE_ISA=generic runs the portable kernels: the same results, within rounding."""
     name, shape, classes = PAPER_MODELS[2]

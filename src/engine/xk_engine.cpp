@@ -402,6 +402,12 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.vec_last = int(vectors - (p.n_tiles - 1) * p.vec);
     }
     if (p.family != ROWS3 && p.family != DW3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
+    // shared-4 tiles within rows when rows have padding columns: the kernel then finishes
+    // every tile, where tiles across rows went through store_tile row segment by row segment
+    if (p.family == SHARED4 && p.wq != p.wo) {
+        p.strips = (p.wo + p.tile - 1) / p.tile;
+        p.n_tiles = mul(p.ho, p.strips);
+    }
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
     if (!p.direct) p.scratch_size = reach;
@@ -607,7 +613,7 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             if (avx2 && p.wq == p.wo) {  // a whole tile of contiguous outputs: the kernel finishes it
                 const float bias[2] = {p.bias[v0], p.bias[v1]};
                 kern::Epilogue e{bias, {resid ? resid + v0 * plane_out + q0 : nullptr, v1 != v0 && resid ? resid + v1 * plane_out + q0 : nullptr},
-                                 {out + v0 * plane_out + q0, v1 != v0 ? out + v1 * plane_out + q0 : nullptr}, act};
+                                 {out + v0 * plane_out + q0, v1 != v0 ? out + v1 * plane_out + q0 : nullptr}, act, kern::PAIR_T};
                 kern::pair_avx2(base, o0, w0, o1, w1, terms, r0, r1, &e);
                 continue;
             }
@@ -658,20 +664,25 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     // consecutive items share a tile, so a thread's input rows stay in its cache
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-        const int64_t q0 = (it / nvb) * p.tile, vb = it % nvb;
+        const int64_t tile = it / nvb, vb = it % nvb;
+        // q0: the tile's first plane position; at: its first output; tiles within rows (strips)
+        // or over the plane
+        const int64_t y = p.strips ? tile / p.strips : 0, x0 = p.strips ? tile % p.strips * p.tile : 0;
+        const int64_t q0 = p.strips ? y * p.wq + x0 : tile * p.tile, at = p.strips ? y * p.wo + x0 : q0;
         const float *base = planes + q0;
-        // a tile wholly inside a plane without padding columns: the kernel finishes it
-        const bool whole = avx2 && p.wq == p.wo && q0 + p.tile <= plane_out;
+        // a tile of contiguous outputs: the kernel finishes it
+        const bool whole = avx2 && (p.strips || q0 + p.tile <= plane_out);
         alignas(32) float res[4 * kern::SHARED_T];
         const int v = p.blocks[vb];
         const int32_t *off = p.off.data() + vb * terms;
         const float *w4 = p.wt.data() + vb * terms * 4;
 #if XK_X86
         if (whole) {
-            kern::Epilogue e{p.bias.data() + v, {}, {}, act};
+            kern::Epilogue e{p.bias.data() + v, {}, {}, act,
+                             int(p.strips ? std::min<int64_t>(p.tile, p.wo - x0) : p.tile)};
             for (int u = 0; u < 4; ++u) {
-                e.resid[u] = resid ? resid + (v + u) * plane_out + q0 : nullptr;
-                e.out[u] = out + (v + u) * plane_out + q0;
+                e.resid[u] = resid ? resid + (v + u) * plane_out + at : nullptr;
+                e.out[u] = out + (v + u) * plane_out + at;
             }
             kern::shared4_avx2(base, off, w4, terms, res, &e);
             continue;
@@ -679,9 +690,16 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         if (avx2) kern::shared4_avx2(base, off, w4, terms, res); else
 #endif
         kern::shared4_generic(base, off, w4, terms, res);
-        for (int u = 0; u < 4; ++u)
-            store_tile(p, res + u * kern::SHARED_T, q0, p.bias[v + u], resid ? resid + (v + u) * plane_out : nullptr,
-                       out + (v + u) * plane_out, act);
+        for (int u = 0; u < 4; ++u) {
+            if (p.strips) {
+                const int64_t o = (v + u) * plane_out + at;
+                finish(res + u * kern::SHARED_T, p.bias[v + u], resid ? resid + o : nullptr, out + o,
+                       std::min<int64_t>(p.tile, p.wo - x0), act);
+            } else {
+                store_tile(p, res + u * kern::SHARED_T, q0, p.bias[v + u], resid ? resid + (v + u) * plane_out : nullptr,
+                           out + (v + u) * plane_out, act);
+            }
+        }
     }
 }
 

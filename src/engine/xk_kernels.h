@@ -50,6 +50,7 @@ struct Epilogue {
     const float *resid[4];    // nullptr: no residual
     float *out[4];
     int act;                  // 0 none, 1 ReLU, 2 ReLU6
+    int n;                    // floats of each output to store (a tile at a row's end: fewer)
 };
 
 // ---------------------------------------------------------------- portable
@@ -203,12 +204,22 @@ inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t
 
 #if XK_X86
 // ---------------------------------------------------------------- AVX2 + FMA
-XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *out, int act) {
+// out[k] = act(v[k] + bias (+ resid[k])) for k < n (n >= 8: all eight)
+XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *out, int act, int n = 8) {
+    if (n <= 0) return;
     v = _mm256_add_ps(v, _mm256_set1_ps(bias));
-    if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
+    if (n >= 8) {
+        if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
+        if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
+        if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
+        _mm256_storeu_ps(out, v);
+        return;
+    }
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, mask));
     if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
-    _mm256_storeu_ps(out, v);
+    _mm256_maskstore_ps(out, mask, v);
 }
 
 // Where a vec tile goes when its outputs are contiguous: n floats (<= 8 NV) at out.
@@ -315,7 +326,8 @@ XK_AVX2 inline void shared4_avx2(const float *base, const int32_t *off, const fl
         const __m256 acc[4][3] = {{a0, a1, a2}, {b0, b1, b2}, {c0, c1, c2}, {d0, d1, d2}};
         for (int m = 0; m < 4; ++m)
             for (int k = 0; k < 3; ++k)
-                epi_store(acc[m][k], e->bias[m], e->resid[m] ? e->resid[m] + 8 * k : nullptr, e->out[m] + 8 * k, e->act);
+                epi_store(acc[m][k], e->bias[m], e->resid[m] ? e->resid[m] + 8 * k : nullptr, e->out[m] + 8 * k, e->act,
+                          e->n - 8 * k);
         return;
     }
     _mm256_storeu_ps(r, a0); _mm256_storeu_ps(r + 8, a1); _mm256_storeu_ps(r + 16, a2);

@@ -161,17 +161,19 @@ def test_row_tiles_at_every_height(width, tmp_path):
                                    err_msg=f"{ho}x{wo}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", [(1, 1), (0, 0), (1, 0), (2, 1)])
-def test_depthwise_stride_2(padding, tmp_path):
-    """The stride-2 3x3 depthwise kernel reads its input unpadded: maps down to 1x1, odd sizes,
-    rows narrower than one 24-column read and wider, last 8-column blocks cut short."""
+def test_depthwise_3x3_direct(stride, padding, tmp_path):
+    """The 3x3 depthwise kernels read their input unpadded (masked or zero-padded reads at the
+    edges): maps down to 1x1, odd sizes, rows narrower than one read and wider, row blocks
+    and 8-column blocks cut short."""
     rng = np.random.default_rng(padding[0] * 3 + padding[1])
     for h, w in ((1, 1), (2, 3), (3, 2), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
         if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
             continue
-        ho, wo = (h + 2 * padding[0] - 3) // 2 + 1, (w + 2 * padding[1] - 3) // 2 + 1
+        ho, wo = (h + 2 * padding[0] - 3) // stride + 1, (w + 2 * padding[1] - 3) // stride + 1
         residual = (ho, wo) == (h, w)
-        nodes, out = _conv_graph(rng, "conv2d", 5, 5, (3, 3), (2, 2), padding, (1, 1), 5, 1, residual,
+        nodes, out = _conv_graph(rng, "conv2d", 5, 5, (3, 3), (stride, stride), padding, (1, 1), 5, 1, residual,
                                  ["relu", None, "relu6"][(h + w) % 3])
         if residual:
             nodes.insert(0, Node("r", "relu", ["x"], {}, {}))

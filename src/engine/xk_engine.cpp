@@ -34,7 +34,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3 = 4, DW3S2 = 5 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -356,7 +356,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.family = ROWS3;
         p.tile = (p.ho + (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX - 1) / ((p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX);
     }
-    if (p.family == DEPTHWISE && kh == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3;
+    if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3S1;
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 2 && p.sw == 2) p.family = DW3S2;
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
@@ -370,17 +370,16 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                 p.phases.emplace_back(int(a), int(b));
             }
         }
-    if (p.family == ROWS3 || p.family == DW3) p.direct = false;
+    if (p.family == ROWS3) p.direct = false;
     // a channel stride of a multiple of 1 KiB maps every channel's row to the same L1 sets
     if (p.direct && (p.h * p.w) % 256 == 0) p.direct = false;
-    if (p.family == DW3S2) p.direct = true;  // reads its input as it is
+    if (p.family == DW3S2 || p.family == DW3S1) p.direct = true;  // reads its input as it is
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
-    if (p.family == ROWS3 || p.family == DW3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
-        const int64_t rows = p.family == ROWS3 ? p.tile : kern::ROWS;
-        p.hq = (p.ho + rows - 1) / rows * rows + 3;
+    if (p.family == ROWS3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
+        p.hq = (p.ho + p.tile - 1) / p.tile * p.tile + 3;
         p.strips = (p.wo + 7) / 8;
-        p.n_tiles = (p.ho + rows - 1) / rows * p.strips;
+        p.n_tiles = (p.ho + p.tile - 1) / p.tile * p.strips;
     }
     p.pq = mul(p.hq, p.wq);
     p.cstride = mul(p.pq, int64_t(p.phases.size()));
@@ -401,7 +400,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.n_tiles = (vectors + p.vec - 1) / p.vec;
         p.vec_last = int(vectors - (p.n_tiles - 1) * p.vec);
     }
-    if (p.family != ROWS3 && p.family != DW3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
+    if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
     // shared-4 tiles within rows when rows have padding columns: the kernel then finishes
     // every tile, where tiles across rows went through store_tile row segment by row segment
     if (p.family == SHARED4 && p.wq != p.wo) {
@@ -418,7 +417,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         return p.phase_of[(ry % p.sh) * p.sw + rx % p.sw] * p.pq + (ry / p.sh) * p.wq + rx / p.sw;
     };
     auto weight = [&](int64_t v, int64_t i, int64_t ky, int64_t kx) { return n.weight.f[((v * d_in + i) * kh + ky) * kw + kx]; };
-    if (p.family == DW3 || p.family == DW3S2) {
+    if (p.family == DW3S2 || p.family == DW3S1) {
         p.wt = n.weight.f;
     } else if (p.family == DEPTHWISE) {
         for (int64_t ky = 0; ky < kh; ++ky)
@@ -521,35 +520,17 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     }
     const int64_t plane_out = p.ho * p.wo;
     const bool avx2 = Engine::use_avx2();
-    if (p.family == DW3S2) {
+    if (p.family == DW3S2 || p.family == DW3S1) {
+        const int s = p.family == DW3S2 ? 2 : 1;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
         for (int64_t c = 0; c < p.cout; ++c) {
             const float *in = x + c * p.h * p.w, *w = p.wt.data() + c * 9, *r = resid ? resid + c * plane_out : nullptr;
             float *o = out + c * plane_out;
 #if XK_X86
-            if (avx2) { kern::dw3s2_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
+            if (avx2 && s == 2) { kern::dw3s2_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
+            if (avx2) { kern::dw3s1_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
 #endif
-            kern::dw3s2_generic(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o);
-        }
-        return;
-    }
-    if (p.family == DW3) {
-        const int kw = int(p.nt / 3);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            // with a residual the activation comes after the add, and out may be the residual's memory
-            std::vector<float> tmp(resid ? size_t(plane_out) : 0);
-#pragma omp for schedule(static)
-            for (int64_t c = 0; c < p.cout; ++c) {
-                float *o = out + c * plane_out, *dst = resid ? tmp.data() : o;
-                const float *plane = planes + c * p.cstride, *w = p.wt.data() + c * 3 * kw;
-                const int a = resid ? int(NONE) : act;
-#if XK_X86
-                if (avx2) kern::dw3_avx2(plane, p.wq, p.ho, p.wo, w, kw, p.bias[c], a, dst); else
-#endif
-                kern::dw3_generic(plane, p.wq, p.ho, p.wo, w, kw, p.bias[c], a, dst);
-                if (resid) finish(dst, 0.f, resid + c * plane_out, o, plane_out, act);
-            }
+            kern::dw3_direct_generic(in, p.h, p.w, s, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o);
         }
         return;
     }

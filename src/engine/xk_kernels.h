@@ -106,7 +106,6 @@ inline void dw_generic(const float *base, const int32_t *off, const float *w, in
 // chosen per map (ROWS_MAX at most, row blocks covering ho evenly).  off[g]: the group's
 // plane offset, w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [R][8].
 constexpr int ROWS_MAX = 8;
-constexpr int ROWS = 4;   // the depthwise row tiles (dw3)
 
 inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, int R,
                           float *res) {
@@ -132,40 +131,25 @@ struct RowsOut {
     int rows, cols, act;
 };
 
-// Depthwise, stride 1, three kernel rows: one channel's whole (ho, wo) output from its
-// zero-padded plane (row pitch `pitch`, rows up to a multiple of ROWS plus 2 readable),
-// 4 x 8 tiles, each loaded row segment feeding the up to three output rows that read it,
-// bias and activation applied before the store.  w: [3][kw].
 inline float act_scalar(float v, int act) {
     if (act) v = v > 0.f ? v : 0.f;
     if (act == 2) v = v < 6.f ? v : 6.f;
     return v;
 }
 
-inline void dw3_generic(const float *plane, int64_t pitch, int64_t ho, int64_t wo, const float *w, int kw,
-                        float bias, int act, float *out) {
-    for (int64_t y = 0; y < ho; ++y)
-        for (int64_t x = 0; x < wo; ++x) {
-            float s = 0;
-            for (int ky = 0; ky < 3; ++ky)
-                for (int kx = 0; kx < kw; ++kx) s += w[ky * kw + kx] * plane[(y + ky) * pitch + x + kx];
-            out[y * wo + x] = act_scalar(s + bias, act);
-        }
-}
-
-// Depthwise 3x3, stride 2, read straight from one channel's unpadded (h, w) input:
-// out[y, x] = act(bias + sum w[ky][kx] in[2y - ph + ky, 2x - pw + kx] (+ resid)), taps outside
-// the input zero.  No phase planes: at stride 2 filling them cost more than the arithmetic.
-inline void dw3s2_generic(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho, int64_t wo,
-                          const float *w, float bias, const float *resid, int act, float *out) {
+// Depthwise 3x3, stride 1 or 2, read straight from one channel's unpadded (h, w) input: out[y, x]
+// = act(bias + sum w[ky][kx] in[stride y - ph + ky, stride x - pw + kx] (+ resid)), taps outside
+// the input zero.  No padded planes: filling them cost more than the arithmetic.
+inline void dw3_direct_generic(const float *in, int64_t h, int64_t w_in, int stride, int64_t ph, int64_t pw, int64_t ho,
+                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
     for (int64_t y = 0; y < ho; ++y)
         for (int64_t x = 0; x < wo; ++x) {
             float s = bias;
             for (int ky = 0; ky < 3; ++ky) {
-                const int64_t iy = 2 * y - ph + ky;
+                const int64_t iy = stride * y - ph + ky;
                 if (iy < 0 || iy >= h) continue;
                 for (int kx = 0; kx < 3; ++kx) {
-                    const int64_t ix = 2 * x - pw + kx;
+                    const int64_t ix = stride * x - pw + kx;
                     if (ix >= 0 && ix < w_in) s += w[ky * 3 + kx] * in[iy * w_in + ix];
                 }
             }
@@ -354,56 +338,6 @@ XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *
     _mm256_storeu_ps(r + 32, a4); _mm256_storeu_ps(r + 40, a5); _mm256_storeu_ps(r + 48, a6); _mm256_storeu_ps(r + 56, a7);
 }
 
-/* Four output rows of one 8-column strip against one column of a 3-row kernel (taps wa, wb, wc
- * for kernel rows 0, 1, 2): input rows p .. p + 5 * pitch, each loaded row feeding up to three outputs. */
-XK_AVX2 inline __attribute__((always_inline)) void sweep3_avx2(const float *p, int64_t pitch, __m256 wa, __m256 wb,
-                                                               __m256 wc, __m256 &a0, __m256 &a1, __m256 &a2,
-                                                               __m256 &a3) {
-    __m256 x = _mm256_loadu_ps(p);
-    a0 = _mm256_fmadd_ps(wa, x, a0);
-    x = _mm256_loadu_ps(p + pitch);
-    a1 = _mm256_fmadd_ps(wa, x, a1); a0 = _mm256_fmadd_ps(wb, x, a0);
-    x = _mm256_loadu_ps(p + 2 * pitch);
-    a2 = _mm256_fmadd_ps(wa, x, a2); a1 = _mm256_fmadd_ps(wb, x, a1); a0 = _mm256_fmadd_ps(wc, x, a0);
-    x = _mm256_loadu_ps(p + 3 * pitch);
-    a3 = _mm256_fmadd_ps(wa, x, a3); a2 = _mm256_fmadd_ps(wb, x, a2); a1 = _mm256_fmadd_ps(wc, x, a1);
-    x = _mm256_loadu_ps(p + 4 * pitch);
-    a3 = _mm256_fmadd_ps(wb, x, a3); a2 = _mm256_fmadd_ps(wc, x, a2);
-    x = _mm256_loadu_ps(p + 5 * pitch);
-    a3 = _mm256_fmadd_ps(wc, x, a3);
-}
-
-XK_AVX2 inline void dw3_avx2(const float *plane, int64_t pitch, int64_t ho, int64_t wo, const float *w, int kw,
-                             float bias, int act, float *out) {
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f), b = _mm256_set1_ps(bias);
-    for (int64_t y0 = 0; y0 < ho; y0 += ROWS) {
-        const int64_t rows = ho - y0 < ROWS ? ho - y0 : ROWS;
-        for (int64_t x0 = 0; x0 < wo; x0 += 8) {
-            __m256 a0 = b, a1 = b, a2 = b, a3 = b;
-            const float *p = plane + y0 * pitch + x0;
-            for (int kx = 0; kx < kw; ++kx, ++p) {
-                const __m256 wa = _mm256_broadcast_ss(w + kx), wb = _mm256_broadcast_ss(w + kw + kx),
-                             wc = _mm256_broadcast_ss(w + 2 * kw + kx);
-                sweep3_avx2(p, pitch, wa, wb, wc, a0, a1, a2, a3);
-            }
-            __m256 acc[ROWS] = {a0, a1, a2, a3};
-            const int64_t cols = wo - x0 < 8 ? wo - x0 : 8;
-            for (int64_t r = 0; r < rows; ++r) {
-                __m256 v = acc[r];
-                if (act) v = _mm256_max_ps(v, zero);
-                if (act == 2) v = _mm256_min_ps(v, six);
-                float *d = out + (y0 + r) * wo + x0;
-                if (cols == 8) _mm256_storeu_ps(d, v);
-                else {
-                    alignas(32) float t[8];
-                    _mm256_store_ps(t, v);
-                    for (int64_t k = 0; k < cols; ++k) d[k] = t[k];
-                }
-            }
-        }
-    }
-}
-
 // input row j of the tile feeds output rows j (weight wa), j - 1 (wb) and j - 2 (wc)
 #define XK_ROWS3_ROW(j, A, B, C)                                                             \
     if (j < R + 2) {                                                                         \
@@ -462,6 +396,64 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, cons
     }
 }
 #undef XK_ROWS3_ROW
+
+// dw3 direct, stride 1: tiles of 4 rows x 8 columns; each input row loaded (three column
+// shifts) feeds the up to three output rows that read it.  Blocks at the row's ends load
+// with masks, so columns outside the input read as zero without a padded copy.
+#define XK_DW3_ROW(j, A, B, C)                                                                        \
+    {                                                                                                 \
+        const int64_t iy = y0 - ph + j;                                                               \
+        if (iy >= 0 && iy < h) {                                                                      \
+            const float *src = in + iy * w_in + c0;                                                   \
+            const __m256 x0 = inside ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, m0);            \
+            const __m256 x1 = inside ? _mm256_loadu_ps(src + 1) : _mm256_maskload_ps(src + 1, m1);    \
+            const __m256 x2 = inside ? _mm256_loadu_ps(src + 2) : _mm256_maskload_ps(src + 2, m2);    \
+            if (j < 4) A = _mm256_fmadd_ps(wk[0], x0, _mm256_fmadd_ps(wk[1], x1, _mm256_fmadd_ps(wk[2], x2, A))); \
+            if (j >= 1 && j <= 4) B = _mm256_fmadd_ps(wk[3], x0, _mm256_fmadd_ps(wk[4], x1, _mm256_fmadd_ps(wk[5], x2, B))); \
+            if (j >= 2) C = _mm256_fmadd_ps(wk[6], x0, _mm256_fmadd_ps(wk[7], x1, _mm256_fmadd_ps(wk[8], x2, C))); \
+        }                                                                                             \
+    }
+
+// lanes l with 0 <= first + l < n
+XK_AVX2 inline __m256i cols_in(int64_t first, int64_t n) {
+    const __m256i c = _mm256_add_epi32(_mm256_set1_epi32(int(first)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c), _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), c));
+}
+
+XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
+                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 wk[9];
+    for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
+    for (int64_t x0 = 0; x0 < wo; x0 += 8) {
+        const int64_t c0 = x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
+        const bool inside = c0 >= 0 && c0 + 10 <= w_in;
+        // lane l of shift kx reads column c0 + kx + l: inside [0, w_in) or masked off
+        const __m256i m0 = cols_in(c0, w_in), m1 = cols_in(c0 + 1, w_in), m2 = cols_in(c0 + 2, w_in);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), lane);
+        for (int64_t y0 = 0; y0 < ho; y0 += 4) {
+            __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
+            XK_DW3_ROW(0, a0, a0, a0)
+            XK_DW3_ROW(1, a1, a0, a0)
+            XK_DW3_ROW(2, a2, a1, a0)
+            XK_DW3_ROW(3, a3, a2, a1)
+            XK_DW3_ROW(4, a3, a3, a2)
+            XK_DW3_ROW(5, a3, a3, a3)
+            const __m256 acc[4] = {a0, a1, a2, a3};
+            for (int64_t r = 0; r < 4 && y0 + r < ho; ++r) {
+                __m256 v = acc[r];
+                const int64_t at = (y0 + r) * wo + x0;
+                if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid + at, mask));
+                if (act) v = _mm256_max_ps(v, zero);
+                if (act == 2) v = _mm256_min_ps(v, six);
+                if (cols == 8) _mm256_storeu_ps(out + at, v);
+                else _mm256_maskstore_ps(out + at, mask, v);
+            }
+        }
+    }
+}
+#undef XK_DW3_ROW
 
 // dw3s2 on 8 outputs at a time: for each kernel row, 4 loads and three even/odd shuffles give
 // the three taps' inputs, all in the lane order of _mm256_shuffle_ps (0 1 4 5 2 3 6 7), so one

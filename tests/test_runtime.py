@@ -318,3 +318,24 @@ def test_cli_errors(tmp_path):
         main(["predict", str(tmp_path / "m.xk"), str(tmp_path / "x.txt")])
     with pytest.raises(SystemExit, match="no such file"):
         main(["predict", str(tmp_path / "missing.xk"), str(tmp_path / "x.txt")])
+
+
+def test_numpy_executor_passes_the_cached_graph(monkeypatch):
+    """The numpy executor's X-Conv steps hand the kernel xkern.ops' cached copy of the graph, so
+    the term lists derived from it are found by identity on every call."""
+    from xkern.backends import _graphs, cpu
+    from xkern.runtime import Graph, Node, Program
+    seen = []
+    monkeypatch.setattr(cpu, "xconv2d_fwd", lambda *a, real=cpu.xconv2d_fwd: seen.append(a[2]) or real(*a))
+    rng = np.random.default_rng(0)
+    index = np.array([(np.arange(3) + v) % 6 for v in range(5)])
+    conv = Node("conv", "xconv2d", ["x"], dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], in_channels=6),
+                {"weight": rng.standard_normal((5, 3, 3, 3)).astype(np.float32),
+                 "bias": np.zeros(5, np.float32), "index": index})
+    program = Program(Graph("x", (None, 6, None, None), [conv], "conv"), backend="cpu")
+    x = rng.standard_normal((2, 6, 4, 4)).astype(np.float32)
+    first = program.predict(x)
+    assert np.array_equal(first, program.predict(x))
+    assert len(seen) == 2 and seen[0] is seen[1]
+    assert seen[0] is _graphs.lookup(index, 6) and not seen[0].flags.writeable
+    assert np.array_equal(seen[0], index)

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ..ops.validate import index_array
+
 
 def _fail(node, message):
     raise ValueError(f"node {node.name!r} ({node.op}): {message}")
@@ -31,9 +33,11 @@ def _conv_out(size, k, stride, padding, dilation, ceil_mode=False):
 
 def _xconv(node, kernels, weight, index, bias, n_in, stride, padding, dilation):
     weight = np.ascontiguousarray(weight, np.float32)
-    index = np.ascontiguousarray(index, np.int64)
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    n_out, _, kh, kw = weight.shape
+    n_out, degree, kh, kw = weight.shape
+    # the cached copy of the graph (xkern.ops): the kernels find the term lists they derive
+    # from it by identity on every call, instead of rebuilding or comparing them
+    index = index_array(np.ascontiguousarray(index, np.int64), n_out, n_in, degree)
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
 
     def run(x):
@@ -86,7 +90,7 @@ def build_xconv2d(node, kernels, inplace):
 
 def _xlinear(node, kernels, weight, index, bias, n_in):
     weight = np.ascontiguousarray(weight, np.float32)
-    index = np.ascontiguousarray(index, np.int64)
+    index = index_array(np.ascontiguousarray(index, np.int64), weight.shape[0], n_in, weight.shape[1])
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
 
     def run(x):

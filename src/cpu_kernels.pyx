@@ -1477,18 +1477,25 @@ def _columns_wgrad(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t 
     return COLUMNS == "always" or tuple(stride) != (1, 1) or out_hw[0] * out_hw[1] <= COLUMNS_MAX_HW
 
 
+def _edge_rows(index, int64_t n_in, int64_t kk):
+    """(rows, outs, wpos) of the columns path's terms for index (Cout, D), checked, with kk taps,
+    in weight order: term (v, i, t) reads source row index[v, i] * kk + t of the image columns
+    for output v with weight entry (v * D + i) * kk + t."""
+    _check_index(index.ravel(), n_in)
+    n_out, degree = index.shape[0], index.shape[1]
+    rows = (np.asarray(index, np.int64)[:, :, None] * kk + np.arange(kk)).reshape(-1)
+    outs = np.repeat(np.arange(n_out, dtype=np.int64), degree * kk)
+    return rows, outs, np.arange(n_out * degree * kk, dtype=np.int64)
+
+
 def _column_terms(index, int64_t n_in, int64_t kk, int64_t width, int64_t block_rows, bint reverse=False):
     """The columns path's term lists for index (Cout, D), checked, with kk taps: source row
     u * kk + t of the image columns holds channel u's tap t, so output v's terms are rows
     index[v, i] * kk + t, of weight entry (v * D + i) * kk + t.  reverse: grad_input's
     lists instead, destination rows u * kk + t reading grad_out's rows v (the same edges
     and weight entries).  See _block_quads for what is returned."""
-    flat = index.ravel()
-    _check_index(flat, n_in)
-    n_out, degree = index.shape[0], index.shape[1]
-    rows = (np.asarray(index, np.int64)[:, :, None] * kk + np.arange(kk)).reshape(-1)
-    outs = np.repeat(np.arange(n_out, dtype=np.int64), degree * kk)
-    wpos = np.arange(n_out * degree * kk, dtype=np.int64)
+    rows, outs, wpos = _edge_rows(index, n_in, kk)
+    n_out = index.shape[0]
     if reverse:
         return _block_quads(rows, outs, wpos, n_in * kk, n_out, width, block_rows)
     return _block_quads(outs, rows, wpos, n_out, n_in * kk, width, block_rows)
@@ -1692,12 +1699,8 @@ def _dot_terms(index, int64_t n_in, int64_t kk, int64_t block_rows):
     columns, row u * kk + t for channel u's tap t) are [ptr[b * (Cout + 1) + v], ptr[b * (Cout + 1)
     + v + 1]) of rows (their source rows, in order) and wpos (their weight entries (v * D + i) *
     kk + t)."""
-    flat = index.ravel()
-    _check_index(flat, n_in)
-    n_out, degree = index.shape[0], index.shape[1]
-    rows = (np.asarray(index, np.int64)[:, :, None] * kk + np.arange(kk)).reshape(-1)
-    outs = np.repeat(np.arange(n_out, dtype=np.int64), degree * kk)
-    wpos = np.arange(n_out * degree * kk, dtype=np.int64)
+    rows, outs, wpos = _edge_rows(index, n_in, kk)
+    n_out = index.shape[0]
     nb = max(1, (n_in * kk + block_rows - 1) // block_rows)
     blk = rows // block_rows
     order = np.lexsort((rows, outs, blk))
@@ -1773,9 +1776,11 @@ def _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilati
     rows, wpos, ptr = _cached_terms("columns weight", index, (n_in, kk, block_rows),
                                     lambda: _dot_terms(np.asarray(index), n_in, kk, block_rows))
     if itemsize == 4:
-        _dot_columns_call[float](grad_weight, g, col, rows, wpos, ptr, n_out, p_pad, tile, n_chunks)
+        _dot_columns_call[float](grad_weight, g[None, :, None, :], col[None, :, None, :], rows, wpos, ptr, tile,
+                                 n_chunks)
     else:
-        _dot_columns_call[double](grad_weight, g, col, rows, wpos, ptr, n_out, p_pad, tile, n_chunks)
+        _dot_columns_call[double](grad_weight, g[None, :, None, :], col[None, :, None, :], rows, wpos, ptr, tile,
+                                  n_chunks)
 
 
 def _dots_in_place_rule(int64_t hw, int64_t itemsize):
@@ -1798,14 +1803,17 @@ def _dots_in_place(grad_out, x, index, grad_weight, int n_chunks):
                                     lambda: _dot_terms(np.asarray(index), n_in, 1, block_rows))
     gwa[...] = 0
     if itemsize == 4:
-        _dots_in_place_call[float](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
+        _dot_columns_call[float](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
     else:
-        _dots_in_place_call[double](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
+        _dot_columns_call[double](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
 
 
-cdef void _dots_in_place_call(floating[:, :, :, ::1] gw, const floating[:, :, :, :] g, const floating[:, :, :, :] x,
-                              const int64_t[::1] rows, const int64_t[::1] wpos, const int64_t[::1] ptr,
-                              int64_t tile, int n_chunks):
+cdef void _dot_columns_call(floating[:, :, :, ::1] gw, const floating[:, :, :, :] g, const floating[:, :, :, :] x,
+                            const int64_t[::1] rows, const int64_t[::1] wpos, const int64_t[::1] ptr,
+                            int64_t tile, int n_chunks):
+    """xk_dot_columns over images of contiguous rows: g (B, >= Cout, H, W) and x (B, rows, H, W)
+    (the image columns as (1, rows, 1, p_pad)), tile positions a pass, threads owning ranges of
+    outputs and summing images and tiles in order."""
     cdef int64_t n_out = gw.shape[0], hw = x.shape[2] * x.shape[3], batch = x.shape[0]
     cdef int64_t nb = ptr.shape[0] // (n_out + 1), chunk, b, p0, v_lo, v_hi
     cdef int64_t gchan = g.strides[1] // sizeof(floating), xchan = x.strides[1] // sizeof(floating)
@@ -1845,25 +1853,6 @@ cdef void _dot_taps_call(floating[:, :, :, ::1] gw, const floating[:, ::1] g, co
                 else:
                     xk_dot_columns_taps_f64(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, kk, &gptr[0],
                                             &sv[0], &sw[0], u_lo, u_hi, p0, min(tile, p_pad - p0))
-                p0 = p0 + tile
-
-
-cdef void _dot_columns_call(floating[:, :, :, ::1] gw, const floating[:, ::1] g, const floating[:, ::1] col,
-                            const int64_t[::1] rows, const int64_t[::1] wpos, const int64_t[::1] ptr,
-                            int64_t n_out, int64_t p_pad, int64_t tile, int n_chunks):
-    cdef int64_t nb = ptr.shape[0] // (n_out + 1), chunk, p0, v_lo, v_hi
-    with nogil:
-        for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
-            v_lo = n_out * chunk // n_chunks
-            v_hi = n_out * (chunk + 1) // n_chunks
-            p0 = 0
-            while p0 < p_pad:
-                if floating is float:
-                    xk_dot_columns_f32(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, &rows[0], &wpos[0],
-                                       &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, p_pad - p0))
-                else:
-                    xk_dot_columns_f64(&gw[0, 0, 0, 0], &g[0, 0], p_pad, &col[0, 0], p_pad, &rows[0], &wpos[0],
-                                       &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, p_pad - p0))
                 p0 = p0 + tile
 
 

@@ -126,10 +126,10 @@ cdef extern from "cpu_kernels.h" nogil:
     void xk_im2col_f64(double *col, int64_t p_pad, const double *x, const xk_image_t *im, int64_t n_img,
                        int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                        int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
-    void xk_im2col_table_f32(float *col, int64_t p_pad, const float *x, int64_t chan, const int64_t *offs, int64_t n,
-                             int64_t kk, int64_t u0, int64_t u1)
-    void xk_im2col_table_f64(double *col, int64_t p_pad, const double *x, int64_t chan, const int64_t *offs,
-                             int64_t n, int64_t kk, int64_t u0, int64_t u1)
+    void xk_im2col_table_f32(float *col, int64_t p_pad, const float *x, int64_t chan, int64_t img, int64_t n_img,
+                             const int64_t *offs, int64_t hw, int64_t kk, int64_t u0, int64_t u1)
+    void xk_im2col_table_f64(double *col, int64_t p_pad, const double *x, int64_t chan, int64_t img, int64_t n_img,
+                             const int64_t *offs, int64_t hw, int64_t kk, int64_t u0, int64_t u1)
     void xk_col2im_f32(float *gx, const xk_image_t *im, const float *gcol, int64_t p_pad, int64_t n_img, int64_t kh,
                        int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                        int64_t ho, int64_t wo, int64_t u0, int64_t u1)
@@ -1552,18 +1552,16 @@ IM2COL_TABLE_MAX_WO = 16
 
 
 @functools.lru_cache(maxsize=64)
-def _im2col_offsets(img, row, col, height, width, batch, kernel, stride, padding, dilation, out_hw):
-    """(kh * kw, B * Ho * Wo) int64, read-only: the offset in x (from its channel's start) that
-    position (b, y, c) of tap (ky, kx) reads, or -1 outside the image."""
+def _im2col_offsets(row, col, height, width, kernel, stride, padding, dilation, out_hw):
+    """(kh * kw, Ho * Wo) int64, read-only: the offset in an image's channel (rows row apart,
+    columns col apart) that output position (y, c) of tap (ky, kx) reads, or -1 outside it."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (ho, wo) = kernel, stride, padding, dilation, out_hw
     iy = np.arange(ho)[None, :] * sh + np.arange(kh)[:, None] * dh - ph          # (kh, ho)
     ix = np.arange(wo)[None, :] * sw + np.arange(kw)[:, None] * dw - pw          # (kw, wo)
-    oy = np.where((iy >= 0) & (iy < height), iy * row, -1)
-    ox = np.where((ix >= 0) & (ix < width), ix * col, -1)
-    off = (np.arange(batch)[None, None, :, None, None] * img + oy[:, None, None, :, None]
-           + ox[None, :, None, None, :])                                          # (kh, kw, B, ho, wo)
-    off = np.where((oy[:, None, None, :, None] < 0) | (ox[None, :, None, None, :] < 0), -1, off)
-    off = np.ascontiguousarray(off.reshape(kh * kw, batch * ho * wo), np.int64)
+    oy = np.where((iy >= 0) & (iy < height), iy * row, -1)[:, None, :, None]
+    ox = np.where((ix >= 0) & (ix < width), ix * col, -1)[None, :, None, :]
+    off = np.where((oy < 0) | (ox < 0), -1, oy + ox)                             # (kh, kw, ho, wo)
+    off = np.ascontiguousarray(off.reshape(kh * kw, ho * wo), np.int64)
     off.flags.writeable = False
     return off
 
@@ -1578,15 +1576,15 @@ def _im2col(const floating[:, :, :, :] x, kernel, stride, padding, dilation, out
     cdef int64_t dh = dilation[0], dw = dilation[1], ho = out_hw[0], wo = out_hw[1]
     cdef const int64_t[:, ::1] offs
     if wo <= IM2COL_TABLE_MAX_WO and batch * ho * wo > 0:
-        offs = _im2col_offsets(im.img, im.row, im.col, im.height, im.width, batch, (kh, kw), (sh, sw), (ph, pw),
-                               (dh, dw), (ho, wo))
+        offs = _im2col_offsets(im.row, im.col, im.height, im.width, (kh, kw), (sh, sw), (ph, pw), (dh, dw),
+                               (ho, wo))
         for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
             if floating is float:
-                xk_im2col_table_f32(&col[0, 0], p_pad, &x[0, 0, 0, 0], im.chan, &offs[0, 0], batch * ho * wo,
-                                    kh * kw, n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+                xk_im2col_table_f32(&col[0, 0], p_pad, &x[0, 0, 0, 0], im.chan, im.img, batch, &offs[0, 0],
+                                    ho * wo, kh * kw, n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
             else:
-                xk_im2col_table_f64(&col[0, 0], p_pad, &x[0, 0, 0, 0], im.chan, &offs[0, 0], batch * ho * wo,
-                                    kh * kw, n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
+                xk_im2col_table_f64(&col[0, 0], p_pad, &x[0, 0, 0, 0], im.chan, im.img, batch, &offs[0, 0],
+                                    ho * wo, kh * kw, n_in * chunk // n_chunks, n_in * (chunk + 1) // n_chunks)
         return
     for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
         if floating is float:

@@ -660,24 +660,27 @@ static void XK_FN(xk_im2col)(XK_T *XK_RESTRICT col, int64_t p_pad, const XK_T *X
 }
 
 /* xk_im2col by an offset table, for maps of short rows (where a row's few elements cost less
- * than its bounds): row u * kk + t of col = x's channel u (chan apart) at offs[t * n + p]
- * (-1: outside the image, 0), positions p < n, then 0 up to p_pad; channels u0 <= u < u1. */
+ * than its bounds): row u * kk + t of col = x's channel u (chan apart; images img apart) at
+ * offs[t * hw + q] for position q of each of the n_img images (-1: outside the image, 0),
+ * then 0 up to p_pad; channels u0 <= u < u1. */
 static void XK_FN(xk_im2col_table)(XK_T *XK_RESTRICT col, int64_t p_pad, const XK_T *XK_RESTRICT x, int64_t chan,
-                                   const int64_t *offs, int64_t n, int64_t kk, int64_t u0, int64_t u1)
+                                   int64_t img, int64_t n_img, const int64_t *offs, int64_t hw, int64_t kk,
+                                   int64_t u0, int64_t u1)
 {
-    for (int64_t u = u0; u < u1; u++) {
-        const XK_T *xu = x + u * chan;
+    for (int64_t u = u0; u < u1; u++)
         for (int64_t t = 0; t < kk; t++) {
             XK_T *d = col + (u * kk + t) * p_pad;
-            const int64_t *o = offs + t * n;
-            for (int64_t p = 0; p < n; p++) {
-                const int64_t k = o[p];
-                const XK_T v = xu[k < 0 ? 0 : k];
-                d[p] = k < 0 ? (XK_T)0 : v;
+            const int64_t *o = offs + t * hw;
+            for (int64_t b = 0; b < n_img; b++, d += hw) {
+                const XK_T *xb = x + b * img + u * chan;
+                for (int64_t q = 0; q < hw; q++) {
+                    const int64_t k = o[q];
+                    const XK_T v = xb[k < 0 ? 0 : k];
+                    d[q] = k < 0 ? (XK_T)0 : v;
+                }
             }
-            for (int64_t p = n; p < p_pad; p++) d[p] = 0;
+            for (int64_t p = n_img * hw; p < p_pad; p++) col[(u * kk + t) * p_pad + p] = 0;
         }
-    }
 }
 
 /* The adjoint of xk_im2col for channels u0 <= u < u1: grad_x[b, u] (n_img images of im) =

@@ -188,10 +188,9 @@ inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t
 
 #if XK_X86
 // ---------------------------------------------------------------- AVX2 + FMA
-// out[k] = act(v[k] + bias (+ resid[k])) for k < n (n >= 8: all eight)
-XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *out, int act, int n = 8) {
+// out[k] = act(v[k] (+ resid[k])) for k < n (n >= 8: all eight)
+XK_AVX2 inline void epi_finish(__m256 v, const float *resid, float *out, int act, int n = 8) {
     if (n <= 0) return;
-    v = _mm256_add_ps(v, _mm256_set1_ps(bias));
     if (n >= 8) {
         if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
         if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
@@ -204,6 +203,11 @@ XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *o
     if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
     _mm256_maskstore_ps(out, mask, v);
+}
+
+// out[k] = act(v[k] + bias (+ resid[k])) for k < n (n >= 8: all eight)
+XK_AVX2 inline void epi_store(__m256 v, float bias, const float *resid, float *out, int act, int n = 8) {
+    epi_finish(_mm256_add_ps(v, _mm256_set1_ps(bias)), resid, out, act, n);
 }
 
 // Where a vec tile goes when its outputs are contiguous: n floats (<= 8 NV) at out.
@@ -244,22 +248,8 @@ XK_AVX2 void vec_avx2(const float *base, const int32_t *off, const float *w, int
     if (NV > 6) _mm256_storeu_ps(d + 48, a6);
     if (NV > 7) _mm256_storeu_ps(d + 56, a7);
     if (!e) return;
-    const __m256 b = _mm256_set1_ps(e->bias), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
-    for (int k = 0; k < 8 * NV && k < e->n; k += 8) {
-        __m256 v = _mm256_add_ps(_mm256_load_ps(r + k), b);
-        if (k + 8 <= e->n) {
-            if (e->resid) v = _mm256_add_ps(v, _mm256_loadu_ps(e->resid + k));
-            if (e->act) v = _mm256_max_ps(v, zero);
-            if (e->act == 2) v = _mm256_min_ps(v, six);
-            _mm256_storeu_ps(e->out + k, v);
-        } else {
-            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(e->n - k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            if (e->resid) v = _mm256_add_ps(v, _mm256_maskload_ps(e->resid + k, mask));
-            if (e->act) v = _mm256_max_ps(v, zero);
-            if (e->act == 2) v = _mm256_min_ps(v, six);
-            _mm256_maskstore_ps(e->out + k, mask, v);
-        }
-    }
+    for (int k = 0; k < 8 * NV && k < e->n; k += 8)
+        epi_store(_mm256_load_ps(r + k), e->bias, e->resid ? e->resid + k : nullptr, e->out + k, e->act, e->n - k);
 }
 
 XK_AVX2 inline void pair_avx2(const float *base, const int32_t *o0, const float *w0, const int32_t *o1,
@@ -377,23 +367,9 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, cons
     if (R > 5) _mm256_store_ps(res + 40, a5);
     if (R > 6) _mm256_store_ps(res + 48, a6);
     if (R > 7) _mm256_store_ps(res + 56, a7);
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(e.cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
-    for (int r = 0; r < e.rows; ++r) {
-        __m256 v = _mm256_load_ps(res + 8 * r);
-        float *d = e.out + r * e.pitch;
-        if (e.cols == 8) {
-            if (e.resid) v = _mm256_add_ps(v, _mm256_loadu_ps(e.resid + r * e.pitch));
-            if (e.act) v = _mm256_max_ps(v, zero);
-            if (e.act == 2) v = _mm256_min_ps(v, six);
-            _mm256_storeu_ps(d, v);
-        } else {
-            if (e.resid) v = _mm256_add_ps(v, _mm256_maskload_ps(e.resid + r * e.pitch, mask));
-            if (e.act) v = _mm256_max_ps(v, zero);
-            if (e.act == 2) v = _mm256_min_ps(v, six);
-            _mm256_maskstore_ps(d, mask, v);
-        }
-    }
+    for (int r = 0; r < e.rows; ++r)
+        epi_finish(_mm256_load_ps(res + 8 * r), e.resid ? e.resid + r * e.pitch : nullptr, e.out + r * e.pitch, e.act,
+                   e.cols);
 }
 #undef XK_ROWS3_ROW
 
@@ -422,8 +398,6 @@ XK_AVX2 inline __m256i cols_in(int64_t first, int64_t n) {
 
 XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
                                int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 wk[9];
     for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
     for (int64_t x0 = 0; x0 < wo; x0 += 8) {
@@ -431,7 +405,6 @@ XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t
         const bool inside = c0 >= 0 && c0 + 10 <= w_in;
         // lane l of shift kx reads column c0 + kx + l: inside [0, w_in) or masked off
         const __m256i m0 = cols_in(c0, w_in), m1 = cols_in(c0 + 1, w_in), m2 = cols_in(c0 + 2, w_in);
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), lane);
         for (int64_t y0 = 0; y0 < ho; y0 += 4) {
             __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
             XK_DW3_ROW(0, a0, a0, a0)
@@ -442,13 +415,8 @@ XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t
             XK_DW3_ROW(5, a3, a3, a3)
             const __m256 acc[4] = {a0, a1, a2, a3};
             for (int64_t r = 0; r < 4 && y0 + r < ho; ++r) {
-                __m256 v = acc[r];
                 const int64_t at = (y0 + r) * wo + x0;
-                if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid + at, mask));
-                if (act) v = _mm256_max_ps(v, zero);
-                if (act == 2) v = _mm256_min_ps(v, six);
-                if (cols == 8) _mm256_storeu_ps(out + at, v);
-                else _mm256_maskstore_ps(out + at, mask, v);
+                epi_finish(acc[r], resid ? resid + at : nullptr, out + at, act, int(cols));
             }
         }
     }
@@ -461,14 +429,12 @@ XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t
 // zero-padded copy of them instead.
 XK_AVX2 inline void dw3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
                                int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
     __m256 wk[9];
     for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
     alignas(32) float pad[3][24];
     for (int64_t x0 = 0; x0 < wo; x0 += 8) {
         const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
         const bool inside = c0 >= 0 && c0 + 24 <= w_in;
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         for (int64_t y = 0; y < ho; ++y) {
             __m256 acc = _mm256_set1_ps(bias);
             for (int ky = 0; ky < 3; ++ky) {
@@ -486,18 +452,7 @@ XK_AVX2 inline void dw3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t
                 acc = _mm256_fmadd_ps(wk[3 * ky + 2], _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)), acc);
             }
             __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
-            float *d = out + y * wo + x0;
-            if (cols == 8) {
-                if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid + y * wo + x0));
-                if (act) v = _mm256_max_ps(v, zero);
-                if (act == 2) v = _mm256_min_ps(v, six);
-                _mm256_storeu_ps(d, v);
-            } else {
-                if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid + y * wo + x0, mask));
-                if (act) v = _mm256_max_ps(v, zero);
-                if (act == 2) v = _mm256_min_ps(v, six);
-                _mm256_maskstore_ps(d, mask, v);
-            }
+            epi_finish(v, resid ? resid + y * wo + x0 : nullptr, out + y * wo + x0, act, int(cols));
         }
     }
 }
@@ -551,15 +506,8 @@ XK_AVX2 inline void gather2_avx2(const float *src, float *dst, int64_t n) {
 }
 
 XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, float *d, int64_t n, int act) {
-    const __m256 b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
     int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        __m256 v = _mm256_add_ps(_mm256_loadu_ps(s + k), b);
-        if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + k));
-        if (act) v = _mm256_max_ps(v, zero);
-        if (act == 2) v = _mm256_min_ps(v, six);
-        _mm256_storeu_ps(d + k, v);
-    }
+    for (; k + 8 <= n; k += 8) epi_store(_mm256_loadu_ps(s + k), bias, r ? r + k : nullptr, d + k, act);
     finish_generic(s + k, bias, r ? r + k : nullptr, d + k, n - k, act);
 }
 

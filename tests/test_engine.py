@@ -208,30 +208,37 @@ def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
             assert np.isnan(got[1, 2, 0, 0])
 
 
+def _check_tiled_conv(tmp_path, op, channels, degree, k, stride, maps, kernel):
+    """A conv of each map size (with a fused activation, and a residual where the shapes allow
+    one) runs on the engine's `kernel` and matches the reference executor."""
+    rng = np.random.default_rng(10 * k + stride)
+    for h, w in maps:
+        pad = k // 2
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        residual = (ho, wo) == (h, w)
+        nodes, out = _conv_graph(rng, op, channels, channels, (k, k), (stride, stride), (pad, pad), (1, 1), 1,
+                                 degree, residual, ["relu", None, "relu6"][(h + w) % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, channels, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, channels, h, w), h * w)
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        assert net._engine.stats([2, channels, h, w])[kernel] == 1
+        got = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, channels, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+
+
 @pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (3, 2), (2, 1)])
 def test_vec_tiles_at_every_size(k, stride, tmp_path):
     """The vec kernel (random X-convs off the row tiles) splits a map into tiles of 1-8
     vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1)
     or not, with a fused residual where the shapes allow one."""
-    rng = np.random.default_rng(10 * k + stride)
-    for h, w in ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20)):
-        pad = k // 2
-        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        residual = (ho, wo) == (h, w)
-        nodes, out = _conv_graph(rng, "xconv2d", 10, 10, (k, k), (stride, stride), (pad, pad), (1, 1), 1, 6,
-                                 residual, ["relu", None, "relu6"][(h + w) % 3])
-        if residual:
-            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-        graph = Graph("x", (None, 10, h, w), nodes, out)
-        runtime.format.write(graph, tmp_path / "c.xk")
-        x = inputs((2, 10, h, w), h * w)
-        net = runtime.load(tmp_path / "c.xk", backend="engine")
-        assert net._engine.stats([2, 10, h, w])["conv_vec"] == 1
-        got = net.predict(x)
-        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
-        assert got.shape == (2, 10, ho, wo)
-        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
-                                   err_msg=f"{h}x{w}: {graph.summary()}")
+    _check_tiled_conv(tmp_path, "xconv2d", 10, 6, k, stride,
+                      ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20)), "conv_vec")
 
 
 @pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (7, 2), (1, 2)])
@@ -239,25 +246,8 @@ def test_shared4_tiles_within_rows(k, stride, tmp_path):
     """Dense convs whose planes have padding columns tile each output row (24 columns a tile,
     the last cut short): rows narrower than a tile, exactly one, and longer, with a fused
     residual where the shapes allow one."""
-    rng = np.random.default_rng(10 * k + stride)
-    for h, w in ((1, 1), (3, 5), (4, 24), (6, 25), (5, 48), (9, 61)):
-        pad = k // 2
-        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        residual = (ho, wo) == (h, w)
-        nodes, out = _conv_graph(rng, "conv2d", 8, 8, (k, k), (stride, stride), (pad, pad), (1, 1), 1, 8,
-                                 residual, ["relu", None, "relu6"][(h + w) % 3])
-        if residual:
-            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-        graph = Graph("x", (None, 8, h, w), nodes, out)
-        runtime.format.write(graph, tmp_path / "c.xk")
-        x = inputs((2, 8, h, w), h * w)
-        net = runtime.load(tmp_path / "c.xk", backend="engine")
-        assert net._engine.stats([2, 8, h, w])["conv_shared4"] == 1
-        got = net.predict(x)
-        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
-        assert got.shape == (2, 8, ho, wo)
-        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
-                                   err_msg=f"{h}x{w}: {graph.summary()}")
+    _check_tiled_conv(tmp_path, "conv2d", 8, 8, k, stride,
+                      ((1, 1), (3, 5), (4, 24), (6, 25), (5, 48), (9, 61)), "conv_shared4")
 
 
 def test_generic_kernels_match_avx2(tmp_path):

@@ -587,3 +587,24 @@ def test_raw_kernels_reject_arrays_that_do_not_fit(edges):
         with pytest.raises(ValueError, match=message):
             call()
     fwd(), gin(), gwt()  # and the good arrays still work afterwards
+
+
+def test_forward_plans_follow_the_settings(monkeypatch):
+    """A forward's plan is kept beside the cached graph per geometry, and made again when a
+    setting its choices depend on changes between calls."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    expected = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0]
+    _graphs.clear()
+    taken = []
+    real = _cpu._columns_fwd
+    monkeypatch.setattr(_cpu, "_columns_fwd", lambda *args: taken.append(1) or real(*args))
+    for setting, columns in (("never", 0), ("always", 1), ("never", 0), ("always", 1)):
+        monkeypatch.setattr(_cpu, "COLUMNS", setting)
+        taken.clear()
+        for _ in range(2):
+            assert_close(xkern.xconv2d(x, weight, index, bias, *geometry, backend="cpu"), expected,
+                         np.float64, setting)
+        assert len(taken) == 2 * columns, setting
+    graph = _graphs.lookup(index, x.shape[1])
+    plans = [key for key in _graphs._by_id[id(graph)].tables if key[0] == "forward plan"]
+    assert len(plans) == 2  # one per setting

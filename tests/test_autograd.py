@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 import xkern  # noqa: E402
 from xkern.autograd import XConv2dFunction, XLinearFunction  # noqa: E402
 from xkern.autograd import custom_ops  # noqa: E402
-from testing import BACKENDS, conv2d_oracle, linear_oracle  # noqa: E402
+from testing import BACKENDS, conv2d_oracle, dense_weight, linear_oracle  # noqa: E402
 
 F64 = torch.float64
 INDEX = torch.tensor([[0, 3], [1, 1], [2, 0]])  # (Cout=3, D=2) over Cin=4, one repeat
@@ -306,3 +306,38 @@ def test_inference_calls_match_the_function_and_record_nothing(dtype, monkeypatc
     weight.requires_grad_()
     xkern.xconv2d(x, weight, INDEX, bias, 1, 1, 1)
     assert applied == [XConv2dFunction]
+
+
+def test_inference_follows_the_index_and_the_geometry():
+    """Inference on CPU tensors reuses a prepared call per index tensor and geometry: an index
+    changed in place through torch (copy_, load_state_dict), another index tensor, and
+    other shapes of x and the parameters each give the oracle's result."""
+    from xkern.autograd import functions
+
+    x, weight, bias, _ = conv_tensors()
+    index = INDEX.clone()
+    other = torch.tensor([[3, 3], [0, 2], [1, 0]])
+    with torch.no_grad():
+        for idx, change in ((index, None), (index, lambda: index.copy_(other)), (other.clone(), None)):
+            if change:
+                change()
+            for xs, w, b, geometry in ((x, weight, bias, (1, 1, 1)), (x[:1], weight, None, (2, 1, 1)),
+                                       (x, weight[:, :, :1, :1], bias, (1, 0, 1))):
+                out = xkern.xconv2d(xs, w, idx, b, *geometry)
+                dense = torch.from_numpy(dense_weight(w.numpy(), idx.numpy(), xs.shape[1]))
+                want = torch.nn.functional.conv2d(xs, dense, b, *geometry)
+                torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    assert all(key[0] == id(entry[0]) for key, entry in functions._prepared.items())  # each holds its index
+
+
+def test_inference_keeps_a_bounded_number_of_prepared_calls(monkeypatch):
+    from xkern.autograd import functions
+
+    monkeypatch.setattr(functions, "PREPARED_SIZE", 2)
+    monkeypatch.setattr(functions, "_prepared", {})
+    x, weight, bias, _ = conv_tensors()
+    for batch in (1, 2, 1, 2):
+        xkern.xconv2d(x[:batch], weight, INDEX, bias, 1, 1, 1)
+    for batch in (3, 4, 5):
+        xkern.xconv2d(torch.cat([x] * 3)[:batch], weight, INDEX, bias, 1, 1, 1)
+        assert len(functions._prepared) <= 2

@@ -107,6 +107,9 @@ def test_xconv2d_numpy(backend, cfg):
         out = xkern.xconv2d(xd, wd, index, bd, *geometry, backend=backend)
         grads = xkern.xconv2d_backward(gd, xd, wd, index, *geometry, backend=backend)
         _check((out,) + tuple(grads), expected, dtype)
+        prepared = xkern.ops.PreparedXconv2d(xd, wd, index, bd, *geometry, backend=backend)
+        for _ in range(2):  # the second call finds the cpu backend's plan
+            np.testing.assert_array_equal(prepared(xd, wd, bd), out)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -37,7 +37,7 @@ from ..ops.validate import conv_output_size
 from ..ops.xconv2d import GRADS
 
 
-def _arg(t, name):
+def kernel_arg(t, name):
     """What xkern.ops takes for tensor t: a numpy view on CPU, the tensor itself on CUDA."""
     if t is None:
         return None
@@ -77,8 +77,8 @@ def run_xconv2d_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Ten
                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                 backend: Optional[str]) -> Tensor:
     """X-Conv forward: x (B, Cin, H, W), weight (Cout, D, kh, kw), index (Cout, D) -> (B, Cout, Ho, Wo)."""
-    out = ops.xconv2d(_arg(x, "x"), _arg(weight, "weight"), _arg(index, "index"), _arg(bias, "bias"),
-                      stride, padding, dilation, backend=backend)
+    out = ops.xconv2d(kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(index, "index"),
+                      kernel_arg(bias, "bias"), stride, padding, dilation, backend=backend)
     return _tensor(out, x)
 
 
@@ -96,8 +96,8 @@ def run_xconv2d_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                 output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
     """The X-Conv gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
-    grads = ops.xconv2d_backward(_arg(grad_out, "grad_out"), _arg(x, "x"), _arg(weight, "weight"),
-                                 _arg(index, "index"), stride, padding, dilation,
+    grads = ops.xconv2d_backward(kernel_arg(grad_out, "grad_out"), kernel_arg(x, "x"), kernel_arg(weight, "weight"),
+                                 kernel_arg(index, "index"), stride, padding, dilation,
                                  backend=backend, grads=_wanted(output_mask))
     return [_tensor(g, x) for g in grads if g is not None]
 
@@ -113,8 +113,8 @@ def _xconv2d_bwd_fake(grad_out, x, weight, index, stride, padding, dilation, out
 def run_xlinear_fwd(x: Tensor, weight: Tensor, index: Tensor, bias: Optional[Tensor],
                 backend: Optional[str]) -> Tensor:
     """X-Linear forward: x (B, Cin), weight (Cout, D), index (Cout, D) -> (B, Cout)."""
-    out = ops.xlinear(_arg(x, "x"), _arg(weight, "weight"), _arg(index, "index"), _arg(bias, "bias"),
-                      backend=backend)
+    out = ops.xlinear(kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(index, "index"),
+                      kernel_arg(bias, "bias"), backend=backend)
     return _tensor(out, x)
 
 
@@ -129,8 +129,8 @@ def _xlinear_fwd_fake(x, weight, index, bias, backend):
 def run_xlinear_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, index: Tensor,
                 output_mask: Sequence[bool], backend: Optional[str]) -> List[Tensor]:
     """The X-Linear gradients flagged in output_mask, of the shapes of x, weight and (Cout,)."""
-    grads = ops.xlinear_backward(_arg(grad_out, "grad_out"), _arg(x, "x"), _arg(weight, "weight"),
-                                 _arg(index, "index"), backend=backend, grads=_wanted(output_mask))
+    grads = ops.xlinear_backward(kernel_arg(grad_out, "grad_out"), kernel_arg(x, "x"), kernel_arg(weight, "weight"),
+                                 kernel_arg(index, "index"), backend=backend, grads=_wanted(output_mask))
     return [_tensor(g, x) for g in grads if g is not None]
 
 

@@ -24,9 +24,11 @@ on bfloat16 data.  Gradients come back in each input's dtype.
 """
 import torch
 
+from .. import ops
 from ..ops import get_backend
 from ..ops.validate import pair
 from . import custom_ops
+from .custom_ops import kernel_arg
 
 
 def _require_tensors(weight, bias, backend):
@@ -199,16 +201,46 @@ def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, bac
 
     x (B, Cin, H, W); weight (Cout, D, kh, kw); index (Cout, D) integer tensor or array;
     bias (Cout,) or None.  Returns (B, Cout, Ho, Wo) on x's device.
+
+    Inference calls on CPU tensors remember a graph by its index tensor and torch's version
+    counter of it: change an index in place through torch (index[...] = ..., copy_,
+    load_state_dict), not through .data or a numpy view, which the counter does not see.
     """
     _require_tensors(weight, bias, backend)
-    conv = [list(pair(stride, "stride", 1)), list(pair(padding, "padding", 0)),
-            list(pair(dilation, "dilation", 1))]
+    geometry = (pair(stride, "stride", 1), pair(padding, "padding", 0), pair(dilation, "dilation", 1))
     index = _as_index(index)
     if _inference(x, weight, index, bias):
         record = _Record()
         x, weight, bias = _to_float32(record, x, weight, bias)
-        return _from_float32(record, custom_ops.run_xconv2d_fwd(x, weight, index, bias, *conv, backend))
-    return XConv2dFunction.apply(x, weight, index, bias, *conv, backend)
+        if x.is_cpu and index.is_cpu:
+            return _from_float32(record, _prepared_xconv2d(x, weight, index, bias, geometry, backend))
+        return _from_float32(record, custom_ops.run_xconv2d_fwd(x, weight, index, bias, *map(list, geometry),
+                                                                backend))
+    return XConv2dFunction.apply(x, weight, index, bias, *map(list, geometry), backend)
+
+
+# Inference on CPU tensors runs through an ops.PreparedXconv2d per layer and input geometry,
+# found by the index tensor and torch's version counter of it (which counts in-place changes
+# made through torch: copy_, load_state_dict); the entry holds the tensor, so no other takes
+# its id.  At most PREPARED_SIZE entries, the oldest dropped first.
+PREPARED_SIZE = 512
+_prepared = {}
+
+
+def _prepared_xconv2d(x, weight, index, bias, geometry, backend):
+    """xconv2d's forward on CPU tensors without autograd, through the prepared call of
+    (index, geometry, x's and the parameters' shapes and dtypes)."""
+    key = (id(index), index._version, x.shape, x.stride(), x.dtype, weight.shape, weight.dtype,
+           None if bias is None else (bias.shape, bias.dtype), geometry, backend)
+    entry = _prepared.get(key)
+    args = (kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(bias, "bias"))
+    if entry is None or entry[0] is not index:
+        entry = (index, ops.PreparedXconv2d(args[0], args[1], kernel_arg(index, "index"), args[2], *geometry,
+                                            backend=backend))
+        if len(_prepared) >= PREPARED_SIZE:
+            del _prepared[next(iter(_prepared))]
+        _prepared[key] = entry
+    return torch.from_numpy(entry[1](*args))
 
 
 def xlinear(x, weight, index, bias=None, *, backend=None):

@@ -1,4 +1,6 @@
 """xconv2d and its backward: validate, allocate, pick a backend, call its kernels."""
+import numpy as np
+
 from .adjacency import cached_reverse_adjacency
 from .dispatch import pick_backend
 from .validate import Conv2dArgs, grad_names, grad_out_array
@@ -25,6 +27,44 @@ def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, bac
     if a.x.shape[0]:
         be.kernels.xconv2d_fwd(a.x, a.weight, a.index, a.bias, out, a.stride, a.padding, a.dilation)
     return out
+
+
+class PreparedXconv2d:
+    """xconv2d for arguments of one geometry, validated once: x's shape, strides and dtype,
+    weight's and bias's shapes, the graph (held as xkern.ops' cached copy), stride, padding
+    and dilation.  Calling it with host arrays of that geometry checks only that they have
+    it, then runs the kernel; other arguments take xconv2d's full checks.  For callers that
+    run one layer again and again (xkern.autograd at inference keeps one per layer and input
+    shape): on a small layer the checks cost as much as the kernel."""
+    __slots__ = ("backend", "index", "geometry", "x_key", "weight_key", "bias_key", "out_shape")
+
+    def __init__(self, x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, backend=None):
+        be = pick_backend(backend, x)
+        a = _conv_args(be, x, weight, index, bias, stride, padding, dilation)
+        self.backend, self.index = be, a.index
+        self.geometry = (a.stride, a.padding, a.dilation)
+        self.x_key = (a.x.shape, a.x.strides, a.x.dtype)
+        self.weight_key = (a.weight.shape, a.x.dtype)
+        self.bias_key = None if a.bias is None else a.bias.shape
+        self.out_shape = a.out_shape
+
+    def _fits(self, x, weight, bias):
+        return (type(x) is np.ndarray and (x.shape, x.strides, x.dtype) == self.x_key
+                and type(weight) is np.ndarray and (weight.shape, weight.dtype) == self.weight_key
+                and weight.flags.c_contiguous
+                and (bias is None if self.bias_key is None else
+                     type(bias) is np.ndarray and bias.shape == self.bias_key and bias.dtype == self.x_key[2]
+                     and bias.flags.c_contiguous))
+
+    def __call__(self, x, weight, bias=None):
+        """xconv2d(x, weight, index, bias, stride, padding, dilation) with the prepared index and
+        geometry."""
+        if self.backend.name == "cuda" or not self._fits(x, weight, bias):
+            return xconv2d(x, weight, self.index, bias, *self.geometry, backend=self.backend.name)
+        out = np.empty(self.out_shape, self.x_key[2])
+        if self.out_shape[0]:
+            self.backend.kernels.xconv2d_fwd(x, weight, self.index, bias, out, *self.geometry)
+        return out
 
 
 def xconv2d_backward(grad_out, x, weight, index, stride=1, padding=0, dilation=1, *,

@@ -349,6 +349,7 @@ def _aligned_empty(n, dtype):
 # afresh costs a page fault per 4 KiB page on every call), up to this many bytes each.
 SCRATCH_KEEP_BYTES = 256 << 20
 _scratch_local = threading.local()
+_DTYPE_KEYS = {t: np.dtype(t).str for t in (np.float32, np.float64, np.dtype(np.float32), np.dtype(np.float64))}
 
 
 def _scratch(slot, n, dtype):
@@ -357,7 +358,7 @@ def _scratch(slot, n, dtype):
     buffers = getattr(_scratch_local, "buffers", None)
     if buffers is None:
         buffers = _scratch_local.buffers = {}
-    key = (slot, np.dtype(dtype).str)
+    key = (slot, _DTYPE_KEYS.get(dtype) or np.dtype(dtype).str)
     buf = buffers.get(key)
     if buf is None or buf.shape[0] < n:
         buf = _aligned_empty(n, dtype)
@@ -1546,15 +1547,16 @@ def _block_quads(dst, src, wpos, int64_t n_dst, int64_t n_src, int64_t width, in
     block_slots = np.diff(np.concatenate((ptr[:, 0], [total]))) * XK_SHARE
     off = np.repeat(np.diff(row0) * width, block_slots).astype(np.int32)
     off[slot] = (src - row0[blk]) * width
-    wsrc = np.full(total * XK_SHARE, -1, np.int64)
+    wsrc = np.full(total * XK_SHARE, -1, np.int32)
     wsrc[slot] = wpos
     return off, wsrc, ptr.reshape(-1), row0
 
 
-def _column_weights(const floating[::1] wflat, const int64_t[::1] wsrc, int n_chunks):
-    """The columns path's weights in slot order: wflat[wsrc[j]], 0 where wsrc[j] < 0 (a gather
-    over the whole weight on every call: ~2 ms for 512 x 256 x 9, so split between threads)."""
-    out = np.empty(wsrc.shape[0], np.float32 if floating is float else np.float64)
+def _column_weights(const floating[::1] wflat, const int32_t[::1] wsrc, int n_chunks):
+    """The columns path's weights in slot order: wflat[wsrc[j]], 0 where wsrc[j] < 0: a gather
+    over the whole weight on every call (a third of the kernel's time on a stride-2 3x3 layer
+    at batch 1), so split between threads, its indices int32, into scratch (slot 7)."""
+    out = _scratch(7, wsrc.shape[0], np.float32 if floating is float else np.float64)
     cdef floating[::1] o = out
     cdef int64_t j, e
     for j in prange(wsrc.shape[0], nogil=True, schedule="static", num_threads=n_chunks):

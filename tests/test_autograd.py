@@ -327,7 +327,10 @@ def test_inference_follows_the_index_and_the_geometry():
                 dense = torch.from_numpy(dense_weight(w.numpy(), idx.numpy(), xs.shape[1]))
                 want = torch.nn.functional.conv2d(xs, dense, b, *geometry)
                 torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
-    assert all(key[0] == id(entry[0]) for key, entry in functions._prepared.items())  # each holds its index
+    assert all(key[0] == id(entry[0]()) for key, entry in functions._prepared.items())
+    n = len(functions._prepared)
+    del index, idx
+    assert len(functions._prepared) < n  # an index tensor's entries go with it
 
 
 def test_inference_keeps_a_bounded_number_of_prepared_calls(monkeypatch):

@@ -22,6 +22,8 @@ float32 under torch.autocast (the custom ops' own autocast rule: compute and ret
 float32) or else the promoted dtype of x and weight, e.g. bfloat16 for a bfloat16 layer
 on bfloat16 data.  Gradients come back in each input's dtype.
 """
+import weakref
+
 import torch
 
 from .. import ops
@@ -220,9 +222,10 @@ def xconv2d(x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, bac
 
 
 # Inference on CPU tensors runs through an ops.PreparedXconv2d per layer and input geometry,
-# found by the index tensor and torch's version counter of it (which counts in-place changes
-# made through torch: copy_, load_state_dict); the entry holds the tensor, so no other takes
-# its id.  At most PREPARED_SIZE entries, the oldest dropped first.
+# found by the index tensor (its id, checked through a weak reference, which also drops the
+# entry when the tensor goes) and torch's version counter of it (which counts in-place changes
+# made through torch: index[...] = ..., copy_, load_state_dict).  At most PREPARED_SIZE
+# entries, the oldest dropped first.
 PREPARED_SIZE = 512
 _prepared = {}
 
@@ -234,12 +237,12 @@ def _prepared_xconv2d(x, weight, index, bias, geometry, backend):
            None if bias is None else (bias.shape, bias.dtype), geometry, backend)
     entry = _prepared.get(key)
     args = (kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(bias, "bias"))
-    if entry is None or entry[0] is not index:
-        entry = (index, ops.PreparedXconv2d(args[0], args[1], kernel_arg(index, "index"), args[2], *geometry,
-                                            backend=backend))
+    if entry is None or entry[0]() is not index:
+        prepared = ops.PreparedXconv2d(args[0], args[1], kernel_arg(index, "index"), args[2], *geometry,
+                                       backend=backend)
         if len(_prepared) >= PREPARED_SIZE:
-            del _prepared[next(iter(_prepared))]
-        _prepared[key] = entry
+            _prepared.pop(next(iter(_prepared)), None)
+        entry = _prepared[key] = (weakref.ref(index, lambda _, key=key: _prepared.pop(key, None)), prepared)
     return torch.from_numpy(entry[1](*args))
 
 

@@ -12,6 +12,7 @@ and the pybind11 module _engine for Python.  Both link the same engine objects. 
 pybind11 or on MSVC the engine is skipped with a warning and xkern.runtime falls back to
 its numpy executor.
 """
+import glob
 import os
 import shutil
 import sys
@@ -151,7 +152,7 @@ extensions = [
         include_dirs=["src", np.get_include()],
         # the C kernels live in headers: rebuild when they change
         depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/winograd_impl.h", "src/simd.h",
-                 "src/_openmp_helpers.pxd"],
+                 "src/_openmp_helpers.pxd"] + sorted(glob.glob("src/cpu/*.pxi")),
     ),
 ]
 

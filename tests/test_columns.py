@@ -1,5 +1,5 @@
 """The cpu backend's columns path: forwards and grad_inputs of strided convs and of small maps
-as 1x1 quads over the image columns, their rows in blocks (cpu_kernels.pyx _columns,
+as 1x1 quads over the image columns, their rows in blocks (src/cpu/columns.pxi: _columns,
 xk_quad_columns), and their grad_weights as dot products over the columns (_columns_wgrad:
 xk_dot_columns_taps for k x k kernels, xk_dot_columns for 1x1)."""
 import numpy as np

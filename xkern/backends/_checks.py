@@ -7,7 +7,7 @@ input channels, would read or write out of bounds on the device (an illegal addr
 error that leaves the CUDA context unusable).  There, shapes are checked on every
 call (a few integer comparisons), index entries and the reverse adjacency once per
 graph, where the kernels' tables are built (cuda/_plan.py).  The compiled CPU backend
-has its own checks in C with the same wording (src/cpu_kernels.pyx) and uses
+has its own checks in C with the same wording (src/cpu/terms.pxi) and uses
 check_geometry from here.  Each failure is a ValueError naming the argument.
 """
 import numpy as np

@@ -1,4 +1,4 @@
-"""Compiled CPU backend: Cython + OpenMP kernels from src/cpu_kernels.pyx.
+"""Compiled CPU backend: Cython + OpenMP kernels from src/cpu_kernels.pyx (and src/cpu/*.pxi).
 
 The functions follow the kernel contract in xkern.backends (same signatures as
 the reference backend).  Each call runs on xkern.set_num_threads' count, or

@@ -1,0 +1,102 @@
+# The tunable sizes and rules every planner reads, and what the module reports about its build.
+
+# Packed bytes per group of images (per thread): small enough to stay in L2
+# between being packed and being read by the tiles.
+PACK_BYTES = 1 << 20
+# Bytes of the planes one channel block spans in a tile: the block's planes stay
+# in L1 while up to XK_VBLOCK outputs read them.
+BLOCK_BYTES = 16 << 10
+# Fewest terms per output and block worth the store and reload of its partial sums.
+BLOCK_TERMS = 8
+# Most bytes of the panel (every source channel's XK_SACC vectors of a tile) with which 1x1
+# forwards and grad_inputs take quads (xk_quad_tile): the panel must stay in cache while
+# every destination reads it.  Best in L1 (up to ~330 channels), but quads beat the flat
+# tiles from L2 too: 1.3-1.6x, one thread, at 512-4096 channels (48-384 KiB panels).
+QUAD_PANEL_BYTES = 1 << 20
+# The columns path (_columns): strided convs and maps of a few outputs (where the packed
+# planes are mostly padding: a 3x3 map fills 9 of its 25 grid positions), as 1x1 quads over the image columns
+# (one source row per channel and tap), the rows in blocks of COLUMNS_BLOCK_BYTES of panel
+# so that each block stays in L1 while every quad reads it; image columns of at most
+# COLUMNS_MAX_BYTES.  COLUMNS: "auto", "always" (where it applies: not Winograd) or "never".
+COLUMNS = "auto"
+COLUMNS_MAX_HW = 25
+COLUMNS_MAX_STRIDED_HW = 784
+COLUMNS_BLOCK_BYTES = 24 << 10
+COLUMNS_MAX_BYTES = 64 << 20
+# grad_weight by the columns path: positions per pass of the 1x1 dot products (their row
+# blocks hold COLUMNS_BLOCK_BYTES), and the bytes of grad_out's rows (every output's stretch
+# of a tile) that k x k kernels' tiles keep (in L2) while each channel's taps meet them.
+COLUMNS_WGRAD_TILE = 256
+COLUMNS_WGRAD_G_BYTES = 1 << 20
+# Stride-1 1x1 grad_weights on contiguous maps of DOTS_IN_PLACE_HW[0] to DOTS_IN_PLACE_HW[1]
+# positions (whole vectors): xk_dot_columns on x and grad_out in place, a whole map per pass
+# (_dots_in_place), instead of the packed planes.  One thread, batch 16-32: 12x12 1.16-1.45x,
+# 16x16 1.21-1.58x; 8x8 0.93x (passes too short); 32x32 0.85-0.95x (a map's rows 4 KiB apart share
+# L1 sets, so a block of them does not stay in L1).
+DOTS_IN_PLACE_HW = (128, 256)
+
+# Stride-1 3x3 convs by Winograd F(2x2, 3x3) (xk_wino_tile, _wino_tiles): "auto" takes it
+# where it measured faster than the direct row tiles (_winograd), "always" for every
+# stride-1 3x3 conv, "never" not at all.
+WINOGRAD = "auto"
+# The tile of m x m outputs: 0, the rule (_winograd) takes F(4x4, 3x3) where its tiles make
+# WINO_MIN_PANELS panels, its scratch fits and it transforms at most WINO_F4_VALUES (by
+# itemsize) as many values as F(2x2, 3x3) (_wino_values), else F(2x2, 3x3); 2 or 4: that
+# one wherever Winograd runs.  F(4x4) against F(2x2), two threads, batch 32, 128-256
+# channels, forward / grad_input: float32 1.28-1.53x at 28x28 (0.56 of the values),
+# 0.99-1.22x at 14x14 (0.73: its 4x4 tiles cover 16x16); float64 1.19-1.53x and 0.85-0.96x.
+WINO_TILE = 0
+WINO_F4_VALUES = {4: 0.75, 8: 0.65}
+# "auto": at least this many edges (Cout * D) per source channel and per destination
+# channel (the transforms cost per channel, the products per edge: at 8 it measured
+# 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
+WINO_MIN_TERMS = 12
+# ... at least this many panels of tiles (batch 1 at 14x14 has 2 of 2x2 tiles: 0.4x; with
+# fewer than 4 per thread, _wino_tiles splits a panel's quads between threads, each
+# transforming the panel again).  No rule looks at the thread count: a result's bits must
+# not depend on it ...
+WINO_MIN_PANELS = 16
+# ... and one thread's scratch ((m + 2)^2 transformed panels of the sources and as many of
+# the destinations) at most this many bytes.
+WINO_SCRATCH_BYTES = 4 << 20
+
+# grad_weight by Winograd (_winograd_wgrad, _wino_wgrads): "auto" takes it for float32 (float64's
+# transformed tiles are twice the bytes: 0.8-1.2x), with at least this many edges per source
+# and per destination channel (at 8 it measured 0.9-1.06x, at 16-128 1.2-1.6x, float32, batch 32) ...
+WINO_WGRAD_TERMS = 12
+# ... and at least this many partial sums (one per range of panels, each a thread's work) ...
+WINO_WGRAD_MIN_PARTS = 2
+# ... of which there are at most this many (so at most this many threads share the work), of
+# at most this many bytes in all (never a function of the thread count: the sums add up in
+# a fixed order, and the rule must not switch algorithms with it).
+WINO_WGRAD_PARTS = 8
+WINO_WGRAD_ACC_BYTES = 8 << 20
+# "auto" takes F(4x4, 3x3) for grad_weight (the dot products read the transformed tiles from
+# L2: 36 values per 4x4 tile) where it reads at most this fraction of F(2x2, 3x3)'s values
+# (16 per 2x2 tile): 0.56 at 28x28 measured 1.25-1.49x, 0.73 at 14x14 0.96-1.02x (two
+# threads, float32, batch 32, 128-256 channels).
+WINO_WGRAD_F4_VALUES = 0.65
+
+FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),
+                        ("off_y", np.int64), ("off_x", np.int64)])
+SCATTER_DTYPE = np.dtype([(name, np.int64) for name in
+                          ("origin", "img", "row", "col", "r_lo", "r_hi", "c_lo", "c_hi")])
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(XK_OPENMP_ENABLED)
+
+
+cdef extern from "simd.h" nogil:
+    const char *xk_isa()
+
+
+def isa():
+    """The instruction set the kernels run with on this CPU (e.g. "AVX2 + FMA (x86-64-v3)")."""
+    return xk_isa().decode()
+
+
+def max_threads():
+    """OpenMP's default team size for this thread (1 without OpenMP)."""
+    return xk_omp_max_threads()

@@ -973,24 +973,33 @@ XK_CLONES static void XK_FN(xk_dot_columns_taps)(XK_T *gw, const XK_T *XK_RESTRI
 /* grad_weight by the columns path, destinations v_lo <= v < v_hi, positions [p0, p0 + n)
  * (n a multiple of XK_VL, g zero beyond the real positions):
  *   gw[wpos[j]] += sum_p g[v * gstride + p] * col[rows[j] * cstride + p]
- * for v's terms j in each of the nb blocks of source rows, [ptr[b * (n_dst + 1) + v],
- * ptr[b * (n_dst + 1) + v + 1]), a block at a time: its rows' stretch [p0, p0 + n) stays
- * in L1 while every destination reads it.  Terms go XK_DOT_COLS (or, for the last few,
- * 4) to a pass, the unused streams of a pass reading g itself. */
+ * for v's terms j in each of the nb blocks of source rows (block b: rows [b * block_rows,
+ * min((b + 1) * block_rows, n_src))), [ptr[b * (n_dst + 1) + v], ptr[b * (n_dst + 1) + v + 1]),
+ * a block at a time: its rows' stretch [p0, p0 + n) is copied into panel (block_rows * n
+ * scratch) and stays in L1 while every destination reads it (rows read in place that lie a
+ * multiple of 4 KiB apart would share a few L1 sets).  Terms go XK_DOT_COLS (or, for the
+ * last few, 4) to a pass, the unused streams of a pass reading g itself. */
 XK_CLONES static void XK_FN(xk_dot_columns)(XK_T *gw, const XK_T *XK_RESTRICT g, int64_t gstride,
                                             const XK_T *XK_RESTRICT col, int64_t cstride, const int64_t *rows,
                                             const int64_t *wpos, const int64_t *ptr, int64_t nb, int64_t n_dst,
-                                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n)
+                                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n,
+                                            int64_t block_rows, int64_t n_src, XK_T *XK_RESTRICT panel)
 {
     const XK_T *xs[XK_DOT_COLS];
     XK_T sums[XK_DOT_COLS];
     for (int64_t b = 0; b < nb; b++) {
-        const int64_t *pb = ptr + b * (n_dst + 1);
+        const int64_t *pb = ptr + b * (n_dst + 1), r0 = b * block_rows;
+        const int64_t r1 = r0 + block_rows < n_src ? r0 + block_rows : n_src;
+        if (pb[v_lo] == pb[v_hi])
+            continue;  /* no term of these destinations reads the block */
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t p = 0; p < n; p += XK_VL)
+                XK_VSTORE(XK_V, panel + (r - r0) * n + p, XK_VLOAD(XK_V, col + r * cstride + p0 + p));
         for (int64_t v = v_lo; v < v_hi; v++) {
             const XK_T *gv = g + v * gstride + p0;
             for (int64_t j = pb[v]; j < pb[v + 1]; j += XK_DOT_COLS) {
                 const int64_t m = pb[v + 1] - j < XK_DOT_COLS ? pb[v + 1] - j : XK_DOT_COLS;
-                for (int64_t k = 0; k < XK_DOT_COLS; k++) xs[k] = k < m ? col + rows[j + k] * cstride + p0 : gv;
+                for (int64_t k = 0; k < XK_DOT_COLS; k++) xs[k] = k < m ? panel + (rows[j + k] - r0) * n : gv;
                 if (m > 4)
                     XK_FN(xk_dot_cols_pass)(sums, gv, xs, XK_DOT_COLS, n);
                 else

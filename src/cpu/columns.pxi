@@ -336,10 +336,10 @@ def _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilati
                                     lambda: _dot_terms(np.asarray(index), n_in, kk, block_rows))
     if itemsize == 4:
         _dot_columns_call[float](grad_weight, g[None, :, None, :], col[None, :, None, :], rows, wpos, ptr, tile,
-                                 n_chunks)
+                                 block_rows, n_chunks)
     else:
         _dot_columns_call[double](grad_weight, g[None, :, None, :], col[None, :, None, :], rows, wpos, ptr, tile,
-                                  n_chunks)
+                                  block_rows, n_chunks)
 
 
 def _dots_in_place_rule(int64_t hw, int64_t itemsize):
@@ -356,26 +356,30 @@ def _dots_in_place(grad_out, x, index, grad_weight, int n_chunks):
     batch, n_in, n_out = xa.shape[0], xa.shape[1], gwa.shape[0]
     cdef int64_t hw = xa.shape[2] * xa.shape[3], itemsize = gwa.itemsize
     cdef int64_t lanes = XK_LANES_F32 if itemsize == 4 else XK_LANES_F64
-    cdef int64_t tile = hw if hw <= DOTS_IN_PLACE_HW[1] else _round_up(COLUMNS_WGRAD_TILE, lanes)
+    cdef int64_t tile = hw if hw <= COLUMNS_WGRAD_TILE else _round_up(COLUMNS_WGRAD_TILE, lanes)
     cdef int64_t block_rows = max(1, COLUMNS_BLOCK_BYTES // (tile * itemsize))
     rows, wpos, ptr = _cached_terms("columns weight", index, (n_in, 1, block_rows),
                                     lambda: _dot_terms(np.asarray(index), n_in, 1, block_rows))
     gwa[...] = 0
     if itemsize == 4:
-        _dot_columns_call[float](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
+        _dot_columns_call[float](grad_weight, grad_out, x, rows, wpos, ptr, tile, block_rows, n_chunks)
     else:
-        _dot_columns_call[double](grad_weight, grad_out, x, rows, wpos, ptr, tile, n_chunks)
+        _dot_columns_call[double](grad_weight, grad_out, x, rows, wpos, ptr, tile, block_rows, n_chunks)
 
 
 cdef void _dot_columns_call(floating[:, :, :, ::1] gw, const floating[:, :, :, :] g, const floating[:, :, :, :] x,
                             const int64_t[::1] rows, const int64_t[::1] wpos, const int64_t[::1] ptr,
-                            int64_t tile, int n_chunks):
+                            int64_t tile, int64_t block_rows, int n_chunks):
     """xk_dot_columns over images of contiguous rows: g (B, >= Cout, H, W) and x (B, rows, H, W)
     (the image columns as (1, rows, 1, p_pad)), tile positions a pass, threads owning ranges of
-    outputs and summing images and tiles in order."""
-    cdef int64_t n_out = gw.shape[0], hw = x.shape[2] * x.shape[3], batch = x.shape[0]
+    outputs and summing images and tiles in order, each copying a block of rows at a time into
+    its panel (scratch slot 5)."""
+    cdef int64_t n_out = gw.shape[0], hw = x.shape[2] * x.shape[3], batch = x.shape[0], n_src = x.shape[1]
     cdef int64_t nb = ptr.shape[0] // (n_out + 1), chunk, b, p0, v_lo, v_hi
     cdef int64_t gchan = g.strides[1] // sizeof(floating), xchan = x.strides[1] // sizeof(floating)
+    cdef int64_t panel_size = block_rows * tile
+    cdef floating *panels = <floating *>cnp.PyArray_DATA(
+        _scratch(5, n_chunks * panel_size, np.float32 if floating is float else np.float64))
     with nogil:
         for chunk in prange(n_chunks, schedule="static", chunksize=1, num_threads=n_chunks):
             v_lo = n_out * chunk // n_chunks
@@ -385,10 +389,12 @@ cdef void _dot_columns_call(floating[:, :, :, ::1] gw, const floating[:, :, :, :
                 while p0 < hw:
                     if floating is float:
                         xk_dot_columns_f32(&gw[0, 0, 0, 0], &g[b, 0, 0, 0], gchan, &x[b, 0, 0, 0], xchan, &rows[0],
-                                           &wpos[0], &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, hw - p0))
+                                           &wpos[0], &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, hw - p0),
+                                           block_rows, n_src, panels + chunk * panel_size)
                     else:
                         xk_dot_columns_f64(&gw[0, 0, 0, 0], &g[b, 0, 0, 0], gchan, &x[b, 0, 0, 0], xchan, &rows[0],
-                                           &wpos[0], &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, hw - p0))
+                                           &wpos[0], &ptr[0], nb, n_out, v_lo, v_hi, p0, min(tile, hw - p0),
+                                           block_rows, n_src, panels + chunk * panel_size)
                     p0 = p0 + tile
 
 

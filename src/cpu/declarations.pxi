@@ -87,10 +87,12 @@ cdef extern from "cpu_kernels.h" nogil:
                        int64_t dw, int64_t ho, int64_t wo, int64_t u0, int64_t u1)
     void xk_dot_columns_f32(float *gw, const float *g, int64_t gstride, const float *col, int64_t cstride,
                             const int64_t *rows, const int64_t *wpos, const int64_t *ptr, int64_t nb, int64_t n_dst,
-                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n)
+                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n, int64_t block_rows, int64_t n_src,
+                            float *panel)
     void xk_dot_columns_f64(double *gw, const double *g, int64_t gstride, const double *col, int64_t cstride,
                             const int64_t *rows, const int64_t *wpos, const int64_t *ptr, int64_t nb, int64_t n_dst,
-                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n)
+                            int64_t v_lo, int64_t v_hi, int64_t p0, int64_t n, int64_t block_rows, int64_t n_src,
+                            double *panel)
     void xk_dot_columns_taps_f32(float *gw, const float *g, int64_t gstride, const float *col, int64_t cstride,
                                  int64_t kk, const int64_t *gptr, const int64_t *sv, const int64_t *sw,
                                  int64_t u_lo, int64_t u_hi, int64_t p0, int64_t n)

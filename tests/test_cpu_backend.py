@@ -608,3 +608,40 @@ def test_forward_plans_follow_the_settings(monkeypatch):
     graph = _graphs.lookup(index, x.shape[1])
     plans = [key for key in _graphs._by_id[id(graph)].tables if key[0] == "forward plan"]
     assert len(plans) == 2  # one per setting
+
+
+def test_raw_forward_rejects_arrays_it_cannot_read():
+    """The forward takes ndarrays without a buffer export: what a typed memoryview refused
+    (another dtype or byte order, misaligned data, a non-contiguous weight or index, a
+    read-only out, not an array) is a ValueError or TypeError naming the argument."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    out = np.empty_like(grad_out)
+    geometry = tuple(pair(v) for v in geometry)
+
+    def fwd(**kw):
+        args = dict(x=x, weight=weight, index=index, bias=bias, out=out)
+        args.update(kw)
+        _cpu.xconv2d_fwd(*args.values(), *geometry, 1)
+
+    def misaligned(a):
+        raw = np.zeros(a.size * a.itemsize + 1, np.uint8)
+        view = raw[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        return view
+
+    read_only = out.copy()
+    read_only.setflags(write=False)
+    cases = [(TypeError, "x must be a numpy array", dict(x=x.tolist())),
+             (ValueError, "weight has dtype float32", dict(weight=weight.astype(np.float32))),
+             (ValueError, "x has dtype >f8", dict(x=x.astype(">f8"))),
+             (ValueError, "bias is not aligned", dict(bias=misaligned(bias))),
+             (ValueError, "weight must be C-contiguous", dict(weight=np.asfortranarray(weight))),
+             (ValueError, "index has dtype int32", dict(index=index.astype(np.int32))),
+             (ValueError, "index must be 2-D", dict(index=index.reshape(-1))),
+             (ValueError, "out is read-only", dict(out=read_only)),
+             (ValueError, "out has dtype float32", dict(out=out.astype(np.float32)))]
+    for exc, message, kw in cases:
+        with pytest.raises(exc, match=message):
+            fwd(**kw)
+    fwd()
+    assert_close(out, conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, "good arrays")

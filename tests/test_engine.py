@@ -135,12 +135,14 @@ def test_random_convs_match_the_numpy_executor(chunk, tmp_path):
         np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * scale, err_msg=f"seed {seed}: {graph.summary()}")
 
 
-@pytest.mark.parametrize("width", [1, 6, 8, 9, 19])
+@pytest.mark.parametrize("width", [1, 6, 8, 9, 19, 28])
 def test_row_tiles_at_every_height(width, tmp_path):
     """The row-tile kernel (X-convs with three kernel rows, stride 1) takes its rows per tile
-    from the output height: every count from 1 to 8 and last blocks shorter than the rest,
-    at widths under, at and over its 8-column strips, with a fused residual and activation."""
+    from the output height: every count from 1 to 8 and blocks of two sizes, in strips of 8
+    or 16 columns, at widths under, at and over a strip (the last strip narrower, of 8 columns
+    or fewer after 16-column ones), with a fused residual and activation."""
     rng = np.random.default_rng(width)
+    wide = set()
     for ho in range(1, 21):
         kw, pw = [(3, 1), (2, 0), (1, 0)][ho % 3]
         wo = width
@@ -153,12 +155,15 @@ def test_row_tiles_at_every_height(width, tmp_path):
         runtime.format.write(graph, tmp_path / "c.xk")
         x = inputs((2,) + graph.input_shape[1:], ho)
         net = runtime.load(tmp_path / "c.xk", backend="engine")
-        assert net._engine.stats([2, *graph.input_shape[1:]])["conv_rows3"] == 1
+        stats = net._engine.stats([2, *graph.input_shape[1:]])
+        assert stats["conv_rows3"] == 1
+        wide.add(stats["conv_rows3_16"])
         got = net.predict(x)
         oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
         assert got.shape == (2, 6, ho, wo)
         np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
                                    err_msg=f"{ho}x{wo}: {graph.summary()}")
+    assert wide == ({0} if width <= 8 else {0, 1}), "both strip widths at widths over 8"
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -121,9 +121,9 @@ struct ConvPlan {
     std::vector<int32_t> off;              // VEC [cout][nt]; SHARED4 [block][nt]; DEPTHWISE [nt]
     std::vector<float> wt;                 // VEC [cout][nt]; SHARED4 [block][nt][4]; DEPTHWISE [cout][nt]
     std::vector<int> blocks;               // SHARED4 first outputs
-    int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles
+    int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles. ROWS3: per strip
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = rows per tile
+    int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
 };
 
 struct Plan {
@@ -354,7 +354,21 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     // stride-1 convs with three kernel rows and random index rows: the row-tile kernel
     if (p.family == VEC && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
         p.family = ROWS3;
-        p.tile = (p.ho + (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX - 1) / ((p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX);
+        // strips of 8 or 16 columns, whichever costs less by a count of cycles per term group:
+        // FMAs (1.5 R vec), at least the 12 of the three-FMA chain an accumulator gets, plus 2
+        // for the group's offset and broadcasts
+        auto cost = [&](int nv, int64_t blocks) {
+            int64_t c = 0;
+            for (int64_t x0 = 0; x0 < p.wo; x0 += 8 * nv)
+                for (int64_t b = 0; b < blocks; ++b) {
+                    const int64_t rows = (b + 1) * p.ho / blocks - b * p.ho / blocks, v = p.wo - x0 > 8 ? nv : 1;
+                    c += std::max<int64_t>(3 * rows * v / 2, 12) + 2;
+                }
+            return c;
+        };
+        const int64_t b1 = (p.ho + kern::ROWS_MAX - 1) / kern::ROWS_MAX, b2 = (p.ho + kern::ROWS2_MAX - 1) / kern::ROWS2_MAX;
+        p.vec = p.wo > 8 && cost(2, b2) < cost(1, b1) ? 2 : 1;
+        p.tile = p.vec == 2 ? b2 : b1;
     }
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3S1;
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 2 && p.sw == 2) p.family = DW3S2;
@@ -376,10 +390,10 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     if (p.family == DW3S2 || p.family == DW3S1) p.direct = true;  // reads its input as it is
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
-    if (p.family == ROWS3) {  // whole row blocks; strips of 8 columns may read 8 + kw past a row
-        p.hq = (p.ho + p.tile - 1) / p.tile * p.tile + 3;
-        p.strips = (p.wo + 7) / 8;
-        p.n_tiles = (p.ho + p.tile - 1) / p.tile * p.strips;
+    if (p.family == ROWS3) {  // strips of 8 vec columns may read 8 vec + kw past a row
+        p.hq = p.ho + 3;
+        p.strips = (p.wo + 8 * p.vec - 1) / (8 * p.vec);
+        p.n_tiles = p.tile * p.strips;
     }
     p.pq = mul(p.hq, p.wq);
     p.cstride = mul(p.pq, int64_t(p.phases.size()));
@@ -552,31 +566,37 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         return;
     }
     if (p.family == ROWS3) {
-        const int64_t items = p.cout * p.n_tiles, R = p.tile;
+        const int64_t items = p.cout * p.n_tiles, sw = 8 * p.vec;
         const int groups = p.nt;
         using RowsKernel = void (*)(const float *, int64_t, const int32_t *, const float *, int, const kern::RowsOut &);
-        RowsKernel kernel = nullptr;
 #if XK_X86
-        static const RowsKernel by_rows[kern::ROWS_MAX] = {kern::rows3_avx2<1>, kern::rows3_avx2<2>, kern::rows3_avx2<3>,
-                                                           kern::rows3_avx2<4>, kern::rows3_avx2<5>, kern::rows3_avx2<6>,
-                                                           kern::rows3_avx2<7>, kern::rows3_avx2<8>};
-        if (avx2) kernel = by_rows[R - 1];
+        // [vectors - 1][rows - 1]: one vector for a strip of 8 columns or fewer
+        static const RowsKernel by_rows[2][kern::ROWS_MAX] = {
+            {kern::rows3_avx2<1, 1>, kern::rows3_avx2<2, 1>, kern::rows3_avx2<3, 1>, kern::rows3_avx2<4, 1>,
+             kern::rows3_avx2<5, 1>, kern::rows3_avx2<6, 1>, kern::rows3_avx2<7, 1>, kern::rows3_avx2<8, 1>},
+            {kern::rows3_avx2<1, 2>, kern::rows3_avx2<2, 2>, kern::rows3_avx2<3, 2>, kern::rows3_avx2<4, 2>,
+             kern::rows3_avx2<5, 2>, kern::rows3_avx2<6, 2>, nullptr, nullptr}};
 #endif
         // consecutive items share a tile, so its input rows stay in cache across the outputs
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-            const int64_t tile = it / p.cout, v = it % p.cout;
-            const int64_t y0 = tile / p.strips * R, x0 = tile % p.strips * 8;
+            const int64_t tile = it / p.cout, v = it % p.cout, block = tile / p.strips;
+            const int64_t y0 = block * p.ho / p.tile, x0 = tile % p.strips * sw;
             const int32_t *o = p.off.data() + v * groups;
             const float *w = p.wt.data() + v * groups * 3, *base = planes + y0 * p.wq + x0;
             const int64_t at = v * plane_out + y0 * p.wo + x0;
             const kern::RowsOut e{p.bias[v], resid ? resid + at : nullptr, out + at, p.wo,
-                                  int(std::min(R, p.ho - y0)), int(std::min<int64_t>(8, p.wo - x0)), act};
-            if (kernel) { kernel(base, p.wq, o, w, groups, e); continue; }
+                                  int((block + 1) * p.ho / p.tile - y0), int(std::min(sw, p.wo - x0)), act};
+#if XK_X86
+            if (avx2) { by_rows[e.cols > 8][e.rows - 1](base, p.wq, o, w, groups, e); continue; }
+#endif
             alignas(32) float res[kern::ROWS_MAX * 8];
-            kern::rows3_generic(base, p.wq, o, w, groups, int(R), res);
-            for (int r = 0; r < e.rows; ++r)
-                finish(res + r * 8, e.bias, e.resid ? e.resid + r * p.wo : nullptr, e.out + r * p.wo, e.cols, act);
+            for (int c = 0; 8 * c < e.cols; ++c) {
+                kern::rows3_generic(base + 8 * c, p.wq, o, w, groups, e.rows, res);
+                for (int r = 0; r < e.rows; ++r)
+                    finish(res + r * 8, e.bias, e.resid ? e.resid + r * p.wo + 8 * c : nullptr, e.out + r * p.wo + 8 * c,
+                           std::min(8, e.cols - 8 * c), act);
+            }
         }
         return;
     }
@@ -871,13 +891,15 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_direct", 0}};
+                                       {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_direct", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
+        out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
     }
     return out;
 }

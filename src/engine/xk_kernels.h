@@ -103,9 +103,11 @@ inline void dw_generic(const float *base, const int32_t *off, const float *w, in
 // one output; each input row segment loaded feeds the (up to) three output rows that read
 // it, so a term group (input channel, kernel column) costs R + 2 loads and 3 broadcasts for
 // 3 R FMAs: at R = 8, 13 loads for 24 FMAs, where two outputs of 4 rows took 18.  R is
-// chosen per map (ROWS_MAX at most, row blocks covering ho evenly).  off[g]: the group's
+// chosen per map (row blocks covering ho evenly): ROWS_MAX at most for strips of 8 columns,
+// ROWS2_MAX for strips of 16 (the AVX2 kernel's two vectors a row).  off[g]: the group's
 // plane offset, w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [R][8].
 constexpr int ROWS_MAX = 8;
+constexpr int ROWS2_MAX = 6;
 
 inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, int R,
                           float *res) {
@@ -122,7 +124,7 @@ inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o, co
     std::memcpy(res, a, sizeof(float) * 8 * size_t(R));
 }
 
-// Where a rows3 tile goes: rows x cols (<= R x 8) of an output plane of row pitch `pitch`.
+// Where a rows3 tile goes: rows x cols (<= R x 8 NV) of an output plane of row pitch `pitch`.
 struct RowsOut {
     float bias;
     const float *resid;   // nullptr: no residual
@@ -328,48 +330,55 @@ XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *
     _mm256_storeu_ps(r + 32, a4); _mm256_storeu_ps(r + 40, a5); _mm256_storeu_ps(r + 48, a6); _mm256_storeu_ps(r + 56, a7);
 }
 
-// input row j of the tile feeds output rows j (weight wa), j - 1 (wb) and j - 2 (wc)
-#define XK_ROWS3_ROW(j, A, B, C)                                                             \
+// input row j of the tile feeds output rows j (weight wa), j - 1 (wb) and j - 2 (wc); with two
+// column vectors (NV = 2) its second vector feeds the same rows' second accumulators (D, E, F)
+#define XK_ROWS3_ROW(j, A, B, C, D, E, F)                                                    \
     if (j < R + 2) {                                                                         \
         __m256 x = _mm256_loadu_ps(p + j * pitch);                                           \
         __asm__("" : "+x"(x)); /* one load per row: gcc would fold it into each FMA */       \
         if (j < R) A = _mm256_fmadd_ps(wa, x, A);                                            \
         if (j >= 1 && j - 1 < R) B = _mm256_fmadd_ps(wb, x, B);                              \
         if (j >= 2 && j - 2 < R) C = _mm256_fmadd_ps(wc, x, C);                              \
+        if (NV > 1) {                                                                        \
+            x = _mm256_loadu_ps(p + j * pitch + 8);                                          \
+            __asm__("" : "+x"(x));                                                           \
+            if (j < R) D = _mm256_fmadd_ps(wa, x, D);                                        \
+            if (j >= 1 && j - 1 < R) E = _mm256_fmadd_ps(wb, x, E);                          \
+            if (j >= 2 && j - 2 < R) F = _mm256_fmadd_ps(wc, x, F);                          \
+        }                                                                                    \
     }
 
-template <int R>
+// R rows x 8 NV columns; R * NV <= 12 accumulators, so that with the three weights and the
+// row loaded they fit the 16 registers.  Twelve independent sums (where eight were) keep both
+// FMA pipes busy through the three-FMA chain each gets per group, and 16-column rows use
+// more of each cache line brought in than 8-column ones.
+template <int R, int NV>
 XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, const RowsOut &e) {
-    static_assert(R >= 1 && R <= ROWS_MAX, "rows per tile");
+    static_assert(NV >= 1 && NV <= 2 && R >= 1 && R <= (NV == 1 ? ROWS_MAX : ROWS2_MAX), "rows per tile");
     // named accumulators: gcc keeps an array of them on the stack
     __m256 a0 = _mm256_set1_ps(e.bias), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;
     for (int g = 0; g < ng; ++g) {
         const float *p = base + o[g];
         const __m256 wa = _mm256_broadcast_ss(w + 3 * g), wb = _mm256_broadcast_ss(w + 3 * g + 1),
                      wc = _mm256_broadcast_ss(w + 3 * g + 2);
-        XK_ROWS3_ROW(0, a0, a0, a0)
-        XK_ROWS3_ROW(1, a1, a0, a0)
-        XK_ROWS3_ROW(2, a2, a1, a0)
-        XK_ROWS3_ROW(3, a3, a2, a1)
-        XK_ROWS3_ROW(4, a4, a3, a2)
-        XK_ROWS3_ROW(5, a5, a4, a3)
-        XK_ROWS3_ROW(6, a6, a5, a4)
-        XK_ROWS3_ROW(7, a7, a6, a5)
-        XK_ROWS3_ROW(8, a7, a7, a6)
-        XK_ROWS3_ROW(9, a7, a7, a7)
+        XK_ROWS3_ROW(0, a0, a0, a0, b0, b0, b0)
+        XK_ROWS3_ROW(1, a1, a0, a0, b1, b0, b0)
+        XK_ROWS3_ROW(2, a2, a1, a0, b2, b1, b0)
+        XK_ROWS3_ROW(3, a3, a2, a1, b3, b2, b1)
+        XK_ROWS3_ROW(4, a4, a3, a2, b4, b3, b2)
+        XK_ROWS3_ROW(5, a5, a4, a3, b5, b4, b3)
+        XK_ROWS3_ROW(6, a6, a5, a4, b5, b5, b4)  // b5 stands in where NV = 2 tiles (R <= 6) have no row
+        XK_ROWS3_ROW(7, a7, a6, a5, b5, b5, b5)
+        XK_ROWS3_ROW(8, a7, a7, a6, b5, b5, b5)
+        XK_ROWS3_ROW(9, a7, a7, a7, b5, b5, b5)
     }
-    alignas(32) float res[ROWS_MAX * 8];
-    _mm256_store_ps(res, a0);
-    if (R > 1) _mm256_store_ps(res + 8, a1);
-    if (R > 2) _mm256_store_ps(res + 16, a2);
-    if (R > 3) _mm256_store_ps(res + 24, a3);
-    if (R > 4) _mm256_store_ps(res + 32, a4);
-    if (R > 5) _mm256_store_ps(res + 40, a5);
-    if (R > 6) _mm256_store_ps(res + 48, a6);
-    if (R > 7) _mm256_store_ps(res + 56, a7);
-    for (int r = 0; r < e.rows; ++r)
-        epi_finish(_mm256_load_ps(res + 8 * r), e.resid ? e.resid + r * e.pitch : nullptr, e.out + r * e.pitch, e.act,
-                   e.cols);
+    const __m256 acc[2][ROWS_MAX] = {{a0, a1, a2, a3, a4, a5, a6, a7}, {b0, b1, b2, b3, b4, b5, b5, b5}};
+    for (int c = 0; c < NV && 8 * c < e.cols; ++c)
+        for (int r = 0; r < e.rows; ++r) {
+            const int64_t at = r * e.pitch + 8 * c;
+            epi_finish(acc[c][r], e.resid ? e.resid + at : nullptr, e.out + at, e.act, e.cols - 8 * c);
+        }
 }
 #undef XK_ROWS3_ROW
 

@@ -135,23 +135,28 @@ def test_random_convs_match_the_numpy_executor(chunk, tmp_path):
         np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * scale, err_msg=f"seed {seed}: {graph.summary()}")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("width", [1, 6, 8, 9, 19, 28])
-def test_row_tiles_at_every_height(width, tmp_path):
-    """The row-tile kernel (X-convs with three kernel rows, stride 1) takes its rows per tile
-    from the output height: every count from 1 to 8 and blocks of two sizes, in strips of 8
-    or 16 columns, at widths under, at and over a strip (the last strip narrower, of 8 columns
-    or fewer after 16-column ones), with a fused residual and activation."""
-    rng = np.random.default_rng(width)
+def test_row_tiles_at_every_height(width, stride, tmp_path):
+    """The row-tile kernel (X-convs with three kernel rows, stride 1 or 2) takes its rows per
+    tile from the output height: every count from 1 to 8 and blocks of two sizes, in strips of
+    8 or 16 columns, at widths under, at and over a strip (the last strip narrower, of 8 columns
+    or fewer after 16-column ones), inputs of both parities at stride 2, with a fused residual
+    (stride 1) and activation."""
+    rng = np.random.default_rng(width + 100 * stride)
     wide = set()
     for ho in range(1, 21):
         kw, pw = [(3, 1), (2, 0), (1, 0)][ho % 3]
         wo = width
-        residual = kw == 3 and ho % 2 == 0
-        nodes, out = _conv_graph(rng, "xconv2d", 6, 6, (3, kw), (1, 1), (1, pw), (1, 1), 1, 4, residual,
+        residual = stride == 1 and kw == 3 and ho % 2 == 0
+        nodes, out = _conv_graph(rng, "xconv2d", 6, 6, (3, kw), (stride, stride), (1, pw), (1, 1), 1, 4, residual,
                                  ["relu", None, "relu6"][ho % 3])
         if residual:
             nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-        graph = Graph("x", (None, 6, ho, wo + kw - 1 - 2 * pw), nodes, out)
+        # the input size giving (ho, wo); at stride 2 one more row or column (which no output reads) for odd ho
+        extra = (stride - 1) * (ho % 2)
+        h, w = stride * (ho - 1) + 3 - 2 + extra, stride * (wo - 1) + kw - 2 * pw + extra
+        graph = Graph("x", (None, 6, h, w), nodes, out)
         runtime.format.write(graph, tmp_path / "c.xk")
         x = inputs((2,) + graph.input_shape[1:], ho)
         net = runtime.load(tmp_path / "c.xk", backend="engine")
@@ -237,7 +242,7 @@ def _check_tiled_conv(tmp_path, op, channels, degree, k, stride, maps, kernel):
                                    err_msg=f"{h}x{w}: {graph.summary()}")
 
 
-@pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (3, 2), (2, 1)])
+@pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (5, 2), (2, 1)])
 def test_vec_tiles_at_every_size(k, stride, tmp_path):
     """The vec kernel (random X-convs off the row tiles) splits a map into tiles of 1-8
     vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1)

@@ -124,6 +124,7 @@ struct ConvPlan {
     int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles. ROWS3: per strip
     std::vector<float> bias;
     int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
+    int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
 };
 
 struct Plan {
@@ -351,8 +352,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         if (all) { p.family = SHARED4; p.tile = kern::SHARED_T; }
         else p.blocks.clear();  // mixed: the vec kernel for all (blocks are rare then)
     }
-    // stride-1 convs with three kernel rows and random index rows: the row-tile kernel
-    if (p.family == VEC && kh == 3 && dh == 1 && p.sh == 1 && p.sw == 1) {
+    // convs with three kernel rows, stride 1 or 2, and random index rows: the row-tile kernel
+    if (p.family == VEC && kh == 3 && dh == 1 && p.sh == p.sw && p.sh <= 2) {
         p.family = ROWS3;
         // strips of 8 or 16 columns, whichever costs less by a count of cycles per term group:
         // FMAs (1.5 R vec), at least the 12 of the three-FMA chain an accumulator gets, plus 2
@@ -448,6 +449,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         }
     } else if (p.family == ROWS3) {  // groups (i, kx), three weights each (ky = 0, 1, 2)
         p.nt = int(d_in * kw);
+        // phases are numbered ky-major, so every column phase's odd-row plane lies as far on
+        p.odd = p.sh == 2 ? tap_off(1, 0) - tap_off(0, 0) : 0;
         for (int64_t v = 0; v < p.cout; ++v)
             for (int64_t i = 0; i < d_in; ++i)
                 for (int64_t kx = 0; kx < kw; ++kx) {
@@ -567,15 +570,17 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     }
     if (p.family == ROWS3) {
         const int64_t items = p.cout * p.n_tiles, sw = 8 * p.vec;
-        const int groups = p.nt;
-        using RowsKernel = void (*)(const float *, int64_t, const int32_t *, const float *, int, const kern::RowsOut &);
+        const int groups = p.nt, s = int(p.sh);
 #if XK_X86
-        // [vectors - 1][rows - 1]: one vector for a strip of 8 columns or fewer
-        static const RowsKernel by_rows[2][kern::ROWS_MAX] = {
-            {kern::rows3_avx2<1, 1>, kern::rows3_avx2<2, 1>, kern::rows3_avx2<3, 1>, kern::rows3_avx2<4, 1>,
-             kern::rows3_avx2<5, 1>, kern::rows3_avx2<6, 1>, kern::rows3_avx2<7, 1>, kern::rows3_avx2<8, 1>},
-            {kern::rows3_avx2<1, 2>, kern::rows3_avx2<2, 2>, kern::rows3_avx2<3, 2>, kern::rows3_avx2<4, 2>,
-             kern::rows3_avx2<5, 2>, kern::rows3_avx2<6, 2>, nullptr, nullptr}};
+        using RowsKernel = void (*)(const float *, int64_t, int64_t, const int32_t *, const float *, int, const kern::RowsOut &);
+        // [stride - 1][vectors - 1][rows - 1]: one vector for a strip of 8 columns or fewer
+#define XK_ROWS_TABLE(S)                                                                                          \
+    {{kern::rows3_avx2<1, 1, S>, kern::rows3_avx2<2, 1, S>, kern::rows3_avx2<3, 1, S>, kern::rows3_avx2<4, 1, S>, \
+      kern::rows3_avx2<5, 1, S>, kern::rows3_avx2<6, 1, S>, kern::rows3_avx2<7, 1, S>, kern::rows3_avx2<8, 1, S>}, \
+     {kern::rows3_avx2<1, 2, S>, kern::rows3_avx2<2, 2, S>, kern::rows3_avx2<3, 2, S>, kern::rows3_avx2<4, 2, S>, \
+      kern::rows3_avx2<5, 2, S>, kern::rows3_avx2<6, 2, S>, nullptr, nullptr}}
+        static const RowsKernel by_rows[2][2][kern::ROWS_MAX] = {XK_ROWS_TABLE(1), XK_ROWS_TABLE(2)};
+#undef XK_ROWS_TABLE
 #endif
         // consecutive items share a tile, so its input rows stay in cache across the outputs
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -588,11 +593,11 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             const kern::RowsOut e{p.bias[v], resid ? resid + at : nullptr, out + at, p.wo,
                                   int((block + 1) * p.ho / p.tile - y0), int(std::min(sw, p.wo - x0)), act};
 #if XK_X86
-            if (avx2) { by_rows[e.cols > 8][e.rows - 1](base, p.wq, o, w, groups, e); continue; }
+            if (avx2) { by_rows[s - 1][e.cols > 8][e.rows - 1](base, p.wq, p.odd, o, w, groups, e); continue; }
 #endif
             alignas(32) float res[kern::ROWS_MAX * 8];
             for (int c = 0; 8 * c < e.cols; ++c) {
-                kern::rows3_generic(base + 8 * c, p.wq, o, w, groups, e.rows, res);
+                kern::rows3_generic(base + 8 * c, p.wq, p.odd, s, o, w, groups, e.rows, res);
                 for (int r = 0; r < e.rows; ++r)
                     finish(res + r * 8, e.bias, e.resid ? e.resid + r * p.wo + 8 * c : nullptr, e.out + r * p.wo + 8 * c,
                            std::min(8, e.cols - 8 * c), act);

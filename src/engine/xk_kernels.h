@@ -99,28 +99,30 @@ inline void dw_generic(const float *base, const int32_t *off, const float *w, in
     std::memcpy(r, a, sizeof a);
 }
 
-// "rows3": stride-1 convs with three kernel rows.  A tile is R output rows x 8 columns of
-// one output; each input row segment loaded feeds the (up to) three output rows that read
-// it, so a term group (input channel, kernel column) costs R + 2 loads and 3 broadcasts for
-// 3 R FMAs: at R = 8, 13 loads for 24 FMAs, where two outputs of 4 rows took 18.  R is
-// chosen per map (row blocks covering ho evenly): ROWS_MAX at most for strips of 8 columns,
-// ROWS2_MAX for strips of 16 (the AVX2 kernel's two vectors a row).  off[g]: the group's
-// plane offset, w[3 g + ky]: its weights; pitch: the plane's row pitch.  res: [R][8].
+// "rows3": convs with three kernel rows, stride 1 or 2.  A tile is R output rows x 8 columns
+// of one output; each input row segment loaded feeds every output row of the tile that reads
+// it.  At stride 1 a term group (input channel, kernel column) costs R + 2 loads and 3
+// broadcasts for 3 R FMAs: at R = 8, 13 loads for 24 FMAs, where two outputs of 4 rows took
+// 18.  At stride 2 the rows come from two phase planes (fill_planes): the even plane's row j
+// feeds output rows j (ky = 0) and j - 1 (ky = 2), the odd plane's row j, `odd` floats on,
+// output row j (ky = 1): 2 R + 1 loads for 3 R FMAs, where the vec kernel loads once per FMA.
+// R is chosen per map (row blocks covering ho evenly): ROWS_MAX at most for strips of 8
+// columns, ROWS2_MAX for strips of 16 (the AVX2 kernel's two vectors a row).  off[g]: the
+// group's plane offset (the even plane's at stride 2), w[3 g + ky]: its weights; pitch: the
+// planes' row pitch.  res: [R][8].
 constexpr int ROWS_MAX = 8;
 constexpr int ROWS2_MAX = 6;
 
-inline void rows3_generic(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, int R,
-                          float *res) {
+inline void rows3_generic(const float *base, int64_t pitch, int64_t odd, int stride, const int32_t *o, const float *w,
+                          int ng, int R, float *res) {
     float a[ROWS_MAX][8] = {{0}};
-    for (int g = 0; g < ng; ++g) {
-        const float *p = base + o[g];
-        for (int j = 0; j < R + 2; ++j)
+    for (int g = 0; g < ng; ++g)
+        for (int r = 0; r < R; ++r)
             for (int ky = 0; ky < 3; ++ky) {
-                const int r = j - ky;
-                if (r < 0 || r >= R) continue;
-                for (int k = 0; k < 8; ++k) a[r][k] += w[3 * g + ky] * p[j * pitch + k];
+                // the input row that tap ky of output row r reads
+                const float *p = base + o[g] + (stride == 1 ? (r + ky) * pitch : (ky & 1) * odd + (r + ky / 2) * pitch);
+                for (int k = 0; k < 8; ++k) a[r][k] += w[3 * g + ky] * p[k];
             }
-    }
     std::memcpy(res, a, sizeof(float) * 8 * size_t(R));
 }
 
@@ -348,13 +350,40 @@ XK_AVX2 inline void dw_avx2(const float *base, const int32_t *off, const float *
         }                                                                                    \
     }
 
-// R rows x 8 NV columns; R * NV <= 12 accumulators, so that with the three weights and the
-// row loaded they fit the 16 registers.  Twelve independent sums (where eight were) keep both
-// FMA pipes busy through the three-FMA chain each gets per group, and 16-column rows use
-// more of each cache line brought in than 8-column ones.
-template <int R, int NV>
-XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, const float *w, int ng, const RowsOut &e) {
+// At stride 2, row j of the even plane feeds output rows j (weight wa) and j - 1 (wc), row j
+// of the odd plane output row j (wb): accumulators A, B and, for the second vector, D, E.
+#define XK_ROWS3S2_ROW(j, A, B, D, E)                                                        \
+    if (j < R + 1) {                                                                         \
+        __m256 x = _mm256_loadu_ps(p + j * pitch);                                           \
+        __asm__("" : "+x"(x));                                                               \
+        if (j < R) A = _mm256_fmadd_ps(wa, x, A);                                            \
+        if (j >= 1) B = _mm256_fmadd_ps(wc, x, B);                                           \
+        if (NV > 1) {                                                                        \
+            x = _mm256_loadu_ps(p + j * pitch + 8);                                          \
+            __asm__("" : "+x"(x));                                                           \
+            if (j < R) D = _mm256_fmadd_ps(wa, x, D);                                        \
+            if (j >= 1) E = _mm256_fmadd_ps(wc, x, E);                                       \
+        }                                                                                    \
+        if (j < R) {                                                                         \
+            x = _mm256_loadu_ps(p + odd + j * pitch);                                        \
+            __asm__("" : "+x"(x));                                                           \
+            A = _mm256_fmadd_ps(wb, x, A);                                                   \
+            if (NV > 1) {                                                                    \
+                x = _mm256_loadu_ps(p + odd + j * pitch + 8);                                \
+                __asm__("" : "+x"(x));                                                       \
+                D = _mm256_fmadd_ps(wb, x, D);                                               \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+// R rows x 8 NV columns at stride S; R * NV <= 12 accumulators, so that with the three weights
+// and the row loaded they fit the 16 registers.  Twelve independent sums (where eight were)
+// keep both FMA pipes busy through the three-FMA chain each gets per group.
+template <int R, int NV, int S>
+XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, int64_t odd, const int32_t *o, const float *w, int ng,
+                        const RowsOut &e) {
     static_assert(NV >= 1 && NV <= 2 && R >= 1 && R <= (NV == 1 ? ROWS_MAX : ROWS2_MAX), "rows per tile");
+    static_assert(S == 1 || S == 2, "stride");
     // named accumulators: gcc keeps an array of them on the stack
     __m256 a0 = _mm256_set1_ps(e.bias), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;
@@ -362,6 +391,18 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, cons
         const float *p = base + o[g];
         const __m256 wa = _mm256_broadcast_ss(w + 3 * g), wb = _mm256_broadcast_ss(w + 3 * g + 1),
                      wc = _mm256_broadcast_ss(w + 3 * g + 2);
+        if (S == 2) {
+            XK_ROWS3S2_ROW(0, a0, a0, b0, b0)
+            XK_ROWS3S2_ROW(1, a1, a0, b1, b0)
+            XK_ROWS3S2_ROW(2, a2, a1, b2, b1)
+            XK_ROWS3S2_ROW(3, a3, a2, b3, b2)
+            XK_ROWS3S2_ROW(4, a4, a3, b4, b3)
+            XK_ROWS3S2_ROW(5, a5, a4, b5, b4)
+            XK_ROWS3S2_ROW(6, a6, a5, b5, b5)  // b5 stands in where NV = 2 tiles (R <= 6) have no row
+            XK_ROWS3S2_ROW(7, a7, a6, b5, b5)
+            XK_ROWS3S2_ROW(8, a7, a7, b5, b5)
+            continue;
+        }
         XK_ROWS3_ROW(0, a0, a0, a0, b0, b0, b0)
         XK_ROWS3_ROW(1, a1, a0, a0, b1, b0, b0)
         XK_ROWS3_ROW(2, a2, a1, a0, b2, b1, b0)
@@ -381,6 +422,7 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, const int32_t *o, cons
         }
 }
 #undef XK_ROWS3_ROW
+#undef XK_ROWS3S2_ROW
 
 // dw3 direct, stride 1: tiles of 4 rows x 8 columns; each input row loaded (three column
 // shifts) feeds the up to three output rows that read it.  Blocks at the row's ends load

@@ -218,6 +218,46 @@ def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
             assert np.isnan(got[1, 2, 0, 0])
 
 
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
+def test_affine_before_a_conv_fills_its_planes(act, tmp_path):
+    """An affine (and activation) whose only reader is a conv runs as that conv fills its planes:
+    1x1 convs (whole channels copied at once), 3x3 row tiles at strides 1 and 2, a dense conv,
+    with padding that stays zero; not before a depthwise conv or when the affine's output has a
+    second reader."""
+    rng = np.random.default_rng(len(str(act)))
+    cases = [("xconv2d", 1, 1, 0, 1, True), ("xconv2d", 3, 1, 1, 1, True), ("xconv2d", 3, 2, 1, 1, True),
+             ("conv2d", 3, 1, 1, 1, True), ("xconv2d", 1, 2, 0, 1, True), ("conv2d", 3, 1, 1, 8, False)]
+    for op, k, stride, pad, groups, fused in cases:
+        for h, w in ((8, 8), (7, 13), (16, 16)):
+            nodes, out = _conv_graph(rng, op, 8, 8, (k, k), (stride, stride), (pad, pad), (1, 1), groups, 5,
+                                     False, "relu")
+            affine = Node("bn", "affine", ["x"], {}, {"scale": rng.standard_normal(8).astype(np.float32),
+                                                      "shift": rng.standard_normal(8).astype(np.float32)})
+            pre = [affine] + ([Node("bn_act", act, ["bn"], {}, {})] if act else [])
+            nodes[0].inputs = [pre[-1].name]
+            graph = Graph("x", (None, 8, h, w), pre + nodes, out)
+            runtime.format.write(graph, tmp_path / "c.xk")
+            x = inputs((2, 8, h, w), h * w)
+            net = runtime.load(tmp_path / "c.xk", backend="engine")
+            assert net._engine.stats([2, 8, h, w])["conv_pre_affine"] == int(fused), (op, k, groups)
+            got = net.predict(x)
+            oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+            np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                       err_msg=f"{h}x{w}: {graph.summary()}")
+    # a second reader of the affine's output: the affine stays a step of its own
+    nodes, out = _conv_graph(rng, "xconv2d", 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, 5, True, None)
+    nodes[0].inputs = ["bn"]
+    nodes[1].inputs = ["conv", "bn"]
+    affine = Node("bn", "affine", ["x"], {}, {"scale": np.full(8, 0.5, np.float32), "shift": np.ones(8, np.float32)})
+    graph = Graph("x", (None, 8, 9, 9), [affine] + nodes, out)
+    runtime.format.write(graph, tmp_path / "c.xk")
+    net = runtime.load(tmp_path / "c.xk", backend="engine")
+    assert net._engine.stats([1, 8, 9, 9])["conv_pre_affine"] == 0
+    x = inputs((1, 8, 9, 9))
+    np.testing.assert_allclose(net.predict(x), runtime.load(tmp_path / "c.xk", backend="reference").predict(x),
+                               rtol=0, atol=TOL * 10)
+
+
 def _check_tiled_conv(tmp_path, op, channels, degree, k, stride, maps, kernel):
     """A conv of each map size (with a fused activation, and a residual where the shapes allow
     one) runs on the engine's `kernel` and matches the reference executor."""
@@ -278,7 +318,8 @@ def test_generic_kernels_match_avx2(tmp_path):
 
 
 def test_fusion_and_memory_plan(tmp_path):
-    """Convs absorb their residual add and ReLU; DenseNet's concatenations copy nothing."""
+    """Convs absorb their residual add and ReLU, and DenseNet's pre-activation batch norms;
+    DenseNet's concatenations copy nothing."""
     name, shape, classes = PAPER_MODELS[1]  # x-resnet-2-18
     runtime.save(paper_model(name, classes), tmp_path / "r.xk", shape)
     net = runtime.load(tmp_path / "r.xk")
@@ -289,6 +330,7 @@ def test_fusion_and_memory_plan(tmp_path):
     runtime.save(paper_model(name, classes), tmp_path / "d.xk", shape)
     stats = runtime.load(tmp_path / "d.xk")._engine.stats([1, *shape[1:]])
     assert stats["concat_copies"] == 0 and stats["concat_inputs"] > 30
+    assert stats["conv_pre_affine"] > 10  # each dense layer's batch norm and ReLU run in its 1x1 conv
 
 
 def test_profile_names_every_node(tmp_path):

@@ -1,8 +1,10 @@
 // The engine's planner and driver.
 //
 // At load (Engine::Engine) the node list becomes a list of steps: a conv absorbs the
-// residual add and the ReLU that follow it when it is their only input, an affine or
-// add absorbs its ReLU, and flatten / reshape become views.  For each input shape
+// residual add and the ReLU that follow it when it is their only input, and the affine
+// (and ReLU) before it when the conv is their only reader (a pre-activation network's
+// batch norm: applied as the conv fills its planes), an affine or add absorbs its ReLU,
+// and flatten / reshape become views.  For each input shape
 // (plan_for, cached) the planner infers every shape, packs every conv's weights into
 // term lists for its kernel family (xk_kernels.h), and lays all values out in one arena:
 // a view shares its input's storage, each input of a channel concatenation is written
@@ -107,6 +109,8 @@ struct Step {
     int act = NONE;
     const Node *node = nullptr;
     const Node *add_node = nullptr;
+    std::vector<int> pre_nodes;   // conv: the affine (and activation) it applies to its input first
+    int pre_act = NONE;
 };
 
 struct ConvPlan {
@@ -125,6 +129,8 @@ struct ConvPlan {
     std::vector<float> bias;
     int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
+    const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
+    int pre_act = NONE;
 };
 
 struct Plan {
@@ -180,6 +186,21 @@ Engine::Engine(std::unique_ptr<Model> model) : model_(std::move(model)) {
             cur = r + 1;
         }
     };
+    // the affine node (and activation node) a conv reads its input through, if it is their only reader
+    std::vector<std::pair<int, int>> pre_of(nodes.size(), {-1, -1});
+    for (int k = 0; k < int(nodes.size()); ++k) {
+        if (nodes[k].op != Op::affine) continue;
+        int a = sole_reader(k + 1), cur = k + 1;
+        if (a >= 0 && (nodes[a].op == Op::relu || nodes[a].op == Op::relu6)) cur = a + 1; else a = -1;
+        const int c = sole_reader(cur);
+        // not depthwise convs: their kernels read the input itself, without planes
+        if (c >= 0 && (nodes[c].op == Op::xconv2d || (nodes[c].op == Op::conv2d && nodes[c].groups == 1))) pre_of[c] = {k, a};
+    }
+    for (auto &pa : pre_of)
+        if (pa.first >= 0) {
+            absorbed[pa.first] = 1;
+            if (pa.second >= 0) absorbed[pa.second] = 1;
+        }
     for (int k = 0; k < int(nodes.size()); ++k) {
         if (absorbed[k]) continue;
         const Node &n = nodes[k];
@@ -191,6 +212,13 @@ Engine::Engine(std::unique_ptr<Model> model) : model_(std::move(model)) {
         switch (n.op) {
             case Op::conv2d: case Op::xconv2d: {
                 s.kind = Kind::conv;
+                if (pre_of[k].first >= 0) {
+                    const int a = pre_of[k].first, r = pre_of[k].second;
+                    s.pre_nodes = {a};
+                    if (r >= 0) s.pre_nodes.push_back(r);
+                    s.pre_act = r < 0 ? NONE : nodes[r].op == Op::relu ? RELU : RELU6;
+                    s.in = nodes[a].inputs;
+                }
                 int r = sole_reader(cur);
                 if (r >= 0 && nodes[r].op == Op::add) {
                     int other = nodes[r].inputs[0] == cur ? nodes[r].inputs[1] : nodes[r].inputs[0];
@@ -225,7 +253,10 @@ Engine::~Engine() = default;
 
 std::vector<std::vector<int>> Engine::step_nodes() const {
     std::vector<std::vector<int>> out;
-    for (auto &s : steps_) out.push_back(s.nodes);
+    for (auto &s : steps_) {
+        out.push_back(s.nodes);
+        out.back().insert(out.back().end(), s.pre_nodes.begin(), s.pre_nodes.end());
+    }
     return out;
 }
 
@@ -326,9 +357,12 @@ Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
 }
 
 // ---------------------------------------------------------------- conv packing
-std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &y, bool input_external) {
+std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &y, bool input_external, const Node *pre,
+                                    int pre_act) {
     auto cp = std::make_unique<ConvPlan>();
     ConvPlan &p = *cp;
+    p.pre = pre;
+    p.pre_act = pre_act;
     p.cin = x[1]; p.h = x[2]; p.w = x[3]; p.cout = y[1]; p.ho = y[2]; p.wo = y[3];
     const int64_t kh = n.weight.dim(2), kw = n.weight.dim(3), d_in = n.weight.dim(1);
     p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
@@ -375,7 +409,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 2 && p.sw == 2) p.family = DW3S2;
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
-    p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external;
+    p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external && !pre;
     p.phase_of.assign(size_t(p.sh * p.sw), -1);
     for (int64_t ky = 0; ky < kh; ++ky)
         for (int64_t kx = 0; kx < kw; ++kx) {
@@ -470,12 +504,34 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     return cp;
 }
 
-// zero-padded phase planes of one image x (cin, h, w) into dst (cin, phases, hq, wq)
+// d[k] = pre_act(d[k] scale[c] + shift[c]) for k < n: the input's affine, if the conv has one
+template <int ACT> void pre_apply_t(float *d, int64_t n, float sc, float sh) {
+    for (int64_t k = 0; k < n; ++k) d[k] = act_t<ACT>(d[k] * sc + sh);
+}
+void pre_apply(const ConvPlan &p, int64_t c, float *d, int64_t n) {
+    if (!p.pre) return;
+    const float sc = p.pre->scale.f[size_t(c)], sh = p.pre->shift.f[size_t(c)];
+    if (p.pre_act == RELU) pre_apply_t<RELU>(d, n, sc, sh);
+    else if (p.pre_act == RELU6) pre_apply_t<RELU6>(d, n, sc, sh);
+    else pre_apply_t<NONE>(d, n, sc, sh);
+}
+
+// zero-padded phase planes of one image x (cin, h, w) into dst (cin, phases, hq, wq).  Padding
+// stays zero after the input's affine (pre_apply), as the conv pads the affine's output.
 void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
     const int64_t np = int64_t(p.phases.size());
+    // one plane with no padding columns: the channel as it is, then zero rows (a 1x1 conv)
+    const bool flat = np == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && p.wq == p.w;
 #pragma omp parallel for num_threads(nt) if (nt > 1 && p.cin * p.pq > 16384) schedule(static)
     for (int64_t c = 0; c < p.cin; ++c) {
         const float *src = x + c * p.h * p.w;
+        if (flat) {
+            float *plane = dst + c * p.cstride;
+            std::memcpy(plane, src, sizeof(float) * size_t(p.h * p.w));
+            std::memset(plane + p.h * p.w, 0, sizeof(float) * size_t(p.pq - p.h * p.w));
+            pre_apply(p, c, plane, p.h * p.w);
+            continue;
+        }
         for (int64_t f = 0; f < np; ++f) {
             const int64_t a = p.phases[f].first, b = p.phases[f].second;
             float *plane = dst + c * p.cstride + f * p.pq;
@@ -499,6 +555,7 @@ void fill_planes(const ConvPlan &p, const float *x, float *dst, int nt) {
                     for (int64_t cc = lo; cc < hi; ++cc) row[cc] = src_row[p.sw * cc];
                 }
                 std::memset(row + hi, 0, sizeof(float) * (p.wq - hi));
+                pre_apply(p, c, row + lo, hi - lo);
             }
         }
     }
@@ -728,6 +785,11 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
     P.shapes[0] = Shape(shape, shape + 4);
     numel(P.shapes[0]);
     for (auto &s : steps_) {
+        for (int k : s.pre_nodes) {
+            std::vector<const Shape *> in;
+            for (int v : nodes[k].inputs) in.push_back(&P.shapes[v]);
+            P.shapes[k + 1] = infer_shape(nodes[k], in);
+        }
         int prev = -1;
         for (int k : s.nodes) {
             const Node &n = nodes[k];
@@ -827,7 +889,8 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
     for (int s = 0; s < ns; ++s) {
         const Step &st = steps_[s];
         if (st.kind != Kind::conv) continue;
-        P.conv[s] = plan_conv(*st.node, P.shapes[st.in[0]], P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external);
+        P.conv[s] = plan_conv(*st.node, P.shapes[st.in[0]], P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external,
+                              st.pre_nodes.empty() ? nullptr : &nodes[size_t(st.pre_nodes[0])], st.pre_act);
         if (P.conv[s]->scratch_size) blocks.push_back({P.conv[s]->scratch_size, s, s, -1 - s});
     }
     // lifetimes of root storages
@@ -897,7 +960,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
                                        {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
-                                       {"conv_direct", 0}};
+                                       {"conv_direct", 0}, {"conv_pre_affine", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
@@ -905,6 +968,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
+        out["conv_pre_affine"] += cp.pre != nullptr;
     }
     return out;
 }

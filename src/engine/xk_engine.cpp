@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <string>
 
 #include "xk_kernels.h"
@@ -420,8 +421,9 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             }
         }
     if (p.family == ROWS3) p.direct = false;
-    // a channel stride of a multiple of 1 KiB maps every channel's row to the same L1 sets
-    if (p.direct && (p.h * p.w) % 256 == 0) p.direct = false;
+    // a channel stride of a multiple of 1 KiB maps the channels' rows to 4 or fewer places in
+    // the L1 sets (4 KiB apart): direct only while each place holds at most 4 channels of 8 ways
+    if (p.direct && (p.h * p.w) % 256 == 0 && p.cin * std::gcd<int64_t>(p.h * p.w, 1024) > 4 * 1024) p.direct = false;
     if (p.family == DW3S2 || p.family == DW3S1) p.direct = true;  // reads its input as it is
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }

@@ -2,7 +2,8 @@
 pybind11 module xkern.runtime._engine).
 
 The engine plans the network once per input shape: batch norms folded, each conv fused
-with the residual add and ReLU after it, weights packed for its kernel family, every
+with the residual add and ReLU after it (and with a batch norm and ReLU before it that
+only it reads, applied as it copies its input), weights packed for its kernel family, every
 value placed in one arena (DenseNet's concatenations written in place), then runs it
 with no Python between layers.  The numpy executor (Program) computes the same thing
 op by op and is the engine's test oracle.  The same engine is the C library behind

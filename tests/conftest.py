@@ -45,3 +45,15 @@ def threads():
     import xkern
     yield xkern.set_num_threads
     xkern.set_num_threads(None)
+
+
+@pytest.fixture(autouse=True)
+def threaded_small_forwards(monkeypatch):
+    """The test layers are tiny: let their forwards split between threads as large ones do
+    (the cpu backend runs forwards under SERIAL_MACS on one thread), so that the thread-count
+    tests exercise the threaded paths."""
+    try:
+        from xkern.backends import _cpu
+    except ImportError:  # the compiled backend is not built: nothing to set
+        return
+    monkeypatch.setattr(_cpu, "SERIAL_MACS", 0)

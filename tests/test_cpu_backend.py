@@ -645,3 +645,19 @@ def test_raw_forward_rejects_arrays_it_cannot_read():
             fwd(**kw)
     fwd()
     assert_close(out, conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, "good arrays")
+
+
+def test_small_forwards_at_any_thread_count(monkeypatch):
+    """Forwards under SERIAL_MACS multiply-adds run on one thread, whatever was asked: the same
+    bits as the threaded split (results never depend on the thread count)."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    geometry = tuple(pair(v) for v in geometry)
+    got = {}
+    for serial in (0, 1 << 30):
+        monkeypatch.setattr(_cpu, "SERIAL_MACS", serial)
+        for n in (1, 3):
+            out = np.empty_like(grad_out)
+            _cpu.xconv2d_fwd(x, weight, index, bias, out, *geometry, n)
+            got[serial, n] = out
+    assert all(np.array_equal(out, got[0, 1]) for out in got.values())
+    assert_close(got[0, 1], conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, "out")

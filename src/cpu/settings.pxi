@@ -1,5 +1,9 @@
 # The tunable sizes and rules every planner reads, and what the module reports about its build.
 
+# Forwards of fewer multiply-adds run on one thread whatever the thread count: two threads took
+# 1.6x / 1.3x the time of one on 1x1 layers of 0.37 / 0.74 M multiply-adds (DenseNet's 8x8 maps
+# at batch 1), gained from 2.4 M on.
+SERIAL_MACS = 1 << 20
 # Packed bytes per group of images (per thread): small enough to stay in L2
 # between being packed and being read by the tiles.
 PACK_BYTES = 1 << 20

@@ -176,6 +176,8 @@ cdef int _forward(x, weight, index, bias, out, stride, padding, dilation, int n_
         return 0
     if bias is not None:
         bias_ptr = <const floating *>cnp.PyArray_DATA(bias)
+    if batch * n_out * degree * w_shape[2] * w_shape[3] * out_im.height * out_im.width < SERIAL_MACS:
+        n_chunks = 1  # waking and splitting between threads costs more (the bits are the same)
     cdef const floating *x_ptr = <const floating *>cnp.PyArray_DATA(x)
     cdef floating *out_ptr = <floating *>cnp.PyArray_DATA(out)
     cdef _ForwardPlan plan = _forward_plan(index, (

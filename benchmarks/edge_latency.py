@@ -10,7 +10,7 @@ xkern's compiled conv kernel), and in onnxruntime the X model exported two ways 
 grouped Conv; dense-equivalent weights) plus the dense twin.  Every engine gets --threads
 threads (numpy's BLAS too, through threadpoolctl).  "engine / ORT dense" is the ratio
 the issue's targets are stated in; those two columns come from one run that calls them in
-turn (paired_median_ms).
+turn (paired_median_ms; with several threads, in turns of 10 calls).
 Times are medians of --repeats single calls after 3 warm-up calls; --clock cpu times CPU
 time instead of wall time (on one thread the same thing on an idle machine, and far less
 disturbed by other processes on a shared one).
@@ -79,9 +79,12 @@ def median_ms(fn, repeats, clock="wall"):
     return float(np.median(samples)) * 1e3
 
 
-def paired_median_ms(fns, repeats, clock="wall"):
+def paired_median_ms(fns, repeats, clock="wall", block=1):
     """Median ms of each of fns, called in turn in every round (3 warm-up rounds), so a change
-    in the machine's load shifts all of them alike and their ratio stays fair."""
+    in the machine's load shifts all of them alike and their ratio stays fair.  Each turn is
+    `block` consecutive calls (each one sample; about `repeats` samples in all): with several
+    threads a runtime's workers spin on after its call and take the cores the next one's
+    workers need, so single calls in turn would time that hand-over, not the runtimes."""
     tick = CLOCKS[clock]
     for _ in range(3):
         for fn in fns:
@@ -90,11 +93,12 @@ def paired_median_ms(fns, repeats, clock="wall"):
     gc.disable()
     try:
         samples = [[] for _ in fns]
-        for _ in range(repeats):
+        for _ in range(max(1, repeats // block)):
             for fn, out in zip(fns, samples):
-                start = tick()
-                fn()
-                out.append(tick() - start)
+                for _ in range(block):
+                    start = tick()
+                    fn()
+                    out.append(tick() - start)
     finally:
         gc.enable()
     return [float(np.median(s)) * 1e3 for s in samples]
@@ -188,7 +192,8 @@ def run(args):
         # the ratio of the targets, from one interleaved run of the two
         dense_ort = ort_runs["ORT dense"]
         times["xkern engine X"], times["ORT dense"] = paired_median_ms(
-            [lambda: engine.predict(x), lambda: dense_ort.run(None, {"x": x})], args.repeats, args.clock)
+            [lambda: engine.predict(x), lambda: dense_ort.run(None, {"x": x})], args.repeats, args.clock,
+            block=1 if args.threads == 1 else 10)
         times["engine / ORT dense"] = times["xkern engine X"] / times["ORT dense"]
         with torch.no_grad():
             ref = xmodel(xt).numpy()

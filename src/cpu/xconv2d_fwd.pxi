@@ -60,9 +60,7 @@ cdef class _ForwardPlan:
         self.m = _winograd((kh, kw), stride, dilation, n_in, n_out, n_out * degree, out_hw, batch, itemsize)
         if self.m:
             # stride-1 3x3: (m + 2)^2 1x1 correlations on Winograd-transformed panels, in quads
-            qoff = _cached_terms("quads", index, (n_in, self.width),
-                                 lambda: _quad_terms(np.asarray(index), n_in, self.width))[0]
-            self._quads(qoff, degree, n_out, n_in, _runs_shared(index))
+            self._quads(index, degree, n_out, n_in, _runs_shared(index))
             self.edges = _quad_edges(n_out, degree)
             self.path = PATH_WINOGRAD
             return
@@ -88,9 +86,7 @@ cdef class _ForwardPlan:
         if kh * kw == 1 and self.n_frames == 1 and (n_in + 1) * self.width * itemsize <= QUAD_PANEL_BYTES:
             # 1x1: quads of outputs read a panel of every channel, kept in cache (block
             # expanders: each quad is a run, its four outputs share every load)
-            qoff = _cached_terms("quads", index, (n_in, self.width),
-                                 lambda: _quad_terms(np.asarray(index), n_in, self.width))[0]
-            self._quads(qoff, degree, n_out, n_in, self.shared)
+            self._quads(index, degree, n_out, n_in, self.shared)
             self.direct = _in_place(stride, padding, &x_im, &out_im, self.width)
             self.path = PATH_QUADS
             return
@@ -107,7 +103,10 @@ cdef class _ForwardPlan:
         self.keep += [blocked, tap_ptr]
         self.path = PATH_CORRELATE
 
-    def _quads(self, qoff, int64_t degree, int64_t n_dst, int64_t n_src, bint shared):
+    def _quads(self, index, int64_t degree, int64_t n_dst, int64_t n_src, bint shared):
+        """The quads (xk_quads_t) of index's n_dst outputs over n_src sources, in panels of width."""
+        qoff = _cached_terms("quads", index, (n_src, self.width),
+                             lambda: _quad_terms(np.asarray(index), n_src, self.width))[0]
         self.qs.off, self.qs.ptr, self.qs.rows = <const int32_t *>_address(qoff), NULL, NULL
         self.qs.degree, self.qs.n_dst, self.qs.n_src, self.qs.shared = degree, n_dst, n_src, shared
         self.keep = (self.keep or []) + [qoff]
@@ -153,14 +152,16 @@ def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation, int num_
         _host(bias, "bias", 1, typenum, True, False)
     _host(out, "out", 4, typenum, False, True)
     if typenum == cnp.NPY_FLOAT:
-        _forward[float](x, weight, index, bias, out, stride, padding, dilation, _threads(num_threads), NULL)
+        _forward(<const float *>cnp.PyArray_DATA(x), x, weight, index, bias, out, stride, padding, dilation,
+                 _threads(num_threads))
     else:
-        _forward[double](x, weight, index, bias, out, stride, padding, dilation, _threads(num_threads), NULL)
+        _forward(<const double *>cnp.PyArray_DATA(x), x, weight, index, bias, out, stride, padding, dilation,
+                 _threads(num_threads))
 
 
-cdef int _forward(x, weight, index, bias, out, stride, padding, dilation, int n_chunks,
-                  const floating *kind) except -1:
-    """xconv2d_fwd on arrays _host checked, with floating their dtype (kind: NULL, names it)."""
+cdef int _forward(const floating *x_ptr, x, weight, index, bias, out, stride, padding, dilation,
+                  int n_chunks) except -1:
+    """xconv2d_fwd on arrays _host checked, x_ptr x's data as floating, their dtype."""
     cdef Py_ssize_t *x_shape = <Py_ssize_t *>cnp.PyArray_DIMS(x)
     cdef Py_ssize_t *w_shape = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
     cdef Py_ssize_t *out_shape = <Py_ssize_t *>cnp.PyArray_DIMS(out)
@@ -178,7 +179,6 @@ cdef int _forward(x, weight, index, bias, out, stride, padding, dilation, int n_
         bias_ptr = <const floating *>cnp.PyArray_DATA(bias)
     if batch * n_out * degree * w_shape[2] * w_shape[3] * out_im.height * out_im.width < SERIAL_MACS:
         n_chunks = 1  # waking and splitting between threads costs more (the bits are the same)
-    cdef const floating *x_ptr = <const floating *>cnp.PyArray_DATA(x)
     cdef floating *out_ptr = <floating *>cnp.PyArray_DATA(out)
     cdef _ForwardPlan plan = _forward_plan(index, (
         (batch, n_in, x_im.height, x_im.width), (x_im.img, x_im.chan, x_im.row, x_im.col),

@@ -2,7 +2,7 @@
 replaced as the default) against torch (dense and X models) and onnxruntime, and how much
 of the numpy executor's time is per-layer Python overhead.
 
-    python benchmarks/edge_latency.py [--threads 2] [--repeats 30] [--models x-resnet-2-18 ...]
+    python benchmarks/edge_latency.py [--threads 2] [--repeats 30] [--models x-resnet-2-18 ...] [--block 8]
 
 Each model runs as: the dense torch twin, the X model in torch, the X model's .xk file on
 xkern's engine (runtime.load) and on the numpy executor (backend="cpu": numpy ops and
@@ -170,7 +170,8 @@ def run(args):
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         xt = torch.from_numpy(x)
         torch.manual_seed(0)
-        xmodel, dense = models.create(name, seed=0).eval(), models.create(dense_name).eval()
+        xmodel = models.create(name, seed=0, **({"block": args.block} if args.block > 1 else {})).eval()
+        dense = models.create(dense_name).eval()
         times = {}
         with torch.no_grad():
             times["torch dense"] = median_ms(lambda: dense(xt), args.repeats, args.clock)
@@ -199,7 +200,7 @@ def run(args):
             ref = xmodel(xt).numpy()
         err = max(np.abs(engine.predict(x) - ref).max(), np.abs(program.predict(x) - ref).max(),
                   np.abs(ort_runs["ORT X gather"].run(None, {"x": x})[0] - ref).max()) / np.abs(ref).max()
-        rows.append((f"{name} ({side}x{side})", times, err))
+        rows.append((f"{name}{f' block {args.block}' if args.block > 1 else ''} ({side}x{side})", times, err))
         notes.append((name, overhead(program, x, args.repeats, fixed, args.clock)))
         print(f"# done {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()), flush=True)
     return rows, notes, fixed
@@ -209,7 +210,7 @@ def markdown(rows, notes, fixed, args):
     cols = list(rows[0][1])
     lines = ["## Edge inference (batch 1, CPU)", "",
              f"`python benchmarks/edge_latency.py --threads {args.threads} --repeats {args.repeats} "
-             f"--clock {args.clock}` on {cpu_name()}, {args.threads} thread(s) for every engine; "
+             f"--clock {args.clock}{f' --block {args.block}' if args.block > 1 else ''}` on {cpu_name()}, {args.threads} thread(s) for every engine; "
              f"median ms of single calls ({CLOCK_WORDS[args.clock]}), batch 1, float32; load average "
              f"{os.getloadavg()[0]:.1f} at the end of the run.", "",
              "| model | " + " | ".join(cols) + " | xkern / ORT max abs err over max abs logit |",
@@ -232,6 +233,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--models", nargs="*", help="X model names (default: all three)")
+    p.add_argument("--block", type=int, default=1,
+                   help="the X models' expanders in blocks of this many outputs (xkern.models.create's block)")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall: latency; cpu: process CPU time, steadier on a shared machine "
                         "(needs --threads 1: with more it adds the threads' times up)")

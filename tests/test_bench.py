@@ -261,6 +261,27 @@ def test_model_pairs_run_and_render():
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+def test_model_pairs_with_block_expanders():
+    pair = models.ModelPair("x-densenet-bc-2-40-24", "densenet-bc-40-24", (3, 8, 8), 2, 2)
+    result = suite.run_models([pair], repeats=1, sample_time=0.0, with_memory=False, block=8)
+    (row,) = result["models"]
+    assert row["block"] == 8 and row["x_stats"]["macs"] < row["dense_stats"]["macs"]
+    title, headers, rows = report.tables(result)[0]
+    assert rows[0][:2] == ["x-densenet-bc-2-40-24 (block 8)", "densenet-bc-40-24"]
+    assert report.tables(result)[1][0].startswith("x-densenet-bc-2-40-24 (block 8): its X layers")
+    # the layers timed are the block model's: every index in runs of 8 equal rows
+    model = models.create_model("x-densenet-bc-2-40-24", 0, 8)
+    from xkern.bench.network_layers import x_layers
+    for _, index in x_layers(model, (3, 8, 8)):
+        runs = index.reshape(-1, 8, index.shape[1])
+        assert (runs == runs[:, :1]).all()
+
+
+def test_cli_models_take_one_block(capsys, restore_threads):
+    assert main(["bench", "--models", "--block", "1", "8", "--quiet"]) == 2
+    assert "--models takes one block size, got 1 8" in capsys.readouterr().err
+
+
 # the asv suite uses the same definitions -----------------------------------------------
 
 def _asv_module():

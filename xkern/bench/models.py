@@ -31,13 +31,20 @@ PAIRS = (
 )
 
 
-def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, seed=0):
-    """A Case for model `name`: forward (no_grad) and step = gradients of the cross-entropy
-    of a random batch w.r.t. every parameter.  The model stays in training mode."""
-    from xkern.models import complexity, create
+def create_model(name, seed, block):
+    from xkern.models import create
+
+    return create(name, NUM_CLASSES, seed=seed, **({"block": block} if block > 1 else {}))
+
+
+def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, seed=0, block=1):
+    """A Case for model `name` (an X-Net's expanders in blocks of `block` outputs): forward
+    (no_grad) and step = gradients of the cross-entropy of a random batch w.r.t. every
+    parameter.  The model stays in training mode."""
+    from xkern.models import complexity
 
     check_device(device)
-    model = create(name, NUM_CLASSES, seed=seed).to(device, dtype)
+    model = create_model(name, seed, block).to(device, dtype)
     model.train()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((batch,) + tuple(input_shape), generator=gen).to(device, dtype)
@@ -57,13 +64,11 @@ def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, s
     return case, complexity(model, input_shape)
 
 
-def infer_case(name, input_shape, *, device="cpu", dtype=torch.float32, seed=0):
-    """(forward, sync): model `name` in eval mode on one random (C, H, W) sample, under no_grad:
-    batch-1 inference."""
-    from xkern.models import create
-
+def infer_case(name, input_shape, *, device="cpu", dtype=torch.float32, seed=0, block=1):
+    """(forward, sync): model `name` (block as in model_case) in eval mode on one random
+    (C, H, W) sample, under no_grad: batch-1 inference."""
     check_device(device)
-    model = create(name, NUM_CLASSES, seed=seed).to(device, dtype).eval()
+    model = create_model(name, seed, block).to(device, dtype).eval()
     x = torch.randn((1,) + tuple(input_shape), generator=torch.Generator().manual_seed(seed)).to(device, dtype)
 
     def forward():

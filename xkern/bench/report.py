@@ -109,7 +109,7 @@ def _model_table(result):
     rows = []
     for m in result["models"]:
         xs, ds = m["x_stats"], m["dense_stats"]
-        row = [m["x"], m["dense"], str(m["batch"]), "x".join(map(str, m["input"])),
+        row = [_x_name(m), m["dense"], str(m["batch"]), "x".join(map(str, m["input"])),
                _fmt(xs["step"]["median"], "ms"), _fmt(ds["step"]["median"], "ms"),
                _fmt(ds["step"]["median"] / xs["step"]["median"], "x"), _fmt(ds["macs"] / xs["macs"], "x"),
                _fmt(xs["param_bytes"], "mb"), _fmt(ds["param_bytes"], "mb")]
@@ -121,6 +121,11 @@ def _model_table(result):
         rows.append(row)
     return ("X-Net vs its dense twin: training step (forward + backward) and batch-1 inference (eval, "
             "no_grad), median ms", headers, rows)
+
+
+def _x_name(model):
+    block = model.get("block", 1)
+    return f"{model['x']} (block {block})" if block > 1 else model["x"]
 
 
 def _layer_label(layer):
@@ -137,7 +142,7 @@ def _network_layer_table(model):
         for r in model["layers"][mode]:
             rows.append([phase, _layer_label(r["layer"]), str(r["layer"]["count"]), str(r["batch"]),
                          _fmt(r["dense"], "ms"), _fmt(r["xkern"], "ms"), _fmt(r["eff"], "eff")])
-    return (f"{model['x']}: its X layers against torch's dense conv of the same shape (training input "
+    return (f"{_x_name(model)}: its X layers against torch's dense conv of the same shape (training input "
             f"{'x'.join(map(str, model['input']))}, inference input {'x'.join(map(str, model['infer_input']))})",
             headers, rows)
 

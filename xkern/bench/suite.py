@@ -144,9 +144,10 @@ def run(configs, *, impls=baselines.IMPLS, passes=PASSES, device="cpu", xkern_ba
 
 
 def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.float32, repeats=7,
-               sample_time=0.05, with_memory=True, with_layers=True, seed=0, log=None, command=None):
-    """Training steps and batch-1 inference of X-Nets and their dense twins; the same dict shape
-    as run, with "results" empty and "models": [{"x", "dense", "batch", "input", "infer_input",
+               sample_time=0.05, with_memory=True, with_layers=True, seed=0, block=1, log=None, command=None):
+    """Training steps and batch-1 inference of X-Nets (expanders in blocks of `block` outputs)
+    and their dense twins; the same dict shape as run, with "results" empty and "models":
+    [{"x", "block", "dense", "batch", "input", "infer_input",
     "x_stats", "dense_stats", "layers"}], each stats dict holding "step" and "infer" (Timing
     dicts), "step_peak_bytes", "param_bytes", "macs" (per training sample,
     xkern.models.complexity); "layers" (with_layers, CPU) is network_layers.time_layers' dict
@@ -161,31 +162,31 @@ def run_models(pairs=models.PAIRS, *, quick=False, device="cpu", dtype=torch.flo
     for pair in pairs:
         batch = pair.quick_batch if quick else pair.batch
         infer_shape = pair.infer_shape or pair.input_shape
-        row = dict(x=pair.x_name, dense=pair.dense_name, batch=batch, input=list(pair.input_shape),
+        row = dict(x=pair.x_name, block=block, dense=pair.dense_name, batch=batch, input=list(pair.input_shape),
                    infer_input=list(infer_shape))
-        roles = (("x_stats", pair.x_name), ("dense_stats", pair.dense_name))
-        built = [models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed)
-                 for _, name in roles]
+        roles = (("x_stats", pair.x_name, block), ("dense_stats", pair.dense_name, 1))
+        built = [models.model_case(name, pair.input_shape, batch, device=device, dtype=dtype, seed=seed, block=b)
+                 for _, name, b in roles]
         # the two models' samples in turns (see timing.measure_interleaved)
         steps = timing.measure_interleaved([case.step for case, _ in built], repeats=repeats,
                                            sample_time=sample_time, syncs=[case.sync for case, _ in built])
-        for (role, name), (case, counts), step in zip(roles, built, steps):
+        for (role, name, _), (case, counts), step in zip(roles, built, steps):
             stats = dict(step=step._asdict(), param_bytes=case.param_bytes, macs=counts["macs"])
             if with_memory:
                 stats["step_peak_bytes"] = memory.peak_bytes(case.step, device=device, sync=case.sync)
             row[role] = stats
             log(f"{name} batch {batch}: step {stats['step']['median'] * 1e3:.1f} ms")
         del built
-        inferred = [models.infer_case(name, infer_shape, device=device, dtype=dtype, seed=seed) for _, name in roles]
+        inferred = [models.infer_case(name, infer_shape, device=device, dtype=dtype, seed=seed, block=b)
+                    for _, name, b in roles]
         infers = timing.measure_interleaved([f for f, _ in inferred], repeats=repeats, sample_time=sample_time,
                                             syncs=[sync for _, sync in inferred])
-        for (role, name), infer in zip(roles, infers):
+        for (role, name, _), infer in zip(roles, infers):
             row[role]["infer"] = infer._asdict()
             log(f"{name} batch 1: inference {infer.median * 1e3:.2f} ms")
         del inferred
         if with_layers and device == "cpu":
-            from xkern.models import create
-            model = create(pair.x_name, models.NUM_CLASSES, seed=seed)
+            model = models.create_model(pair.x_name, seed, block)
             log(f"{pair.x_name}: its X layers against dense conv of the same shapes")
             row["layers"] = network_layers.time_layers(
                 model, train_shape=pair.input_shape, batch=batch, infer_shape=infer_shape,

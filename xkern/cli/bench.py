@@ -33,7 +33,8 @@ def register(sub):
     p.add_argument("-C", "--compressions", nargs="+", type=_positive_int, metavar="C",
                    help="compressions C (degree D = Cin / C); default 2 4 8")
     p.add_argument("--block", nargs="+", type=_positive_int, metavar="B", dest="blocks",
-                   help="expander block sizes (1: plain random expander); default 1 4 8, --quick 1")
+                   help="expander block sizes (1: plain random expander); default 1 4 8, --quick 1; with --models "
+                        "one size, the X-Nets' (default 1)")
     p.add_argument("--backend", choices=("cpu", "reference", "cuda"), default="cpu",
                    help="xkern backend; cuda runs every implementation on the GPU; reference (slow numpy) "
                         "defaults to the smoke-test layers")
@@ -89,10 +90,13 @@ def _measure(args):
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     if args.models:
         pairs = [p._replace(batch=args.batch, quick_batch=args.batch) if args.batch else p for p in models.PAIRS]
+        if args.blocks and len(args.blocks) > 1:
+            raise ValueError(f"--block: --models takes one block size, got {' '.join(map(str, args.blocks))}")
         result = suite.run_models(pairs, quick=args.quick, device="cuda" if args.backend == "cuda" else "cpu",
                                   dtype=getattr(torch, args.dtype), repeats=s["repeats"],
                                   sample_time=s["sample_time"], with_memory=not args.no_memory,
                                   with_layers=not args.no_layers, seed=args.seed,
+                                  block=args.blocks[0] if args.blocks else 1,
                                   log=log, command=_command(args, s))
     else:
         configs = layers.configs(s["layers"], s["compressions"], s["blocks"], batch=args.batch)
@@ -110,6 +114,8 @@ def _command(args, s):
     words = ["python -m xkern bench"]
     if args.models:
         words += ["--models"] + (["--quick"] if args.quick else []) + (["--no-layers"] if args.no_layers else [])
+        if args.blocks and args.blocks[0] > 1:
+            words += ["--block", str(args.blocks[0])]
     else:
         words += ["--layers", *s["layers"], "-C", *map(str, s["compressions"]), "--block", *map(str, s["blocks"]),
                   "--impls", *args.impls]

@@ -29,16 +29,17 @@ QUICK = ["--data", "digits", "--image-size", "8", "--limit", "400", "--device", 
          "--no-progress"]
 
 
-def tiny_net(name, num_classes, seed):
+def tiny_net(name, num_classes, seed, block=1):
     """"tiny", "x-tiny-C" or "g-tiny-C": (B, 3, 8, 8) -> (B, num_classes) logits.
 
     A dense first conv, one compressible 3x3 conv (dense, X or grouped: made by the models'
-    LayerFactory like every registry network), a linear classifier.
+    LayerFactory like every registry network, an X one's graph in blocks of `block`
+    outputs), a linear classifier.
     """
     m = re.fullmatch(r"(?:(?P<kind>[xg])-)?tiny(?:-(?P<c>\d+))?", name)
     if m is None or (m["kind"] is None) != (m["c"] is None):
         raise ValueError(f"unknown model name {name!r}")
-    factory = LayerFactory(m["kind"] or "dense", m["c"] and int(m["c"]), seed=seed)
+    factory = LayerFactory(m["kind"] or "dense", m["c"] and int(m["c"]), seed=seed, block=block)
     torch.manual_seed(seed)
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
@@ -194,6 +195,31 @@ def test_compare_dense_x_g(tiny_models, tmp_path, capsys):
         assert len(r["val_accuracy"]) == 2 and r["mean"] == pytest.approx(np.mean(r["val_accuracy"]))
         assert r["mean"] > 0.5
     assert os.path.isfile(os.path.join(out, "compare.png"))
+
+
+def test_block_expanders_in_train_and_compare(tiny_models, tmp_path, capsys):
+    out = str(tmp_path / "cmp")
+    assert main(["compare", "--models", "tiny", "x-tiny-2", "--seeds", "1", "--epochs", "1",
+                 "--block", "8", "--out", out] + QUICK) == 0
+    with open(os.path.join(out, "compare.json")) as f:
+        results = {r["model"]: r for r in json.load(f)["results"]}
+    # the X model's runs are named by their block (the dense model has none)
+    assert list(results) == ["tiny", "x-tiny-2-block8"]
+    assert results["x-tiny-2-block8"]["block"] == 8 and results["tiny"]["block"] == 1
+    assert results["x-tiny-2-block8"]["mean"] > 0.5
+    run = os.path.join(out, "x-tiny-2-block8", "seed0")
+    ckpt = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
+    assert ckpt["block"] == 8 and ckpt["args"]["block"] == 8
+    [index] = [v for k, v in ckpt["model"].items() if k.endswith(".index")]
+    runs = index.reshape(-1, 8, index.shape[1])
+    assert torch.equal(runs, runs[:, :1].expand_as(runs))  # eight outputs share each row
+    assert len(torch.unique(index)) == 16  # and the blocks cover every input (biregular)
+    # resuming with another block is refused by name; --block must be a positive integer
+    assert main(["train", "--model", "x-tiny-2", "--epochs", "2", "--out", run, "--resume"] + QUICK) == 2
+    assert "was trained with --block 8, not 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "x-tiny-2", "--epochs", "1", "--out", run, "--block", "0"] + QUICK)
+    assert "--block must be a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_paper_recipes():

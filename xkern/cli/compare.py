@@ -57,7 +57,7 @@ def run(args):
                      data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr,
                      weight_decay=args.weight_decay, limit=args.limit,
                      image_size=args.image_size, workers=args.workers, progress=args.progress,
-                     autocast=args.autocast)
+                     autocast=args.autocast, block=args.block)
     seeds = list(range(args.seeds))
     try:
         ctx = distributed.setup(args.device)

@@ -36,7 +36,7 @@ def _load(path):
                          "(it needs the keys 'model_name' and 'model')")
     try:
         model = models.create(ckpt["model_name"], num_classes=ckpt.get("num_classes"),
-                              seed=ckpt.get("seed"))
+                              seed=ckpt.get("seed"), block=ckpt.get("block", 1))
         model.load_state_dict(ckpt["model"])
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"xkern export: cannot rebuild {ckpt['model_name']!r} from {path!r}: {exc}") from None

@@ -50,25 +50,29 @@ def plan(family, compressions):
 def run_all(runs, base, seeds, ctx, log=print):
     """Train every (kind, C, model) of runs for each seed in seeds; returns one summary row per model.
 
-    base: a loop.RunConfig whose model, out, seed and resume are filled in per run.
+    base: a loop.RunConfig whose model, out, seed and resume are filled in per run.  With
+    base.block > 1 the X models' runs are named <model>-block<B> (their folders too); the dense
+    and grouped models have no expanders and keep their names.
     """
     splits = datasets.load(base.data, base.data_dir, image_size=base.image_size, limit=base.limit)
     results = []
     for kind, compression, name in runs:
         accuracies, step_ms = [], []
+        block = base.block if kind == "x" else 1
+        label = f"{name}-block{block}" if block > 1 else name
         for seed in seeds:
-            out = os.path.join(base.out, name, f"seed{seed}")
-            config = replace(base, model=name, seed=seed, out=out,
+            out = os.path.join(base.out, label, f"seed{seed}")
+            config = replace(base, model=name, seed=seed, out=out, block=block,
                              resume=os.path.isfile(os.path.join(out, loop.CHECKPOINT)))
             rows = loop.fit(config, ctx, splits)
             accuracies.append(rows[-1]["val_accuracy"])
             step_ms += [r["ms_per_step"] for r in rows if "ms_per_step" in r]
-        cost = loop.model_cost(loop.build_model(name, splits.num_classes, seeds[0]),
+        cost = loop.model_cost(loop.build_model(name, splits.num_classes, seeds[0], block),
                                splits.image_shape)
         mean = sum(accuracies) / len(accuracies)
         std = (math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1))
                if len(accuracies) > 1 else 0.0)
-        results.append({"model": name, "kind": kind, "compression": compression,
+        results.append({"model": label, "kind": kind, "compression": compression, "block": block,
                         "params": cost["params"], "macs": cost["macs"], "seeds": list(seeds),
                         "val_accuracy": accuracies, "mean": mean, "std": std,
                         # median over epochs and seeds: the first epoch's warm-up counts once

@@ -46,13 +46,15 @@ class RunConfig:
     workers: int = None  # data-loader processes; None: 0 for in-memory data, up to 8 for folders
     progress: bool = True
     autocast: str = None  # "bfloat16" or "float16": forward passes under torch.autocast
+    block: int = 1        # X models' expanders in blocks of this many outputs (xkern.models.create)
 
 
-def build_model(name, num_classes, seed):
-    """A registry model with freshly drawn weights and graphs, reproducible from seed."""
+def build_model(name, num_classes, seed, block=1):
+    """A registry model with freshly drawn weights and graphs, reproducible from seed (an X
+    model's expanders in blocks of `block` outputs)."""
     from .. import models
     torch.manual_seed(seed)
-    return models.create(name, num_classes=num_classes, seed=seed)
+    return models.create(name, num_classes=num_classes, seed=seed, block=block)
 
 
 def model_cost(model, image_shape):
@@ -72,7 +74,7 @@ def fit(config, ctx, splits=None):
                                limit=config.limit)
     recipe = recipe_for(config.model, config.data, config.epochs, lr=config.lr,
                         batch_size=config.batch_size, weight_decay=config.weight_decay)
-    model = build_model(config.model, splits.num_classes, config.seed).to(ctx.device)
+    model = build_model(config.model, splits.num_classes, config.seed, config.block).to(ctx.device)
     check_same_graphs(ctx, model)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
@@ -87,7 +89,8 @@ def fit(config, ctx, splits=None):
     rows = _metrics_until(metrics_path, start)
 
     cost = model_cost(model, splits.image_shape)
-    log(f"xkern train: {config.model} ({cost['params'] / 1e6:.3g} M params, "
+    log(f"xkern train: {config.model}{f' (expander blocks of {config.block})' if config.block > 1 else ''} "
+        f"({cost['params'] / 1e6:.3g} M params, "
         f"{cost['macs'] / 1e6:.4g} M MACs per image) on {splits.describe()}")
     log(f"  device {ctx.device} x {ctx.world_size} process(es), seed {config.seed}, "
         f"epochs {start + 1}..{config.epochs} of {config.epochs}")
@@ -274,7 +277,7 @@ def _final(config, splits, model):
     return {"format": FORMAT, "model_name": config.model, "num_classes": splits.num_classes,
             "classes": list(splits.classes), "image_shape": list(splits.image_shape),
             "normalization": {"mean": list(splits.transform.mean), "std": list(splits.transform.std)},
-            "seed": config.seed, "model": model.state_dict()}
+            "seed": config.seed, "block": config.block, "model": model.state_dict()}
 
 
 def _checkpoint(config, recipe, splits, model, optimizer, scheduler, epochs_done):
@@ -297,8 +300,8 @@ def _restore(config, path, model, optimizer, scheduler, ctx):
     ckpt = torch.load(path, map_location=ctx.device, weights_only=True)
     if ckpt.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an xkern training checkpoint")
-    for key in ("model", "data"):
-        saved = ckpt["args"][key]
+    for key in ("model", "data", "block"):
+        saved = ckpt["args"].get(key, 1 if key == "block" else None)
         if saved != getattr(config, key):
             raise ValueError(f"--resume: {path!r} was trained with --{key} {saved}, "
                              f"not {getattr(config, key)}")

@@ -233,19 +233,24 @@ def test_im2col_by_offsets_equals_im2col_by_rows(name, monkeypatch):
     assert np.array_equal(cols[0], cols[1]) and np.array_equal(cols[0], cols[2])
 
 
-@pytest.mark.parametrize("hw, taken, block_bytes", [
-    ((12, 12), True, None), ((16, 16), True, None), ((32, 32), True, None),
-    ((32, 32), True, 3 << 10),   # blocks of 3 rows: 20 channels in 7, the last short
-    ((8, 8), False, None), ((33, 32), False, None), ((11, 13), False, None)])
-def test_1x1_weight_grad_in_place_matches_the_oracle(hw, taken, block_bytes, monkeypatch):
-    """Stride-1 1x1 grad_weights on maps of 128-1024 positions (whole vectors) read x and
-    grad_out in place (_dots_in_place: each block of rows copied to a panel); others keep the
-    packed planes.  Both against the oracle, at 1 and 3 threads bit for bit."""
+@pytest.mark.parametrize("hw, taken, block_bytes, block", [
+    ((12, 12), True, None, 1), ((16, 16), True, None, 1), ((32, 32), True, None, 1),
+    ((32, 32), True, 3 << 10, 1),   # blocks of 3 rows: 20 channels in 7, the last short
+    ((8, 8), True, None, 1), ((4, 4), False, None, 1), ((33, 32), False, None, 1), ((11, 13), False, None, 1),
+    ((16, 16), False, None, 4)])    # a block expander keeps the packed planes
+def test_1x1_weight_grad_in_place_matches_the_oracle(hw, taken, block_bytes, block, monkeypatch):
+    """Stride-1 1x1 grad_weights of random expanders on maps of 64-1024 positions (whole
+    vectors) read x and grad_out in place (_dots_in_place: each block of rows copied to a
+    panel); others keep the packed planes.  Both against the oracle, at 1 and 3 threads bit
+    for bit."""
     if block_bytes:
         monkeypatch.setattr(_cpu, "COLUMNS_BLOCK_BYTES", block_bytes)
     calls = []
     monkeypatch.setattr(_cpu, "_dots_in_place", lambda *a, real=_cpu._dots_in_place: calls.append(1) or real(*a))
-    x, weight, index, bias, grad_out, geometry = conv_case((3, 20, 9, 7, hw, (1, 1), 1, 0, 1, True), 6)
+    x, weight, index, bias, grad_out, geometry = conv_case((3, 20, 9 if block == 1 else 8, 7, hw, (1, 1), 1, 0, 1,
+                                                            True), 6)
+    if block > 1:
+        index = np.repeat(index[::block], block, axis=0)
     want = conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[2]
     for dtype in DTYPES:
         got = []

@@ -342,10 +342,12 @@ def _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilati
                                   block_rows, n_chunks)
 
 
-def _dots_in_place_rule(int64_t hw, int64_t itemsize):
-    """True when a stride-1 1x1 grad_weight over maps of hw positions takes _dots_in_place."""
+def _dots_in_place_rule(int64_t hw, int64_t itemsize, bint shared):
+    """True when a stride-1 1x1 grad_weight over maps of hw positions takes _dots_in_place
+    (shared: the index rows come in runs of XK_SHARE, which the packed planes serve better)."""
     lanes = XK_LANES_F32 if itemsize == 4 else XK_LANES_F64
-    return COLUMNS != "never" and DOTS_IN_PLACE_HW[0] <= hw <= DOTS_IN_PLACE_HW[1] and hw % lanes == 0
+    return (COLUMNS != "never" and not shared and DOTS_IN_PLACE_HW[0] <= hw <= DOTS_IN_PLACE_HW[1]
+            and hw % lanes == 0)
 
 
 def _dots_in_place(grad_out, x, index, grad_weight, int n_chunks):

@@ -32,12 +32,12 @@ COLUMNS_MAX_BYTES = 64 << 20
 # of a tile) that k x k kernels' tiles keep (in L2) while each channel's taps meet them.
 COLUMNS_WGRAD_TILE = 256
 COLUMNS_WGRAD_G_BYTES = 1 << 20
-# Stride-1 1x1 grad_weights on contiguous maps of DOTS_IN_PLACE_HW[0] to DOTS_IN_PLACE_HW[1]
-# positions (whole vectors): xk_dot_columns on x and grad_out in place (each block of rows
-# copied to an L1 panel), a whole map or COLUMNS_WGRAD_TILE positions per pass (_dots_in_place),
-# instead of the packed planes.  One thread, batch 16-32: 12x12 1.16-1.45x, 16x16 1.21-1.58x,
-# 32x32 1.24-1.41x; 8x8 0.93x (passes too short).
-DOTS_IN_PLACE_HW = (128, 1024)
+# Stride-1 1x1 grad_weights of random expanders on contiguous maps of DOTS_IN_PLACE_HW[0] to
+# DOTS_IN_PLACE_HW[1] positions (whole vectors): xk_dot_columns on x and grad_out in place (each
+# block of rows copied to an L1 panel), a whole map or COLUMNS_WGRAD_TILE positions per pass
+# (_dots_in_place), instead of the packed planes (BENCHMARKS.md, "What was tried").  Block
+# expanders keep the packed planes, whose runs share each load.
+DOTS_IN_PLACE_HW = (64, 1024)
 
 # Stride-1 3x3 convs by Winograd F(2x2, 3x3) (xk_wino_tile, _wino_tiles): "auto" takes it
 # where it measured faster than the direct row tiles (_winograd), "always" for every

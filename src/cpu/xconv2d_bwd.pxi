@@ -143,7 +143,7 @@ def xconv2d_bwd_weight(const floating[:, :, :, :] grad_out, const floating[:, :,
                                 (grad_out.shape[2], grad_out.shape[3]), batch, sizeof(floating)):
         _columns_bwd_weight(grad_out, x, index, grad_weight, stride, padding, dilation, n_chunks)
         return
-    if kk == 1 and _dots_in_place_rule(grad_out.shape[2] * grad_out.shape[3], sizeof(floating)) \
+    if kk == 1 and _dots_in_place_rule(grad_out.shape[2] * grad_out.shape[3], sizeof(floating), shared) \
             and _in_place(stride, padding, &x_im, &g_im, 0):
         _dots_in_place(grad_out, x, index, grad_weight, n_chunks)
         return

@@ -175,11 +175,11 @@ def test_winograd_strided_arrays(dtype, tile):
 
 
 def test_winograd_auto_rule():
-    """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides
-    and 16+ panels of tiles, at any thread count; not for few edges, a small batch, other
-    geometries or "never".  It takes F(4x4, 3x3) where its tiles make 16+ panels, its
-    scratch fits and it transforms at most WINO_F4_VALUES of F(2x2, 3x3)'s values, else
-    F(2x2, 3x3); WINO_TILE forces one."""
+    """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides,
+    a panel or more of 2x2 tiles holding 60%+ real outputs, at any thread count; not for few
+    edges, less than a panel, 3x3 maps, other geometries or "never".  It takes F(4x4, 3x3)
+    where its tiles make 6+ panels, its scratch fits and it transforms at most WINO_F4_VALUES
+    of F(2x2, 3x3)'s values, else F(2x2, 3x3); WINO_TILE forces one."""
     def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
         x, weight, index, _, _ = _case(batch, n_in, n_out, degree, hw, (1, 1), bias=False)
         x, weight = _cast(np.float32, x, weight)
@@ -194,20 +194,25 @@ def test_winograd_auto_rule():
         return {k: calls[k] for k in ("forward", "grad_input", "tiles")}
     f2, f4 = ({"forward": 1, "grad_input": 1, "tiles": {m}} for m in (2, 4))
     direct = {"forward": 0, "grad_input": 0, "tiles": set()}
-    # 2 x 14 x 14 tiles of 2x2: 16.3 panels of 24 (the thread count never switches the algorithm)
+    # 2 x 7 x 7 tiles of 4x4: 4.1 panels of 24, so 2x2 tiles (the thread count never switches
+    # the algorithm)
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=4) == f2
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), n_threads=16) == f2
-    assert calls_for("auto", 2, 64, 64, 16, (26, 26)) == direct  # 14.1 panels
     assert calls_for("auto", 2, 64, 64, 16, (28, 28)) == f2
-    # 8 x 7 x 7 tiles of 4x4: 16.3 panels; 7 x 7 x 7: 14.3, so 2x2 tiles
-    assert calls_for("auto", 8, 64, 64, 16, (28, 28)) == f4
-    assert calls_for("auto", 8, 64, 64, 16, (28, 28), n_threads=16) == f4
-    assert calls_for("auto", 7, 64, 64, 16, (28, 28)) == f2
+    # 4 x 7 x 7 tiles of 4x4: 8.2 panels; 3 x 7 x 7: 6.1
+    assert calls_for("auto", 4, 64, 64, 16, (28, 28)) == f4
+    assert calls_for("auto", 4, 64, 64, 16, (28, 28), n_threads=16) == f4
+    assert calls_for("auto", 3, 64, 64, 16, (28, 28)) == f4
     # 96 -> 24 with D = 48: 12 edges per input channel; grad_input the same edges the other way
     assert calls_for("auto", 2, 96, 24, 48, (28, 28)) == f2
     assert calls_for("auto", 2, 96, 24, 12, (28, 28)) == direct
     assert calls_for("auto", 2, 64, 64, 8, (28, 28)) == direct
-    assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == direct
+    # 7 x 7 tiles of 2x2 at 14x14: 2.0 panels; 4 x 4 at 7x7: 0.67; 5x5 maps in 2x2 tiles
+    # hold 69% real outputs, 3x3 maps 56%
+    assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == f2
+    assert calls_for("auto", 1, 64, 64, 16, (7, 7)) == direct
+    assert calls_for("auto", 4, 64, 64, 16, (5, 5)) == f2
+    assert calls_for("auto", 8, 64, 64, 16, (3, 3)) == direct
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), stride=2) == direct
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), dilation=2) == direct
     assert calls_for("never", 2, 64, 64, 16, (28, 28)) == direct
@@ -225,6 +230,7 @@ def test_winograd_auto_rule():
         assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 8, 4) == 2
     with _Winograd("auto", 4):
         assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 2, 4) == 0  # 4.1 panels of 4x4 tiles
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 3, 4) == 4
     with _Winograd("always"):
         assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64, (5, 5), 1, 4) == 4
 

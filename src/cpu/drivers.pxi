@@ -431,9 +431,9 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
     """The tile side m (2 or 4) with which a correlation of n_src -> n_dst channels along `edges`
     edges, into maps of out_hw, runs by Winograd F(m x m, 3x3), or 0: it runs direct
     (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count).  "auto" takes
-    F(4x4, 3x3) where its tiles make WINO_MIN_PANELS panels, its scratch fits and it
-    transforms at most WINO_F4_VALUES as many values as F(2x2, 3x3), else F(2x2, 3x3) on
-    the same terms."""
+    F(4x4, 3x3) where its tiles make WINO_MIN_PANELS[4] panels and cover WINO_MIN_COVER, its
+    scratch fits and it transforms at most WINO_F4_VALUES as many values as F(2x2, 3x3), else
+    F(2x2, 3x3) on the same terms and limits."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return 0
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
@@ -443,13 +443,17 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
 
     def fits(m):
         return (m + 2) ** 2 * (n_src + n_dst + 3) * width * itemsize <= WINO_SCRATCH_BYTES
+
+    def cover(m):
+        return out_hw[0] * out_hw[1] / (_wino_tile_count(m, out_hw) * m * m)
     if WINOGRAD == "always":
         return WINO_TILE or (4 if fits(4) else 2)
     if edges < WINO_MIN_TERMS * max(n_src, n_dst):
         return 0
     f4_values = _wino_values(4, out_hw) / _wino_values(2, out_hw)
     for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
-        if panels(m) >= WINO_MIN_PANELS and fits(m) and (m == 2 or WINO_TILE or f4_values <= WINO_F4_VALUES[itemsize]):
+        if (panels(m) >= WINO_MIN_PANELS.get(m, WINO_MIN_PANELS[2]) and cover(m) >= WINO_MIN_COVER and fits(m)
+                and (m == 2 or WINO_TILE or f4_values <= WINO_F4_VALUES[itemsize])):
             return m
     return 0
 

@@ -44,7 +44,7 @@ DOTS_IN_PLACE_HW = (64, 1024)
 # stride-1 3x3 conv, "never" not at all.
 WINOGRAD = "auto"
 # The tile of m x m outputs: 0, the rule (_winograd) takes F(4x4, 3x3) where its tiles make
-# WINO_MIN_PANELS panels, its scratch fits and it transforms at most WINO_F4_VALUES (by
+# WINO_MIN_PANELS[4] panels, its scratch fits and it transforms at most WINO_F4_VALUES (by
 # itemsize) as many values as F(2x2, 3x3) (_wino_values), else F(2x2, 3x3); 2 or 4: that
 # one wherever Winograd runs.  F(4x4) against F(2x2), two threads, batch 32, 128-256
 # channels, forward / grad_input: float32 1.28-1.53x at 28x28 (0.56 of the values),
@@ -55,11 +55,15 @@ WINO_F4_VALUES = {4: 0.75, 8: 0.65}
 # channel (the transforms cost per channel, the products per edge: at 8 it measured
 # 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
 WINO_MIN_TERMS = 12
-# ... at least this many panels of tiles (batch 1 at 14x14 has 2 of 2x2 tiles: 0.4x; with
-# fewer than 4 per thread, _wino_tiles splits a panel's quads between threads, each
-# transforming the panel again).  No rule looks at the thread count: a result's bits must
+# ... at least this many panels of tiles for each tile side m (with fewer than 4 per thread,
+# _wino_tiles splits a panel's quads between threads, each transforming the panel again;
+# F(4x4) takes more: against F(2x2) at 2-3 panels of 4x4 tiles it won at one thread and lost
+# at two, from 6 it wins at both) ...
+WINO_MIN_PANELS = {4: 6, 2: 1}
+# ... whose tiles hold at least this fraction of real outputs (3x3 maps in 2x2 tiles: 0.56,
+# where F(2x2) lost on grad_input).  No rule looks at the thread count: a result's bits must
 # not depend on it ...
-WINO_MIN_PANELS = 16
+WINO_MIN_COVER = 0.6
 # ... and one thread's scratch ((m + 2)^2 transformed panels of the sources and as many of
 # the destinations) at most this many bytes.
 WINO_SCRATCH_BYTES = 4 << 20

@@ -12,7 +12,8 @@ def _settings():
     between calls)."""
     return (PACK_BYTES, BLOCK_BYTES, BLOCK_TERMS, QUAD_PANEL_BYTES, COLUMNS, COLUMNS_MAX_HW,
             COLUMNS_MAX_STRIDED_HW, COLUMNS_BLOCK_BYTES, COLUMNS_MAX_BYTES, WINOGRAD, WINO_TILE,
-            tuple(WINO_F4_VALUES.items()), WINO_MIN_TERMS, WINO_MIN_PANELS, WINO_SCRATCH_BYTES,
+            tuple(WINO_F4_VALUES.items()), WINO_MIN_TERMS, tuple(WINO_MIN_PANELS.items()), WINO_MIN_COVER,
+            WINO_SCRATCH_BYTES,
             tuple(ROWS3_SPEED.items()))
 
 

@@ -9,7 +9,7 @@ Each class score depends on all the inputs, and the student has no dense layer t
 width -> width (degree D, BatchNorm and ReLU between them) whose first `classes` outputs
 are the logits.  A graph that lets an input reach no logit, or reach it through few paths,
 shows up as lost accuracy.  Each row: the graph kind, how many of the inputs reach every
-logit (through the stacked graphs), test accuracy per seed and their mean and spread; the
+logit (through the stacked graphs), test accuracy per seed, their mean and sample standard deviation; the
 dense row is the same stack with torch.nn.Linear layers.
 Prints a markdown table for BENCHMARKS.md.
 """
@@ -119,7 +119,7 @@ def main():
         accs = np.array([a for a, _ in runs]) * 100
         reached = min(r for _, r in runs)
         print(f"| {kind[0]} | {reached} of {args.width} | {' / '.join(f'{a:.1f}' for a in accs)} | "
-              f"**{accs.mean():.1f} +- {accs.std():.1f}** |", flush=True)
+              f"**{accs.mean():.1f} +- {accs.std(ddof=1) if len(accs) > 1 else 0.0:.1f}** |", flush=True)
     print(f"\n({time.time() - start:.0f} s)")
 
 

@@ -5,12 +5,13 @@ channel at every output, learnt by stacks of X-Linear layers with each graph kin
 
 The teacher is a random dense map on `width` inputs: y = argmax(A x), A (classes, width),
 x ~ N(0, I) (with --hidden, a two-layer one: y = argmax(A relu(B x)), B (width, width)).
-Each class score depends on all the inputs, and the student has no dense layer to mix them: it is `layers` X-Linear layers of
-width -> width (degree D, BatchNorm and ReLU between them) whose first `classes` outputs
-are the logits.  A graph that lets an input reach no logit, or reach it through few paths,
-shows up as lost accuracy.  Each row: the graph kind, how many of the inputs reach every
-logit (through the stacked graphs), test accuracy per seed, their mean and sample standard deviation; the
-dense row is the same stack with torch.nn.Linear layers.
+Each class score depends on all the inputs, and the student has no dense layer to mix them:
+it is `layers` X-Linear layers of width -> width (degree D, BatchNorm and ReLU between them)
+whose first `classes` outputs are the logits. A graph that lets an input reach no logit, or
+reach it through few paths, shows up as lost accuracy. Each row: the graph kind, how many of
+the inputs reach every logit (through the stacked graphs), test accuracy per seed, their
+mean and sample standard deviation; the dense row is the same stack with torch.nn.Linear
+layers.
 Prints a markdown table for BENCHMARKS.md.
 """
 import argparse

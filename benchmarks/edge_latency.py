@@ -210,7 +210,8 @@ def markdown(rows, notes, fixed, args):
     cols = list(rows[0][1])
     lines = ["## Edge inference (batch 1, CPU)", "",
              f"`python benchmarks/edge_latency.py --threads {args.threads} --repeats {args.repeats} "
-             f"--clock {args.clock}{f' --block {args.block}' if args.block > 1 else ''}` on {cpu_name()}, {args.threads} thread(s) for every engine; "
+             f"--clock {args.clock}{f' --block {args.block}' if args.block > 1 else ''}` on {cpu_name()}, "
+             f"{args.threads} thread(s) for every engine; "
              f"median ms of single calls ({CLOCK_WORDS[args.clock]}), batch 1, float32; load average "
              f"{os.getloadavg()[0]:.1f} at the end of the run.", "",
              "| model | " + " | ".join(cols) + " | xkern / ORT max abs err over max abs logit |",

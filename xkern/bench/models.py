@@ -32,6 +32,8 @@ PAIRS = (
 
 
 def create_model(name, seed, block):
+    """xkern.models.create(name) with this module's classifier width, its graphs from seed, an
+    X-Net's expanders in blocks of `block` outputs (the dense twins take no block)."""
     from xkern.models import create
 
     return create(name, NUM_CLASSES, seed=seed, **({"block": block} if block > 1 else {}))

@@ -452,7 +452,7 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
         return 0
     f4_values = _wino_values(4, out_hw) / _wino_values(2, out_hw)
     for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
-        if (panels(m) >= WINO_MIN_PANELS.get(m, WINO_MIN_PANELS[2]) and cover(m) >= WINO_MIN_COVER and fits(m)
+        if (panels(m) >= WINO_MIN_PANELS[m] and cover(m) >= WINO_MIN_COVER and fits(m)
                 and (m == 2 or WINO_TILE or f4_values <= WINO_F4_VALUES[itemsize])):
             return m
     return 0

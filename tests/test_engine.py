@@ -171,6 +171,30 @@ def test_row_tiles_at_every_height(width, stride, tmp_path):
     assert wide == ({0} if width <= 8 else {0, 1}), "both strip widths at widths over 8"
 
 
+def test_shared4_tiles_within_and_across_rows(tmp_path):
+    """Shared-4 convs (outputs in blocks of four with one index row) on maps with padding
+    columns tile within rows where rows fill their tiles, else across rows (a 7-column row
+    fills 7 of 24): both tilings, at widths under, at and over a tile, with a fused residual
+    and activation, match the numpy executor."""
+    rng = np.random.default_rng(7)
+    tilings = set()
+    for width in (3, 7, 13, 24, 25, 47, 48):
+        for act in (None, "relu6"):
+            nodes, out = _conv_graph(rng, "conv2d", 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, 8, True, act)
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+            graph = Graph("x", (None, 8, 5 + width % 4, width), nodes, out)
+            runtime.format.write(graph, tmp_path / "c.xk")
+            net = runtime.load(tmp_path / "c.xk", backend="engine")
+            stats = net._engine.stats([1, *graph.input_shape[1:]])
+            assert stats["conv_shared4"] == 1
+            tilings.add(stats["conv_shared4_rows"])
+            x = inputs((1,) + graph.input_shape[1:], width)
+            oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+            np.testing.assert_allclose(net.predict(x), oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                       err_msg=f"width {width}: {graph.summary()}")
+    assert tilings == {0, 1}, "tiles within rows and across rows"
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", [(1, 1), (0, 0), (1, 0), (2, 1)])
 def test_depthwise_3x3_direct(stride, padding, tmp_path):

@@ -424,6 +424,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     // a channel stride of a multiple of 1 KiB maps the channels' rows to 4 or fewer places in
     // the L1 sets (4 KiB apart): direct only while each place holds at most 4 channels of 8 ways
     if (p.direct && (p.h * p.w) % 256 == 0 && p.cin * std::gcd<int64_t>(p.h * p.w, 1024) > 4 * 1024) p.direct = false;
+    // channels of h w floats, h w not a multiple of 8, start off the 32-byte grid: loads split cache lines
+    if ((p.h * p.w) % 8) p.direct = false;
     if (p.family == DW3S2 || p.family == DW3S1) p.direct = true;  // reads its input as it is
     if (p.direct) { p.wq = p.w; p.hq = p.h; }
     else { p.wq = (p.w + 2 * p.pw + p.sw - 1) / p.sw; p.hq = p.ho + oy_max + 1; }
@@ -452,11 +454,15 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.vec_last = int(vectors - (p.n_tiles - 1) * p.vec);
     }
     if (p.family != ROWS3) p.n_tiles = (mul(p.ho, p.wq) + p.tile - 1) / p.tile;
-    // shared-4 tiles within rows when rows have padding columns: the kernel then finishes
-    // every tile, where tiles across rows went through store_tile row segment by row segment
+    // shared-4 tiles within rows when rows have padding columns, unless tiles across rows are
+    // 15% fewer: within rows the kernel finishes every tile (across rows store_tile does, row
+    // segment by row segment), but a 7-column row fills 7 of a tile's 24 columns
     if (p.family == SHARED4 && p.wq != p.wo) {
-        p.strips = (p.wo + p.tile - 1) / p.tile;
-        p.n_tiles = mul(p.ho, p.strips);
+        const int64_t strips = (p.wo + p.tile - 1) / p.tile;
+        if (100 * mul(strips, p.ho) <= 115 * p.n_tiles) {
+            p.strips = strips;
+            p.n_tiles = mul(p.ho, p.strips);
+        }
     }
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
@@ -736,7 +742,7 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         const int64_t q0 = p.strips ? y * p.wq + x0 : tile * p.tile, at = p.strips ? y * p.wo + x0 : q0;
         const float *base = planes + q0;
         // a tile of contiguous outputs: the kernel finishes it
-        const bool whole = avx2 && (p.strips || q0 + p.tile <= plane_out);
+        const bool whole = avx2 && (p.strips || (p.wq == p.wo && q0 + p.tile <= plane_out));
         alignas(32) float res[4 * kern::SHARED_T];
         const int v = p.blocks[vb];
         const int32_t *off = p.off.data() + vb * terms;
@@ -893,7 +899,8 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
         if (st.kind != Kind::conv) continue;
         P.conv[s] = plan_conv(*st.node, P.shapes[st.in[0]], P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external,
                               st.pre_nodes.empty() ? nullptr : &nodes[size_t(st.pre_nodes[0])], st.pre_act);
-        if (P.conv[s]->scratch_size) blocks.push_back({P.conv[s]->scratch_size, s, s, -1 - s});
+        // whole cache lines, so every block placed after it starts 64-byte aligned
+        if (P.conv[s]->scratch_size) blocks.push_back({(P.conv[s]->scratch_size + 15) / 16 * 16, s, s, -1 - s});
     }
     // lifetimes of root storages
     for (size_t id = 0; id < S.size(); ++id) {
@@ -961,7 +968,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
                                        {"conv_direct", 0}, {"conv_pre_affine", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
@@ -970,6 +977,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
+        out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;
         out["conv_pre_affine"] += cp.pre != nullptr;
     }
     return out;

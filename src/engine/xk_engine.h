@@ -28,7 +28,8 @@ public:
     void predict(const float *x, const int64_t shape[4], float *out, int64_t out_len, int threads,
                  std::vector<std::pair<int, double>> *times = nullptr);
     // Facts about the plan for shape: arena_bytes, steps, concat_inputs, concat_copies
-    // (concatenation inputs not written in place), convs per kernel family.
+    // (concatenation inputs not written in place), convs per kernel family (conv_shared4_rows:
+    // shared-4 convs tiled within rows).
     std::map<std::string, int64_t> stats(const int64_t shape[4]);
     // The steps after fusion: for each, the graph nodes it runs (for profiles and tests).
     std::vector<std::vector<int>> step_nodes() const;

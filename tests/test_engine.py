@@ -196,13 +196,14 @@ def test_shared4_tiles_within_and_across_rows(tmp_path):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("padding", [(1, 1), (0, 0), (1, 0), (2, 1)])
+@pytest.mark.parametrize("padding", [(1, 1), (0, 0), (1, 0), (2, 1), (2, 2)])
 def test_depthwise_3x3_direct(stride, padding, tmp_path):
-    """The 3x3 depthwise kernels read their input unpadded (masked or zero-padded reads at the
-    edges): maps down to 1x1, odd sizes, rows narrower than one read and wider, row blocks
-    and 8-column blocks cut short."""
+    """The 3x3 depthwise kernels read their input unpadded (masked reads at the edges): maps
+    down to 1x1, odd sizes, rows narrower than one read and wider, bands of rows cut short
+    or reaching past the top and bottom, 8-column blocks cut short, several plain blocks
+    between masked ones."""
     rng = np.random.default_rng(padding[0] * 3 + padding[1])
-    for h, w in ((1, 1), (2, 3), (3, 2), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
+    for h, w in ((1, 1), (2, 3), (3, 2), (5, 7), (7, 7), (9, 17), (14, 14), (16, 16), (23, 40), (14, 50), (30, 70)):
         if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
             continue
         ho, wo = (h + 2 * padding[0] - 3) // stride + 1, (w + 2 * padding[1] - 3) // stride + 1
@@ -219,6 +220,31 @@ def test_depthwise_3x3_direct(stride, padding, tmp_path):
         assert got.shape == (2, 5, ho, wo)
         np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
                                    err_msg=f"{h}x{w}: {graph.summary()}")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_3x3_threads(stride, threads, tmp_path):
+    """The 3x3 depthwise kernels on 2 threads (channels split between them) give 1 thread's
+    outputs bit for bit, with the residual and ReLU6 epilogue fused."""
+    rng = np.random.default_rng(stride)
+    h = w = 47
+    ho = (h - 1) // stride + 1
+    nodes, out = _conv_graph(rng, "conv2d", 64, 64, (3, 3), (stride, stride), (1, 1), (1, 1), 64, 1, stride == 1,
+                             "relu6")
+    if stride == 1:
+        nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+    graph = Graph("x", (None, 64, h, w), nodes, out)
+    runtime.format.write(graph, tmp_path / "c.xk")
+    x = inputs((1, 64, h, w), stride)
+    net = runtime.load(tmp_path / "c.xk", backend="engine")
+    got = {}
+    for n in (1, 2):
+        threads(n)
+        got[n] = net.predict(x)
+    oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+    assert got[1].shape == (1, 64, ho, ho)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())))
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])

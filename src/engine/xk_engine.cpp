@@ -24,6 +24,7 @@
 #include <string>
 
 #include "xk_kernels.h"
+#include "xk_depthwise.h"
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -141,26 +141,6 @@ inline float act_scalar(float v, int act) {
     return v;
 }
 
-// Depthwise 3x3, stride 1 or 2, read straight from one channel's unpadded (h, w) input: out[y, x]
-// = act(bias + sum w[ky][kx] in[stride y - ph + ky, stride x - pw + kx] (+ resid)), taps outside
-// the input zero.  No padded planes: filling them cost more than the arithmetic.
-inline void dw3_direct_generic(const float *in, int64_t h, int64_t w_in, int stride, int64_t ph, int64_t pw, int64_t ho,
-                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
-    for (int64_t y = 0; y < ho; ++y)
-        for (int64_t x = 0; x < wo; ++x) {
-            float s = bias;
-            for (int ky = 0; ky < 3; ++ky) {
-                const int64_t iy = stride * y - ph + ky;
-                if (iy < 0 || iy >= h) continue;
-                for (int kx = 0; kx < 3; ++kx) {
-                    const int64_t ix = stride * x - pw + kx;
-                    if (ix >= 0 && ix < w_in) s += w[ky * 3 + kx] * in[iy * w_in + ix];
-                }
-            }
-            out[y * wo + x] = act_scalar(s + (resid ? resid[y * wo + x] : 0.f), act);
-        }
-}
-
 // dst[k] = src[2 k] for k < n, reading no further than src[2 n - 2]
 inline void gather2_generic(const float *src, float *dst, int64_t n) {
     for (int64_t k = 0; k < n; ++k) dst[k] = src[2 * k];
@@ -423,90 +403,6 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, int64_t odd, const int
 }
 #undef XK_ROWS3_ROW
 #undef XK_ROWS3S2_ROW
-
-// dw3 direct, stride 1: tiles of 4 rows x 8 columns; each input row loaded (three column
-// shifts) feeds the up to three output rows that read it.  Blocks at the row's ends load
-// with masks, so columns outside the input read as zero without a padded copy.
-#define XK_DW3_ROW(j, A, B, C)                                                                        \
-    {                                                                                                 \
-        const int64_t iy = y0 - ph + j;                                                               \
-        if (iy >= 0 && iy < h) {                                                                      \
-            const float *src = in + iy * w_in + c0;                                                   \
-            const __m256 x0 = inside ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, m0);            \
-            const __m256 x1 = inside ? _mm256_loadu_ps(src + 1) : _mm256_maskload_ps(src + 1, m1);    \
-            const __m256 x2 = inside ? _mm256_loadu_ps(src + 2) : _mm256_maskload_ps(src + 2, m2);    \
-            if (j < 4) A = _mm256_fmadd_ps(wk[0], x0, _mm256_fmadd_ps(wk[1], x1, _mm256_fmadd_ps(wk[2], x2, A))); \
-            if (j >= 1 && j <= 4) B = _mm256_fmadd_ps(wk[3], x0, _mm256_fmadd_ps(wk[4], x1, _mm256_fmadd_ps(wk[5], x2, B))); \
-            if (j >= 2) C = _mm256_fmadd_ps(wk[6], x0, _mm256_fmadd_ps(wk[7], x1, _mm256_fmadd_ps(wk[8], x2, C))); \
-        }                                                                                             \
-    }
-
-// lanes l with 0 <= first + l < n
-XK_AVX2 inline __m256i cols_in(int64_t first, int64_t n) {
-    const __m256i c = _mm256_add_epi32(_mm256_set1_epi32(int(first)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c), _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), c));
-}
-
-XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
-                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
-    __m256 wk[9];
-    for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
-    for (int64_t x0 = 0; x0 < wo; x0 += 8) {
-        const int64_t c0 = x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
-        const bool inside = c0 >= 0 && c0 + 10 <= w_in;
-        // lane l of shift kx reads column c0 + kx + l: inside [0, w_in) or masked off
-        const __m256i m0 = cols_in(c0, w_in), m1 = cols_in(c0 + 1, w_in), m2 = cols_in(c0 + 2, w_in);
-        for (int64_t y0 = 0; y0 < ho; y0 += 4) {
-            __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
-            XK_DW3_ROW(0, a0, a0, a0)
-            XK_DW3_ROW(1, a1, a0, a0)
-            XK_DW3_ROW(2, a2, a1, a0)
-            XK_DW3_ROW(3, a3, a2, a1)
-            XK_DW3_ROW(4, a3, a3, a2)
-            XK_DW3_ROW(5, a3, a3, a3)
-            const __m256 acc[4] = {a0, a1, a2, a3};
-            for (int64_t r = 0; r < 4 && y0 + r < ho; ++r) {
-                const int64_t at = (y0 + r) * wo + x0;
-                epi_finish(acc[r], resid ? resid + at : nullptr, out + at, act, int(cols));
-            }
-        }
-    }
-}
-#undef XK_DW3_ROW
-
-// dw3s2 on 8 outputs at a time: for each kernel row, 4 loads and three even/odd shuffles give
-// the three taps' inputs, all in the lane order of _mm256_shuffle_ps (0 1 4 5 2 3 6 7), so one
-// permute per output block restores it.  A block whose 24 input columns leave the row reads a
-// zero-padded copy of them instead.
-XK_AVX2 inline void dw3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
-                               int64_t wo, const float *w, float bias, const float *resid, int act, float *out) {
-    __m256 wk[9];
-    for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
-    alignas(32) float pad[3][24];
-    for (int64_t x0 = 0; x0 < wo; x0 += 8) {
-        const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
-        const bool inside = c0 >= 0 && c0 + 24 <= w_in;
-        for (int64_t y = 0; y < ho; ++y) {
-            __m256 acc = _mm256_set1_ps(bias);
-            for (int ky = 0; ky < 3; ++ky) {
-                const int64_t iy = 2 * y - ph + ky;
-                if (iy < 0 || iy >= h) continue;
-                const float *src = in + iy * w_in + c0;
-                if (!inside) {
-                    for (int k = 0; k < 24; ++k) pad[ky][k] = c0 + k >= 0 && c0 + k < w_in ? src[k] : 0.f;
-                    src = pad[ky];
-                }
-                const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
-                const __m256 u0 = _mm256_loadu_ps(src + 2), u1 = _mm256_loadu_ps(src + 10);
-                acc = _mm256_fmadd_ps(wk[3 * ky], _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)), acc);
-                acc = _mm256_fmadd_ps(wk[3 * ky + 1], _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)), acc);
-                acc = _mm256_fmadd_ps(wk[3 * ky + 2], _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)), acc);
-            }
-            __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
-            epi_finish(v, resid ? resid + y * wo + x0 : nullptr, out + y * wo + x0, act, int(cols));
-        }
-    }
-}
 
 // 3x3 max pool, stride 2, on one channel: dw3s2's loads and shuffles with max for the FMAs;
 // columns outside the input read as -inf, rows outside are skipped, and a NaN in a window

@@ -404,8 +404,9 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, int64_t odd, const int
 #undef XK_ROWS3_ROW
 #undef XK_ROWS3S2_ROW
 
-// 3x3 max pool, stride 2, on one channel: dw3s2's loads and shuffles with max for the FMAs;
-// columns outside the input read as -inf, rows outside are skipped, and a NaN in a window
+// 3x3 max pool, stride 2, on one channel, 8 outputs at a time: per window row, 4 loads and
+// three even/odd shuffles give the three taps in _mm256_shuffle_ps's lane order (0 1 4 5 2 3
+// 6 7), restored by one permute per output block; columns outside the input read as -inf, rows outside are skipped, and a NaN in a window
 // makes its output NaN (as torch's does: maxps alone would drop it).
 XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
                                     int64_t wo, float *out) {

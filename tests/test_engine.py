@@ -247,6 +247,53 @@ def test_depthwise_3x3_threads(stride, threads, tmp_path):
     np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())))
 
 
+@pytest.mark.parametrize("block", [1, 4])
+def test_winograd_x_convs(block, threads, tmp_path):
+    """Stride-1 3x3 X-convs with 12 or more terms run by Winograd (the training path's
+    kernels): F(4x4, 3x3) on maps of 48 or more 4x4 tiles, F(2x2, 3x3) on smaller ones, at odd
+    sizes, paddings 0 to 2, output counts off a multiple of four, index rows random or in
+    runs of four (block), with a fused residual and activation; 2 threads (panels split between
+    them) give 1 thread's outputs bit for bit.  Fewer terms, or tiles mostly outside a small
+    map, keep the row tiles."""
+    rng = np.random.default_rng(block)
+    seen, fused = set(), 0
+    cases = [(16, 24, 12, 30, 30, (1, 1)), (12, 12, 12, 29, 31, (1, 1)), (16, 6, 16, 17, 23, (1, 1)),
+             (16, 16, 16, 17, 23, (1, 1)), (12, 8, 12, 9, 9, (0, 0)),
+             (16, 12, 12, 26, 33, (2, 1)), (16, 8, 12, 11, 7, (1, 0)), (16, 8, 11, 30, 30, (1, 1)),
+             (16, 8, 12, 3, 3, (1, 1))]
+    for cin, cout, degree, h, w, padding in cases:
+        cout = cout if block == 1 else -(-cout // 4) * 4
+        residual = padding == (1, 1) and cout == cin
+        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (3, 3), (1, 1), padding, (1, 1), 1, degree, residual,
+                                 ["relu6", None, "relu"][h % 3])
+        if block > 1:
+            index = nodes[0].arrays["index"]
+            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, cin, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        ho, wo = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+        m = 4 if -(-ho // 4) * -(-wo // 4) >= 48 else 2
+        stats = net._engine.stats([2, cin, h, w])
+        expect = degree >= 12 and 10 * ho * wo >= 6 * 4 * (-(-ho // 2) * -(-wo // 2))
+        assert stats["conv_winograd"] == expect, (cin, cout, degree, h, w, padding)
+        seen.add(m if expect else 0)
+        x = inputs((2, cin, h, w), h * w)
+        got = {}
+        for n in (1, 2):
+            threads(n)
+            got[n] = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got[1].shape == (2, cout, ho, wo)
+        np.testing.assert_array_equal(got[1], got[2])
+        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w} padding {padding}: {graph.summary()}")
+        fused += residual and expect
+    assert seen == {0, 2, 4} and fused == 2
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
     """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by

@@ -6,7 +6,8 @@
 // batch norm: applied as the conv fills its planes), an affine or add absorbs its ReLU,
 // and flatten / reshape become views.  For each input shape
 // (plan_for, cached) the planner infers every shape, packs every conv's weights into
-// term lists for its kernel family (xk_kernels.h), and lays all values out in one arena:
+// term lists for its kernel family (xk_kernels.h, xk_depthwise.h; stride-1 3x3 X-convs by
+// Winograd on the training path's kernels, xk_wino.h), and lays all values out in one arena:
 // a view shares its input's storage, each input of a channel concatenation is written
 // straight into its slice of the concatenation (DenseNet's features are never copied),
 // an elementwise step (and a conv's fused residual) writes over its input when nothing
@@ -24,6 +25,7 @@
 #include <string>
 
 #include "xk_kernels.h"
+#include "xk_wino.h"
 #include "xk_depthwise.h"
 
 #ifdef _OPENMP
@@ -38,7 +40,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -80,6 +82,14 @@ template <int ACT> inline float act_t(float v) {
     if (ACT == RELU) return v > 0.f ? v : 0.f;
     if (ACT == RELU6) return v > 0.f ? (v < 6.f ? v : 6.f) : 0.f;
     return v;
+}
+
+int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 int n_threads(int requested) {
@@ -129,7 +139,9 @@ struct ConvPlan {
     std::vector<int> blocks;               // SHARED4 first outputs
     int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles. ROWS3: per strip
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
+    int64_t tile = 0, n_tiles = 0, strips = 0;
+    std::unique_ptr<wino::Conv> wino;      // WINO: its tiles, term lists and transformed weights
+    int64_t wino_threads = 0;              // WINO: threads its scratch has room for   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
     int pre_act = NONE;
@@ -359,6 +371,18 @@ Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
 }
 
 // ---------------------------------------------------------------- conv packing
+// The Winograd tile side for a stride-1 3x3 X-conv of `terms` terms per output onto an ho x wo
+// map, 0 for none: F(4x4, 3x3) from WINO4_TILES tiles (two panels), else F(2x2, 3x3) where
+// at least 60% of its tiles' positions are outputs (not 3x3 maps).  Against the row tiles at
+// batch 1: 0.43-0.52 of the time from 28x28 up, 0.74 at 14x14, 0.93 at 7x7 (F(4x4) 0.8 of
+// F(2x2)'s at 28x28); none under WINO_TERMS terms (the transforms cost per channel).
+constexpr int64_t WINO4_TILES = 48, WINO_TERMS = 12;
+int wino_tile(int64_t terms, int64_t ho, int64_t wo) {
+    if (terms < WINO_TERMS) return 0;
+    if (wino::tiles(4, ho, wo) >= WINO4_TILES) return 4;
+    return 10 * ho * wo >= 6 * 4 * wino::tiles(2, ho, wo) ? 2 : 0;
+}
+
 std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &y, bool input_external, const Node *pre,
                                     int pre_act) {
     auto cp = std::make_unique<ConvPlan>();
@@ -370,6 +394,24 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
     const int64_t dh = n.dilation[0], dw = n.dilation[1];
     bool depthwise = n.op == Op::conv2d && n.groups == p.cin && p.cout == p.cin && d_in == 1;
+    if (n.op == Op::xconv2d && kh == 3 && kw == 3 && p.sh == 1 && p.sw == 1 && dh == 1 && dw == 1 && !pre) {
+        if (const int m = wino_tile(d_in, p.ho, p.wo)) {
+            p.family = WINO;
+            p.direct = true;  // the kernels read the input as it is
+            p.nt = int(d_in * 9);
+            auto c = std::make_unique<wino::Conv>();
+            c->m = m; c->cin = p.cin; c->cout = p.cout; c->degree = d_in;
+            c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo; c->ph = p.ph; c->pw = p.pw;
+            wino::prepare(*c, n.index.i.data(), n.weight.f.data());
+            // one scratch per thread (at most as many threads as OpenMP's default now, or panels),
+            // and the conv's output before a fused residual is added
+            p.wino_threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->panels));
+            p.scratch_size = p.wino_threads * wino::scratch_floats(*c) + mul(p.cout, mul(p.ho, p.wo));
+            p.wino = std::move(c);
+            p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
+            return cp;
+        }
+    }
     p.family = depthwise ? DEPTHWISE : VEC;
     p.tile = depthwise ? kern::DW_T : 0;
     // index[v][i]: the input channel of output v's i-th weight row
@@ -602,6 +644,21 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         planes = scratch;
     }
     const int64_t plane_out = p.ho * p.wo;
+    if (p.family == WINO) {
+        const wino::Conv &c = *p.wino;
+        const int64_t per = wino::scratch_floats(c);
+        float *dst = resid ? scratch + p.wino_threads * per : out;
+        const int nw = int(std::min<int64_t>(nt, p.wino_threads));
+        // every panel computes all outputs of its tiles: the same bits at every thread count
+#pragma omp parallel num_threads(nw) if (nw > 1)
+        {
+            float *mine = scratch + per * thread_id();
+#pragma omp for schedule(static)
+            for (int64_t q = 0; q < c.panels; ++q) wino::run_panel(c, x, p.bias.data(), q, mine, dst);
+        }
+        if (resid || act) finish(dst, 0.f, resid, out, p.cout * plane_out, act);
+        return;
+    }
     const bool avx2 = Engine::use_avx2();
     if (p.family == DW3S2 || p.family == DW3S1) {
         const int s = p.family == DW3S2 ? 2 : 1;
@@ -969,13 +1026,14 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
                                        {"conv_direct", 0}, {"conv_pre_affine", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
-        out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3" : "conv_depthwise"] += 1;
+        out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3"
+            : cp.family == WINO ? "conv_winograd" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;

@@ -294,6 +294,44 @@ def test_winograd_x_convs(block, threads, tmp_path):
     assert seen == {0, 2, 4} and fused == 2
 
 
+@pytest.mark.parametrize("block", [1, 4])
+def test_pointwise_x_convs_in_quads(block, threads, tmp_path):
+    """Stride-1 1x1 X-convs on maps of 24 positions or more run in quads (the training path's
+    kernel) on panels of the map: sizes that end inside a panel, output counts off a multiple
+    of four, index rows random or in runs of four (block), with a fused residual and
+    activation; 2 threads give 1 thread's outputs bit for bit.  Smaller maps keep the vec
+    tiles."""
+    rng = np.random.default_rng(10 + block)
+    seen = set()
+    for cin, cout, degree, h, w in ((16, 16, 6, 4, 5), (16, 16, 6, 5, 7), (12, 6, 5, 7, 7), (24, 24, 9, 13, 11),
+                                   (8, 10, 3, 4, 6), (16, 32, 16, 1, 30)):
+        cout = cout if block == 1 else -(-cout // 4) * 4
+        residual = cout == cin
+        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (1, 1), (1, 1), (0, 0), (1, 1), 1, degree, residual,
+                                 ["relu6", None, "relu"][w % 3])
+        if block > 1:
+            index = nodes[0].arrays["index"]
+            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, cin, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        quads = net._engine.stats([2, cin, h, w])["conv_quads"]
+        assert quads == (h * w >= 24), (h, w)
+        seen.add(quads)
+        x = inputs((2, cin, h, w), h * w)
+        got = {}
+        for n in (1, 2):
+            threads(n)
+            got[n] = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        np.testing.assert_array_equal(got[1], got[2])
+        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+    assert seen == {0, 1}
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
     """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by
@@ -382,10 +420,13 @@ def _check_tiled_conv(tmp_path, op, channels, degree, k, stride, maps, kernel):
 @pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (5, 2), (2, 1)])
 def test_vec_tiles_at_every_size(k, stride, tmp_path):
     """The vec kernel (random X-convs off the row tiles) splits a map into tiles of 1-8
-    vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1)
-    or not, with a fused residual where the shapes allow one."""
-    _check_tiled_conv(tmp_path, "xconv2d", 10, 6, k, stride,
-                      ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20)), "conv_vec")
+    vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1: maps
+    under the 24 positions of the quads' panels) or not, with a fused residual where the shapes
+    allow one."""
+    maps = ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20))
+    if (k, stride) == (1, 1):
+        maps = ((1, 1), (1, 7), (3, 3), (2, 11), (4, 5), (1, 23))
+    _check_tiled_conv(tmp_path, "xconv2d", 10, 6, k, stride, maps, "conv_vec")
 
 
 @pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (7, 2), (1, 2)])

@@ -7,7 +7,7 @@
 // and flatten / reshape become views.  For each input shape
 // (plan_for, cached) the planner infers every shape, packs every conv's weights into
 // term lists for its kernel family (xk_kernels.h, xk_depthwise.h; stride-1 3x3 X-convs by
-// Winograd on the training path's kernels, xk_wino.h), and lays all values out in one arena:
+// Winograd on the training path's kernels, xk_backend.h), and lays all values out in one arena:
 // a view shares its input's storage, each input of a channel concatenation is written
 // straight into its slice of the concatenation (DenseNet's features are never copied),
 // an elementwise step (and a conv's fused residual) writes over its input when nothing
@@ -25,7 +25,7 @@
 #include <string>
 
 #include "xk_kernels.h"
-#include "xk_wino.h"
+#include "xk_backend.h"
 #include "xk_depthwise.h"
 
 #ifdef _OPENMP
@@ -40,7 +40,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6, QUADS = 7 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -140,8 +140,9 @@ struct ConvPlan {
     int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles. ROWS3: per strip
     std::vector<float> bias;
     int64_t tile = 0, n_tiles = 0, strips = 0;
-    std::unique_ptr<wino::Conv> wino;      // WINO: its tiles, term lists and transformed weights
-    int64_t wino_threads = 0;              // WINO: threads its scratch has room for   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
+    std::unique_ptr<backend::Winograd> wino;     // WINO: its tiles, quads and transformed weights
+    std::unique_ptr<backend::Pointwise> quads;   // QUADS: its tiles, quads and weights
+    int64_t threads = 0;                         // WINO, QUADS: threads their scratch has room for   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
     int pre_act = NONE;
@@ -379,8 +380,8 @@ Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
 constexpr int64_t WINO4_TILES = 48, WINO_TERMS = 12;
 int wino_tile(int64_t terms, int64_t ho, int64_t wo) {
     if (terms < WINO_TERMS) return 0;
-    if (wino::tiles(4, ho, wo) >= WINO4_TILES) return 4;
-    return 10 * ho * wo >= 6 * 4 * wino::tiles(2, ho, wo) ? 2 : 0;
+    if (backend::tiles(4, ho, wo) >= WINO4_TILES) return 4;
+    return 10 * ho * wo >= 6 * 4 * backend::tiles(2, ho, wo) ? 2 : 0;
 }
 
 std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &y, bool input_external, const Node *pre,
@@ -399,18 +400,33 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             p.family = WINO;
             p.direct = true;  // the kernels read the input as it is
             p.nt = int(d_in * 9);
-            auto c = std::make_unique<wino::Conv>();
-            c->m = m; c->cin = p.cin; c->cout = p.cout; c->degree = d_in;
-            c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo; c->ph = p.ph; c->pw = p.pw;
-            wino::prepare(*c, n.index.i.data(), n.weight.f.data());
+            auto c = std::make_unique<backend::Winograd>();
+            c->m = m; c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo; c->ph = p.ph; c->pw = p.pw;
+            backend::prepare(*c, p.cin, p.cout, d_in, n.index.i.data(), n.weight.f.data());
             // one scratch per thread (at most as many threads as OpenMP's default now, or panels),
             // and the conv's output before a fused residual is added
-            p.wino_threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->panels));
-            p.scratch_size = p.wino_threads * wino::scratch_floats(*c) + mul(p.cout, mul(p.ho, p.wo));
+            p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->panels));
+            p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, mul(p.ho, p.wo));
             p.wino = std::move(c);
             p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
             return cp;
         }
+    }
+    // stride-1 1x1 X-convs on maps of a panel or more: in quads on panels copied to L1 (0.7-0.9
+    // of the vec tiles' time on 7x7 to 32x32 maps, the same on block expanders' shared runs)
+    if (n.op == Op::xconv2d && kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
+        p.h * p.w >= backend::panel_width()) {
+        p.family = QUADS;
+        p.direct = true;
+        p.nt = int(d_in);
+        auto c = std::make_unique<backend::Pointwise>();
+        backend::prepare(*c, p.cin, p.cout, d_in, p.h * p.w, n.index.i.data(), n.weight.f.data());
+        p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->tiles));
+        // per thread one scratch, the output before a fused residual, the input after its affine
+        p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w) + (pre ? mul(p.cin, p.h * p.w) : 0);
+        p.quads = std::move(c);
+        p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
+        return cp;
     }
     p.family = depthwise ? DEPTHWISE : VEC;
     p.tile = depthwise ? kern::DW_T : 0;
@@ -644,17 +660,29 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         planes = scratch;
     }
     const int64_t plane_out = p.ho * p.wo;
-    if (p.family == WINO) {
-        const wino::Conv &c = *p.wino;
-        const int64_t per = wino::scratch_floats(c);
-        float *dst = resid ? scratch + p.wino_threads * per : out;
-        const int nw = int(std::min<int64_t>(nt, p.wino_threads));
-        // every panel computes all outputs of its tiles: the same bits at every thread count
+    if (p.family == WINO || p.family == QUADS) {
+        const int64_t per = p.wino ? backend::scratch_floats(*p.wino) : backend::scratch_floats(*p.quads);
+        const int64_t items = p.wino ? p.wino->panels : p.quads->tiles;
+        float *dst = resid ? scratch + p.threads * per : out;
+        const float *src = x;
+        if (p.pre) {  // the input's affine, into a copy after the output's room
+            float *copy = scratch + p.threads * per + p.cout * plane_out;
+            for (int64_t c = 0; c < p.cin; ++c) {
+                std::memcpy(copy + c * p.h * p.w, x + c * p.h * p.w, sizeof(float) * size_t(p.h * p.w));
+                pre_apply(p, c, copy + c * p.h * p.w, p.h * p.w);
+            }
+            src = copy;
+        }
+        const int nw = int(std::min<int64_t>(nt, p.threads));
+        // every item computes all outputs of its tiles: the same bits at every thread count
 #pragma omp parallel num_threads(nw) if (nw > 1)
         {
             float *mine = scratch + per * thread_id();
 #pragma omp for schedule(static)
-            for (int64_t q = 0; q < c.panels; ++q) wino::run_panel(c, x, p.bias.data(), q, mine, dst);
+            for (int64_t it = 0; it < items; ++it) {
+                if (p.wino) backend::run_panel(*p.wino, src, p.bias.data(), it, mine, dst);
+                else backend::run_tile(*p.quads, src, p.bias.data(), it, mine, dst);
+            }
         }
         if (resid || act) finish(dst, 0.f, resid, out, p.cout * plane_out, act);
         return;
@@ -1026,14 +1054,14 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
                                        {"conv_direct", 0}, {"conv_pre_affine", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3"
-            : cp.family == WINO ? "conv_winograd" : "conv_depthwise"] += 1;
+            : cp.family == WINO ? "conv_winograd" : cp.family == QUADS ? "conv_quads" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;

@@ -251,8 +251,10 @@ def test_depthwise_3x3_threads(stride, threads, tmp_path):
 def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
     """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by
     ceil_mode, and NaN propagating from any tap as in torch."""
-    for h, w in ((1, 1), (2, 3), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
-        for padding in ((0, 0), (1, 1), (1, 0)):
+    # widths about 18 (one strip's reads) and 36: strips inside the row and cut at either edge
+    for h, w in ((1, 1), (2, 3), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50), (3, 18), (7, 19), (11, 33), (4, 36),
+                 (13, 35)):
+        for padding in ((0, 0), (1, 1), (1, 0), (0, 1)):
             if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
                 continue
             node = Node("pool", "maxpool2d", ["x"], dict(kernel=[3, 3], stride=[2, 2], padding=list(padding),

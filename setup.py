@@ -138,7 +138,7 @@ class BuildExt(build_ext):
 ENGINE_MODULE = "xkern.runtime._engine"
 ENGINE_SOURCES = ["src/engine/xk_format.cpp", "src/engine/xk_engine.cpp", "src/engine/xk_c_api.cpp"]
 ENGINE_HEADERS = ["src/engine/xk_model.h", "src/engine/xk_engine.h", "src/engine/xk_kernels.h",
-                  "src/engine/xk_depthwise.h", "xkern/runtime/include/xkern_runtime.h"]
+                  "src/engine/xk_depthwise.h", "src/engine/xk_dense.h", "xkern/runtime/include/xkern_runtime.h"]
 ENGINE_INCLUDES = ["src/engine", "xkern/runtime/include"]
 # hidden visibility: the shared library exports the C API (XK_API) and nothing else
 ENGINE_CXXFLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden"]

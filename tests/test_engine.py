@@ -336,8 +336,10 @@ def test_pointwise_x_convs_in_quads(block, threads, tmp_path):
 def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
     """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by
     ceil_mode, and NaN propagating from any tap as in torch."""
-    for h, w in ((1, 1), (2, 3), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50)):
-        for padding in ((0, 0), (1, 1), (1, 0)):
+    # widths about 18 (one strip's reads) and 36: strips inside the row and cut at either edge
+    for h, w in ((1, 1), (2, 3), (5, 7), (9, 17), (16, 16), (23, 40), (14, 50), (3, 18), (7, 19), (11, 33), (4, 36),
+                 (13, 35)):
+        for padding in ((0, 0), (1, 1), (1, 0), (0, 1)):
             if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
                 continue
             node = Node("pool", "maxpool2d", ["x"], dict(kernel=[3, 3], stride=[2, 2], padding=list(padding),
@@ -436,6 +438,43 @@ def test_shared4_tiles_within_rows(k, stride, tmp_path):
     residual where the shapes allow one."""
     _check_tiled_conv(tmp_path, "conv2d", 8, 8, k, stride,
                       ((1, 1), (3, 5), (4, 24), (6, 25), (5, 48), (9, 61)), "conv_shared4")
+
+
+@pytest.mark.parametrize("cin, k, stride", [(3, 1, 1), (16, 1, 1), (3, 3, 1), (3, 3, 2), (3, 7, 2), (8, 3, 2)])
+def test_dense_runs(cin, k, stride, threads, tmp_path):
+    """Dense convs (conv2d, groups 1) run several tiles a call (xk_dense.h): 1x1 convs over the
+    flat plane (maps narrower than a tile, a last tile cut short), padded convs row by row in
+    strips (rows narrower than a tile, one, two and more), with bias, a fused residual and
+    ReLU or ReLU6; the planner picks them, and 2 threads give 1 thread's outputs bit for bit."""
+    rng = np.random.default_rng(100 * cin + 10 * k + stride)
+    pad = k // 2
+    widths = {1: (1, 5, 7, 31, 16), 3: (20, 47, 24, 23, 48), 7: (45, 95, 45, 47, 95)}[k] if stride == 1 or k == 7 else (39, 47, 41, 43, 95)
+    for j, w in enumerate(widths):
+        h = [1, 3, 5, 9, 64][j] if k == 1 else [3, 5, 7, 4, 40][j]
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        cout = 8 if j % 2 else 16
+        residual = (ho, wo, cout) == (h, w, cin)
+        act = ["relu", "relu6", None][j % 3] if j else "relu"
+        nodes, out = _conv_graph(rng, "conv2d", cin, cout, (k, k), (stride, stride), (pad, pad), (1, 1), 1, 1,
+                                 residual, act)
+        if residual or k == 1:  # the conv reads a network value: a 1x1 conv then reads it as its plane
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+            nodes[1].inputs = ["r"]
+        graph = Graph("x", (None, cin, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, cin, h, w), h * w)
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        stats = net._engine.stats([2, cin, h, w])
+        assert stats["conv_shared4"] == 1 and stats["conv_dense"] == 1, f"{h}x{w}"
+        got = {}
+        for n in (1, 2):
+            threads(n)
+            got[n] = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got[1].shape == (2, cout, ho, wo)
+        np.testing.assert_array_equal(got[1], got[2])
+        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
 
 
 def test_generic_kernels_match_avx2(tmp_path):

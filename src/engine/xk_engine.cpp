@@ -27,6 +27,7 @@
 #include "xk_kernels.h"
 #include "xk_backend.h"
 #include "xk_depthwise.h"
+#include "xk_dense.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -139,11 +140,12 @@ struct ConvPlan {
     std::vector<int> blocks;               // SHARED4 first outputs
     int vec = 0, vec_last = 0;             // VEC: vectors per tile, in the last tile; 0: pair tiles. ROWS3: per strip
     std::vector<float> bias;
-    int64_t tile = 0, n_tiles = 0, strips = 0;
+    int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
     std::unique_ptr<backend::Winograd> wino;     // WINO: its tiles, quads and transformed weights
     std::unique_ptr<backend::Pointwise> quads;   // QUADS: its tiles, quads and weights
-    int64_t threads = 0;                         // WINO, QUADS: threads their scratch has room for   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
+    int64_t threads = 0;                         // WINO, QUADS: threads their scratch has room for
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
+    int64_t run = 0;                       // SHARED4 dense: tiles (strips: rows) per dense4 call; 0: one tile a call
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
     int pre_act = NONE;
 };
@@ -523,6 +525,10 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             p.n_tiles = mul(p.ho, p.strips);
         }
     }
+    // dense convs: runs of tiles (xk_dense.h), two rows of strips or a stretch of the flat plane
+    // whose input (about 4096 floats: 16 KiB) stays in L1 across the output blocks
+    if (p.family == SHARED4 && n.op == Op::conv2d && n.groups == 1 && (p.strips || p.wq == p.wo))
+        p.run = p.strips ? 2 : std::max<int64_t>(1, 4096 / (p.tile * d_in * kh * kw));
     const int64_t reach = mul(p.cin, p.cstride) + p.tile + oy_max * p.wq + ox_max + 64 + (kw - 1) * dw + 32;
     if (reach > (int64_t(1) << 31) - 1) fail("node '" + n.name + "': the input is too large for the engine's 32-bit offsets");
     if (!p.direct) p.scratch_size = reach;
@@ -817,6 +823,31 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         }
         return;
     }
+    if (p.run) {  // dense: runs of rows (strips) or of flat-plane tiles, each for four outputs
+        const int64_t nvb = int64_t(p.blocks.size());
+        const int64_t span = p.strips ? p.ho : p.n_tiles, runs = (span + p.run - 1) / p.run, items = nvb * runs;
+        // consecutive items share a run, so its input stays in cache across the output blocks
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t r = it / nvb, vb = it % nvb, s0 = r * p.run, s1 = std::min(span, s0 + p.run);
+            const int v = p.blocks[size_t(vb)];
+            // strips: rows s0..s1 of wo columns; flat: positions [s0 T, min(s1 T, ho wo)) as one row
+            const int64_t q0 = p.strips ? s0 * p.wq : s0 * p.tile, at = p.strips ? s0 * p.wo : q0;
+            kern::DenseOut e{p.bias.data() + v, {}, {}, p.wo, p.wq, int(p.strips ? s1 - s0 : 1),
+                             int(p.strips ? p.wo : std::min(s1 * p.tile, plane_out) - q0), act};
+            for (int u = 0; u < 4; ++u) {
+                e.resid[u] = resid ? resid + (v + u) * plane_out + at : nullptr;
+                e.out[u] = out + (v + u) * plane_out + at;
+            }
+            const int32_t *off = p.off.data() + vb * terms;
+            const float *w4 = p.wt.data() + vb * terms * 4;
+#if XK_X86
+            if (avx2) { kern::dense4_avx2(planes + q0, off, w4, terms, e); continue; }
+#endif
+            kern::dense4_generic(planes + q0, off, w4, terms, e);
+        }
+        return;
+    }
     const int64_t nvb = int64_t(p.blocks.size()), items = nvb * p.n_tiles;
     // consecutive items share a tile, so a thread's input rows stay in its cache
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -1054,8 +1085,9 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0}, {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
-                                       {"conv_direct", 0}, {"conv_pre_affine", 0}};
+                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0},
+                                       {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_direct", 0}, {"conv_pre_affine", 0}, {"conv_dense", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
@@ -1066,6 +1098,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;
         out["conv_pre_affine"] += cp.pre != nullptr;
+        out["conv_dense"] += cp.family == SHARED4 && cp.run > 0;
     }
     return out;
 }

@@ -404,41 +404,73 @@ XK_AVX2 void rows3_avx2(const float *base, int64_t pitch, int64_t odd, const int
 #undef XK_ROWS3_ROW
 #undef XK_ROWS3S2_ROW
 
-// 3x3 max pool, stride 2, on one channel, 8 outputs at a time: per window row, 4 loads and
-// three even/odd shuffles give the three taps in _mm256_shuffle_ps's lane order (0 1 4 5 2 3
-// 6 7), restored by one permute per output block; columns outside the input read as -inf, rows outside are skipped, and a NaN in a window
-// makes its output NaN (as torch's does: maxps alone would drop it).
+// lane k of a load at column c is valid if 0 <= c + k < w
+XK_AVX2 inline __m256i pool_valid(int64_t c, int64_t w) {
+    const __m256i col = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(c)));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1)), _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), col));
+}
+
+// one strip of maxpool3s2_avx2: its input columns c0 .. c0 + 17 and their load masks
+struct PoolRow {
+    const float *in;
+    int64_t h, w, c0;
+    bool inside;
+    __m256i m0, m8, m2, m10;
+};
+
+// the max over input row iy's three taps of each output column of the strip (-inf outside
+// the input), and in bad whether any tap is NaN
+XK_AVX2 inline __m256 pool_row(const PoolRow &r, int64_t iy, __m256 &bad) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    bad = _mm256_setzero_ps();
+    if (iy < 0 || iy >= r.h) return ninf;
+    const float *src = r.in + iy * r.w + r.c0;
+    __m256 v0, v1, u0, u1;
+    if (r.inside) {
+        v0 = _mm256_loadu_ps(src); v1 = _mm256_loadu_ps(src + 8);
+        u0 = _mm256_loadu_ps(src + 2); u1 = _mm256_loadu_ps(src + 10);
+    } else {
+        v0 = _mm256_blendv_ps(ninf, _mm256_maskload_ps(src, r.m0), _mm256_castsi256_ps(r.m0));
+        v1 = _mm256_blendv_ps(ninf, _mm256_maskload_ps(src + 8, r.m8), _mm256_castsi256_ps(r.m8));
+        u0 = _mm256_blendv_ps(ninf, _mm256_maskload_ps(src + 2, r.m2), _mm256_castsi256_ps(r.m2));
+        u1 = _mm256_blendv_ps(ninf, _mm256_maskload_ps(src + 10, r.m10), _mm256_castsi256_ps(r.m10));
+    }
+    const __m256 a = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)),
+                 c = _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0));
+    bad = _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+    return _mm256_max_ps(_mm256_max_ps(a, b), c);
+}
+
+// 3x3 max pool, stride 2, on one channel, in strips of 8 outputs walked down the map: per
+// input row, 4 loads and three even/odd shuffles give the three taps in _mm256_shuffle_ps's
+// lane order (0 1 4 5 2 3 6 7), restored by one permute per output block, and the row's max
+// over them; an output row takes the max of three such rows, the last of which is the next
+// output row's first, so each input row is read once.  Columns outside the input read as
+// -inf (masked loads at a strip's edges), rows outside are -inf, and a NaN in a window makes
+// its output NaN (as torch's does: maxps alone would drop it).
 XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
                                     int64_t wo, float *out) {
-    const __m256 ninf = _mm256_set1_ps(-INFINITY), nan = _mm256_set1_ps(NAN);
-    alignas(32) float pad[3][24];
+    const __m256 nan = _mm256_set1_ps(NAN);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int64_t x0 = 0; x0 < wo; x0 += 8) {
         const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
-        const bool inside = c0 >= 0 && c0 + 24 <= w_in;
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        // the strip reads columns c0 .. c0 + 17: inside the row, or masked loads of the part that is
+        const bool inside = c0 >= 0 && c0 + 18 <= w_in;
+        const __m256i m0 = pool_valid(c0, w_in), m8 = pool_valid(c0 + 8, w_in), m2 = pool_valid(c0 + 2, w_in),
+                      m10 = pool_valid(c0 + 10, w_in);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), lane);
+        const PoolRow r{in, h, w_in, c0, inside, m0, m8, m2, m10};
+        __m256 bad_top, top = pool_row(r, -ph, bad_top);
         for (int64_t y = 0; y < ho; ++y) {
-            __m256 m = ninf, bad = _mm256_setzero_ps();
-            for (int ky = 0; ky < 3; ++ky) {
-                const int64_t iy = 2 * y - ph + ky;
-                if (iy < 0 || iy >= h) continue;
-                const float *src = in + iy * w_in + c0;
-                if (!inside) {
-                    for (int k = 0; k < 24; ++k) pad[ky][k] = c0 + k >= 0 && c0 + k < w_in ? src[k] : -INFINITY;
-                    src = pad[ky];
-                }
-                const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
-                const __m256 u0 = _mm256_loadu_ps(src + 2), u1 = _mm256_loadu_ps(src + 10);
-                const __m256 a = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)),
-                             b = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)),
-                             c = _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0));
-                m = _mm256_max_ps(m, _mm256_max_ps(_mm256_max_ps(a, b), c));
-                bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, c, _CMP_UNORD_Q)));
-            }
-            m = _mm256_blendv_ps(m, nan, bad);
+            __m256 bad_mid, bad_bot;
+            const __m256 mid = pool_row(r, 2 * y - ph + 1, bad_mid), bot = pool_row(r, 2 * y - ph + 2, bad_bot);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(top, mid), bot);
+            m = _mm256_blendv_ps(m, nan, _mm256_or_ps(_mm256_or_ps(bad_top, bad_mid), bad_bot));
             m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
             float *d = out + y * wo + x0;
             if (cols == 8) _mm256_storeu_ps(d, m);
             else _mm256_maskstore_ps(d, mask, m);
+            top = bot; bad_top = bad_bot;
         }
     }
 }

@@ -142,21 +142,23 @@ def test_row_tiles_at_every_height(width, stride, tmp_path):
     tile from the output height: every count from 1 to 8 and blocks of two sizes, in strips of
     8 or 16 columns, at widths under, at and over a strip (the last strip narrower, of 8 columns
     or fewer after 16-column ones), inputs of both parities at stride 2, with a fused residual
-    (stride 1) and activation."""
+    (stride 1) and activation.  At stride 2 the input has more channels x taps than the
+    columns take (a column per input channel and tap, up to 2048)."""
     rng = np.random.default_rng(width + 100 * stride)
     wide = set()
+    cin = 6 if stride == 1 else 700
     for ho in range(1, 21):
         kw, pw = [(3, 1), (2, 0), (1, 0)][ho % 3]
         wo = width
         residual = stride == 1 and kw == 3 and ho % 2 == 0
-        nodes, out = _conv_graph(rng, "xconv2d", 6, 6, (3, kw), (stride, stride), (1, pw), (1, 1), 1, 4, residual,
+        nodes, out = _conv_graph(rng, "xconv2d", cin, 6, (3, kw), (stride, stride), (1, pw), (1, 1), 1, 4, residual,
                                  ["relu", None, "relu6"][ho % 3])
         if residual:
             nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
         # the input size giving (ho, wo); at stride 2 one more row or column (which no output reads) for odd ho
         extra = (stride - 1) * (ho % 2)
         h, w = stride * (ho - 1) + 3 - 2 + extra, stride * (wo - 1) + kw - 2 * pw + extra
-        graph = Graph("x", (None, 6, h, w), nodes, out)
+        graph = Graph("x", (None, cin, h, w), nodes, out)
         runtime.format.write(graph, tmp_path / "c.xk")
         x = inputs((2,) + graph.input_shape[1:], ho)
         net = runtime.load(tmp_path / "c.xk", backend="engine")
@@ -332,6 +334,45 @@ def test_pointwise_x_convs_in_quads(block, threads, tmp_path):
     assert seen == {0, 1}
 
 
+@pytest.mark.parametrize("block", [1, 4])
+def test_strided_x_convs_on_columns(block, threads, tmp_path):
+    """Strided X-convs onto 24 outputs or more, with at most 2048 input channels x taps, run as
+    1x1 X-convs in quads over their columns: 3x3 and 1x1 at stride 2, 5x5 at stride 3 with
+    dilation 2, padding 0-2, odd sizes, output counts off a multiple of four, index rows random
+    or in runs of four, with an activation; 2 threads (the columns split by input channel, the
+    quads by tile) give 1 thread's outputs bit for bit.  Smaller maps keep the other kernels."""
+    rng = np.random.default_rng(20 + block)
+    seen = set()
+    for cin, cout, k, stride, pad, dil, h, w in ((16, 24, 3, 2, 1, 1, 19, 23), (16, 10, 1, 2, 0, 1, 14, 14),
+                                                 (12, 8, 5, 3, 2, 2, 31, 29), (16, 8, 3, 2, 0, 1, 9, 40),
+                                                 (16, 8, 3, 2, 1, 1, 7, 7)):
+        cout = cout if block == 1 else -(-cout // 4) * 4
+        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (k, k), (stride, stride), (pad, pad), (dil, dil), 1, 6,
+                                 False, ["relu6", None, "relu"][h % 3])
+        if block > 1:
+            index = nodes[0].arrays["index"]
+            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
+        graph = Graph("x", (None, cin, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        ho = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        wo = (w + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        columns = net._engine.stats([2, cin, h, w])["conv_columns"]
+        assert columns == (ho * wo >= 24), (ho, wo)
+        seen.add(columns)
+        x = inputs((2, cin, h, w), h * w)
+        got = {}
+        for n in (1, 2):
+            threads(n)
+            got[n] = net.predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got[1].shape == (2, cout, ho, wo)
+        np.testing.assert_array_equal(got[1], got[2])
+        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+    assert seen == {0, 1}
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
     """The 3x3 stride-2 max pool kernel: odd sizes down to 1x1, paddings, windows cut by
@@ -422,12 +463,14 @@ def _check_tiled_conv(tmp_path, op, channels, degree, k, stride, maps, kernel):
 @pytest.mark.parametrize("k, stride", [(1, 1), (1, 2), (5, 2), (2, 1)])
 def test_vec_tiles_at_every_size(k, stride, tmp_path):
     """The vec kernel (random X-convs off the row tiles) splits a map into tiles of 1-8
-    vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1: maps
-    under the 24 positions of the quads' panels) or not, with a fused residual where the shapes
-    allow one."""
+    vectors and a shorter last one: maps from 1x1 up, outputs contiguous (1x1, stride 1) or
+    not, with a fused residual where the shapes allow one; 1x1 and strided convs onto fewer
+    than the 24 outputs of the quads' panels (larger ones run in quads)."""
     maps = ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (14, 14), (9, 31), (16, 20))
     if (k, stride) == (1, 1):
         maps = ((1, 1), (1, 7), (3, 3), (2, 11), (4, 5), (1, 23))
+    if stride > 1:  # strided X-convs onto fewer outputs than the columns' panels
+        maps = ((1, 1), (1, 7), (3, 3), (5, 13), (7, 7), (8, 8), (2, 45), (9, 7))
     _check_tiled_conv(tmp_path, "xconv2d", 10, 6, k, stride, maps, "conv_vec")
 
 

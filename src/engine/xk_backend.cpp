@@ -72,6 +72,7 @@ void prepare(Pointwise &c, int64_t cin, int64_t cout, int64_t degree, int64_t hw
              const float *weight) {
     make_quads(c.q, cin, cout, degree, index);
     c.hw = hw;
+    c.chan = c.chan ? c.chan : hw;
     c.tiles = (hw + tile_positions() - 1) / tile_positions();
     c.qw.resize(c.q.edges.size());
     for (size_t s = 0; s < c.q.edges.size(); ++s) c.qw[s] = c.q.edges[s] < cout * degree ? weight[c.q.edges[s]] : 0.f;
@@ -81,8 +82,25 @@ int64_t scratch_floats(const Pointwise &c) { return (c.q.cin + 1 + c.q.cout) * p
 
 void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, float *scratch, float *dst) {
     const xk_quads_t qs = quads_of(c.q);
-    xk_quad_tile_direct_f32(src, c.q.cin * c.hw, c.hw, c.hw, 1, t * tile_positions(), &qs, 0, n_quads(c.q), c.qw.data(),
+    xk_quad_tile_direct_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, 0, n_quads(c.q), c.qw.data(),
                             bias, scratch, scratch + (c.q.cin + 1) * panel_width(), dst, c.q.cout * c.hw, c.hw);
+}
+
+void prepare(Columns &c, int64_t cin, int64_t cout, int64_t degree, const int64_t *index, const float *weight) {
+    const int64_t kk = c.kh * c.kw, hw = c.ho * c.wo;
+    std::vector<int64_t> rows(static_cast<size_t>(cout * degree * kk));
+    for (int64_t v = 0; v < cout; ++v)
+        for (int64_t j = 0; j < degree; ++j)
+            for (int64_t t = 0; t < kk; ++t) rows[size_t((v * degree + j) * kk + t)] = index[v * degree + j] * kk + t;
+    c.quads.chan = (hw + 15) / 16 * 16;  // rows on cache-line boundaries
+    prepare(c.quads, cin * kk, cout, degree * kk, hw, rows.data(), weight);
+}
+
+int64_t column_floats(const Columns &c) { return c.quads.q.cin * c.quads.chan; }
+
+void fill_columns(const Columns &c, const float *src, float *col, int64_t u0, int64_t u1) {
+    const xk_image_t im{(c.quads.q.cin / (c.kh * c.kw)) * c.h * c.w, c.h * c.w, c.w, 1, c.h, c.w};
+    xk_im2col_f32(col, c.quads.chan, src, &im, 1, c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.ho, c.wo, u0, u1);
 }
 
 }  // namespace backend

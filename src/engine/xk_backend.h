@@ -41,9 +41,10 @@ int64_t scratch_floats(const Winograd &c);
 // dst (cout, ho, wo) = bias + the conv of src (cin, h, w), for the tiles of panel p.
 void run_panel(const Winograd &c, const float *src, const float *bias, int64_t p, float *scratch, float *dst);
 
-// One stride-1 1x1 X-conv on one image: (cin, hw) -> (cout, hw), hw >= panel_width().
+// One stride-1 1x1 X-conv on one image: (cin, hw) -> (cout, hw), hw >= panel_width(), the
+// input's channels chan >= hw floats apart.
 struct Pointwise {
-    int64_t hw = 0, tiles = 0;            // tiles of tile_positions() positions
+    int64_t hw = 0, chan = 0, tiles = 0;  // tiles of tile_positions() positions
     Quads q;
     std::vector<float> qw;                // weights (quads, degree, 4)
 };
@@ -55,6 +56,20 @@ void prepare(Pointwise &c, int64_t cin, int64_t cout, int64_t degree, int64_t hw
 int64_t scratch_floats(const Pointwise &c);
 // dst (cout, hw) = bias + the conv of src (cin, hw), at the positions of tile t.
 void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, float *scratch, float *dst);
+
+// Any other X-conv (strided, other kernel sizes) on one image as a 1x1 X-conv in quads over its
+// columns (xk_im2col): row (i, ky, kx) of the columns holds input channel i at tap (ky, kx) of
+// every output position, so output v's terms are the rows (index[v][j], ky, kx) and its weights
+// weight[v] as they are.
+struct Columns {
+    int64_t kh = 0, kw = 0, sh = 0, sw = 0, ph = 0, pw = 0, dh = 0, dw = 0, h = 0, w = 0, ho = 0, wo = 0;
+    Pointwise quads;                      // over cin kh kw rows of quads.chan floats, degree kh kw terms
+};
+void prepare(Columns &c, int64_t cin, int64_t cout, int64_t degree, const int64_t *index, const float *weight);
+// Floats of the columns.
+int64_t column_floats(const Columns &c);
+// The columns' rows of input channels u0 <= u < u1 of src (cin, h, w).
+void fill_columns(const Columns &c, const float *src, float *col, int64_t u0, int64_t u1);
 
 }  // namespace backend
 }  // namespace xk

@@ -41,7 +41,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6, QUADS = 7 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6, QUADS = 7, COLS = 8 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -90,6 +90,14 @@ int thread_id() {
     return omp_get_thread_num();
 #else
     return 0;
+#endif
+}
+
+int thread_count() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
 #endif
 }
 
@@ -143,7 +151,8 @@ struct ConvPlan {
     int64_t tile = 0, n_tiles = 0, strips = 0;   // ROWS3: tile = row blocks (of ho / tile rows, rounded)
     std::unique_ptr<backend::Winograd> wino;     // WINO: its tiles, quads and transformed weights
     std::unique_ptr<backend::Pointwise> quads;   // QUADS: its tiles, quads and weights
-    int64_t threads = 0;                         // WINO, QUADS: threads their scratch has room for
+    std::unique_ptr<backend::Columns> cols;      // COLS: its columns and their quads
+    int64_t threads = 0;                         // WINO, QUADS, COLS: threads their scratch has room for
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
     int64_t run = 0;                       // SHARED4 dense: tiles (strips: rows) per dense4 call; 0: one tile a call
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
@@ -379,7 +388,7 @@ Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
 // at least 60% of its tiles' positions are outputs (not 3x3 maps).  Against the row tiles at
 // batch 1: 0.43-0.52 of the time from 28x28 up, 0.74 at 14x14, 0.93 at 7x7 (F(4x4) 0.8 of
 // F(2x2)'s at 28x28); none under WINO_TERMS terms (the transforms cost per channel).
-constexpr int64_t WINO4_TILES = 48, WINO_TERMS = 12;
+constexpr int64_t WINO4_TILES = 48, WINO_TERMS = 12, COLS_ROWS = 2048;
 int wino_tile(int64_t terms, int64_t ho, int64_t wo) {
     if (terms < WINO_TERMS) return 0;
     if (backend::tiles(4, ho, wo) >= WINO4_TILES) return 4;
@@ -427,6 +436,27 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         // per thread one scratch, the output before a fused residual, the input after its affine
         p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w) + (pre ? mul(p.cin, p.h * p.w) : 0);
         p.quads = std::move(c);
+        p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
+        return cp;
+    }
+    // strided X-convs onto maps of a panel or more, with at most COLS_ROWS columns (input
+    // channels x taps): 1x1 X-convs in quads over their columns.  X-ResNet-2-18 at batch 1:
+    // 0.58 of the row tiles' time at 56 -> 28 (576 rows), 0.73 at 28 -> 14 (1152), 1.23 at
+    // 14 -> 7 (2304: a panel of them outgrows L2's share), 1x1 shortcuts 0.6-0.9
+    if (n.op == Op::xconv2d && (p.sh > 1 || p.sw > 1) && p.ho * p.wo >= backend::panel_width() &&
+        p.cin * kh * kw <= COLS_ROWS) {
+        p.family = COLS;
+        p.direct = true;
+        p.nt = int(d_in * kh * kw);
+        auto c = std::make_unique<backend::Columns>();
+        c->kh = kh; c->kw = kw; c->sh = p.sh; c->sw = p.sw; c->ph = p.ph; c->pw = p.pw; c->dh = dh; c->dw = dw;
+        c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo;
+        backend::prepare(*c, p.cin, p.cout, d_in, n.index.i.data(), n.weight.f.data());
+        p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->quads.tiles));
+        // per thread one scratch, the output before a fused residual, the input after its affine, the columns
+        p.scratch_size = p.threads * backend::scratch_floats(c->quads) + mul(p.cout, p.ho * p.wo) +
+                         (pre ? mul(p.cin, p.h * p.w) : 0) + backend::column_floats(*c);
+        p.cols = std::move(c);
         p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
         return cp;
     }
@@ -666,13 +696,16 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         planes = scratch;
     }
     const int64_t plane_out = p.ho * p.wo;
-    if (p.family == WINO || p.family == QUADS) {
-        const int64_t per = p.wino ? backend::scratch_floats(*p.wino) : backend::scratch_floats(*p.quads);
-        const int64_t items = p.wino ? p.wino->panels : p.quads->tiles;
-        float *dst = resid ? scratch + p.threads * per : out;
+    if (p.family == WINO || p.family == QUADS || p.family == COLS) {
+        const backend::Pointwise *pq = p.quads ? p.quads.get() : p.cols ? &p.cols->quads : nullptr;
+        const int64_t per = p.wino ? backend::scratch_floats(*p.wino) : backend::scratch_floats(*pq);
+        const int64_t items = p.wino ? p.wino->panels : pq->tiles;
+        // scratch: one part per thread, the output before a fused residual, the input after its
+        // affine, the columns
+        float *after = scratch + p.threads * per, *copy = after + p.cout * plane_out;
+        float *col = copy + (p.pre ? p.cin * p.h * p.w : 0), *dst = resid ? after : out;
         const float *src = x;
-        if (p.pre) {  // the input's affine, into a copy after the output's room
-            float *copy = scratch + p.threads * per + p.cout * plane_out;
+        if (p.pre) {
             for (int64_t c = 0; c < p.cin; ++c) {
                 std::memcpy(copy + c * p.h * p.w, x + c * p.h * p.w, sizeof(float) * size_t(p.h * p.w));
                 pre_apply(p, c, copy + c * p.h * p.w, p.h * p.w);
@@ -683,11 +716,16 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         // every item computes all outputs of its tiles: the same bits at every thread count
 #pragma omp parallel num_threads(nw) if (nw > 1)
         {
+            if (p.cols) {  // the columns first, input channels split between the threads
+                const int64_t k = thread_id(), n = thread_count();
+                backend::fill_columns(*p.cols, src, col, p.cin * k / n, p.cin * (k + 1) / n);
+#pragma omp barrier
+            }
             float *mine = scratch + per * thread_id();
 #pragma omp for schedule(static)
             for (int64_t it = 0; it < items; ++it) {
                 if (p.wino) backend::run_panel(*p.wino, src, p.bias.data(), it, mine, dst);
-                else backend::run_tile(*p.quads, src, p.bias.data(), it, mine, dst);
+                else backend::run_tile(*pq, p.cols ? col : src, p.bias.data(), it, mine, dst);
             }
         }
         if (resid || act) finish(dst, 0.f, resid, out, p.cout * plane_out, act);
@@ -1085,7 +1123,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     Plan &P = plan_for(shape);
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
-                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0},
+                                       {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0}, {"conv_columns", 0},
                                        {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
                                        {"conv_direct", 0}, {"conv_pre_affine", 0}, {"conv_dense", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
@@ -1093,7 +1131,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3"
-            : cp.family == WINO ? "conv_winograd" : cp.family == QUADS ? "conv_quads" : "conv_depthwise"] += 1;
+            : cp.family == WINO ? "conv_winograd" : cp.family == QUADS ? "conv_quads" : cp.family == COLS ? "conv_columns" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;

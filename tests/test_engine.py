@@ -396,6 +396,25 @@ def test_max_pool_3x3_stride_2(ceil_mode, tmp_path):
             assert np.isnan(got[1, 2, 0, 0])
 
 
+@pytest.mark.parametrize("divisor", [None, 3])
+def test_avg_pool_2x2_stride_2(divisor, tmp_path):
+    """The 2x2 stride-2 average pool's vector path (windows inside the input): widths under,
+    at and over a vector of outputs, odd sizes (the last row or column unread), against torch
+    bit for bit, with and without a divisor; ceil_mode windows that leave the input take the
+    general loop."""
+    for h, w, ceil_mode in ((2, 2, False), (5, 17, False), (16, 16, False), (9, 33, False), (32, 40, False),
+                            (7, 9, True)):
+        node = Node("pool", "avgpool2d", ["x"], dict(kernel=[2, 2], stride=[2, 2], padding=[0, 0],
+                                                     ceil_mode=ceil_mode, count_include_pad=True,
+                                                     divisor=divisor), {})
+        graph = Graph("x", (None, 3, h, w), [node], "pool")
+        runtime.format.write(graph, tmp_path / "p.xk")
+        x = inputs((2, 3, h, w), h * w)
+        got = runtime.load(tmp_path / "p.xk", backend="engine").predict(x)
+        expected = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 2, 2, 0, ceil_mode, True, divisor).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"{h}x{w}")
+
+
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_affine_before_a_conv_fills_its_planes(act, tmp_path):
     """An affine (and activation) whose only reader is a conv runs as that conv fills its planes:

@@ -1257,10 +1257,20 @@ int64_t avg_count(int64_t size, int64_t o, int64_t k, int64_t s, int64_t p, bool
 
 void run_avgpool(const Node &n, const Shape &xs, const Shape &ys, const float *x, float *out, int nt) {
     const int64_t C = xs[1], H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3];
+    // 2x2 windows at stride 2 inside the input (DenseNet's transitions): whole vectors of outputs
+    const bool two = n.kernel[0] == 2 && n.kernel[1] == 2 && n.stride[0] == 2 && n.stride[1] == 2 &&
+                     n.padding[0] == 0 && n.padding[1] == 0 && 2 * Ho <= H && 2 * Wo <= W;
 #pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
     for (int64_t c = 0; c < C; ++c) {
         const float *in = x + c * H * W;
         float *o = out + c * Ho * Wo;
+#if XK_X86
+        if (two && Engine::use_avx2()) {
+            const float div = float(n.divisor ? n.divisor : 4);
+            for (int64_t y = 0; y < Ho; ++y) kern::avgpool2s2_row_avx2(in + 2 * y * W, in + (2 * y + 1) * W, o + y * Wo, Wo, div);
+            continue;
+        }
+#endif
         for (int64_t y = 0; y < Ho; ++y)
             for (int64_t xo = 0; xo < Wo; ++xo) {
                 float s = 0;

@@ -475,6 +475,24 @@ XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, in
     }
 }
 
+// 2x2 average pool, stride 2, of one output row from input rows r0, r1: out[k] = ((r0[2k] +
+// r0[2k + 1]) + r1[2k]) + r1[2k + 1]) / div for k < n (the scalar loop's order of sums).
+XK_AVX2 inline void avgpool2s2_row_avx2(const float *r0, const float *r1, float *out, int64_t n, float div) {
+    const __m256 d = _mm256_set1_ps(div);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {  // reads r[2k .. 2k + 15], within r[2 n - 1]
+        const __m256 a0 = _mm256_loadu_ps(r0 + 2 * k), a1 = _mm256_loadu_ps(r0 + 2 * k + 8);
+        const __m256 b0 = _mm256_loadu_ps(r1 + 2 * k), b1 = _mm256_loadu_ps(r1 + 2 * k + 8);
+        const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                                                   _mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1))),
+                                                     _mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0))),
+                                       _mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1)));
+        // lanes in _mm256_shuffle_ps's order (0 1 4 5 2 3 6 7): one permute restores it
+        _mm256_storeu_ps(out + k, _mm256_div_ps(_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), 0xD8)), d));
+    }
+    for (; k < n; ++k) out[k] = (((r0[2 * k] + r0[2 * k + 1]) + r1[2 * k]) + r1[2 * k + 1]) / div;
+}
+
 XK_AVX2 inline void gather2_avx2(const float *src, float *dst, int64_t n) {
     int64_t k = 0;
     for (; k + 8 < n; k += 8) {  // reads src[2k .. 2k + 15], within src[2 n - 2]

@@ -17,12 +17,10 @@ namespace {
 
 xk_quads_t quads_of(const Quads &q) { return {q.off.data(), nullptr, nullptr, q.degree, q.cout, q.cin, q.shared}; }
 
-int64_t n_quads(const Quads &q) { return (q.cout + XK_SHARE - 1) / XK_SHARE; }
-
 void make_quads(Quads &q, int64_t cin, int64_t cout, int64_t degree, const int64_t *index) {
     q = Quads{};
     q.cin = cin; q.cout = cout; q.degree = degree;
-    const int64_t W = panel_width(), D = degree, n = n_quads(q) * D * XK_SHARE;
+    const int64_t W = panel_width(), D = degree, n = quads(q) * D * XK_SHARE;
     q.off.assign(size_t(n), 0);
     q.edges.resize(size_t(n));
     for (int64_t slot = 0; slot < n; ++slot) {  // slot (quad, j, o) holds term j of output 4 quad + o
@@ -36,6 +34,8 @@ void make_quads(Quads &q, int64_t cin, int64_t cout, int64_t degree, const int64
 }
 
 }  // namespace
+
+int64_t quads(const Quads &q) { return (q.cout + XK_SHARE - 1) / XK_SHARE; }
 
 int64_t panel_width() { return XK_SACC * XK_LANES_F32; }
 
@@ -57,12 +57,13 @@ int64_t scratch_floats(const Winograd &c) {
     return nk * (c.q.cin + 2) * W + nk * (c.q.cout + 1) * W;
 }
 
-void run_panel(const Winograd &c, const float *src, const float *bias, int64_t p, float *scratch, float *dst) {
+void run_panel(const Winograd &c, const float *src, const float *bias, int64_t p, int64_t q_lo, int64_t q_hi,
+               float *scratch, float *dst) {
     const xk_image_t sim{c.q.cin * c.h * c.w, c.h * c.w, c.w, 1, c.h, c.w};
     const xk_image_t dim{c.q.cout * c.ho * c.wo, c.ho * c.wo, c.wo, 1, c.ho, c.wo};
     const xk_quads_t qs = quads_of(c.q);
     const int64_t nk = (c.m + 2) * (c.m + 2), W = panel_width();
-    xk_wino_tile_f32(src, &sim, 1, c.th, c.tw, c.ph, c.pw, p * W, &qs, 0, n_quads(c.q), c.uw.data(), c.ustride, bias,
+    xk_wino_tile_f32(src, &sim, 1, c.th, c.tw, c.ph, c.pw, p * W, &qs, q_lo, q_hi, c.uw.data(), c.ustride, bias,
                      scratch, scratch + nk * (c.q.cin + 2) * W, dst, &dim, c.m);
 }
 
@@ -80,9 +81,10 @@ void prepare(Pointwise &c, int64_t cin, int64_t cout, int64_t degree, int64_t hw
 
 int64_t scratch_floats(const Pointwise &c) { return (c.q.cin + 1 + c.q.cout) * panel_width(); }
 
-void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, float *scratch, float *dst) {
+void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, int64_t q_lo, int64_t q_hi,
+              float *scratch, float *dst) {
     const xk_quads_t qs = quads_of(c.q);
-    xk_quad_tile_direct_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, 0, n_quads(c.q), c.qw.data(),
+    xk_quad_tile_direct_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, q_lo, q_hi, c.qw.data(),
                             bias, scratch, scratch + (c.q.cin + 1) * panel_width(), dst, c.q.cout * c.hw, c.hw);
 }
 

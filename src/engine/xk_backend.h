@@ -38,8 +38,12 @@ int64_t tiles(int m, int64_t ho, int64_t wo);
 void prepare(Winograd &c, int64_t cin, int64_t cout, int64_t degree, const int64_t *index, const float *weight);
 // Floats of scratch one thread needs.
 int64_t scratch_floats(const Winograd &c);
-// dst (cout, ho, wo) = bias + the conv of src (cin, h, w), for the tiles of panel p.
-void run_panel(const Winograd &c, const float *src, const float *bias, int64_t p, float *scratch, float *dst);
+// Quads of four outputs.
+int64_t quads(const Quads &q);
+// dst (cout, ho, wo) = bias + the conv of src (cin, h, w), for the tiles of panel p and the
+// outputs of quads [q_lo, q_hi).
+void run_panel(const Winograd &c, const float *src, const float *bias, int64_t p, int64_t q_lo, int64_t q_hi,
+               float *scratch, float *dst);
 
 // One stride-1 1x1 X-conv on one image: (cin, hw) -> (cout, hw), hw >= panel_width(), the
 // input's channels chan >= hw floats apart.
@@ -54,8 +58,10 @@ int64_t tile_positions();
 void prepare(Pointwise &c, int64_t cin, int64_t cout, int64_t degree, int64_t hw, const int64_t *index,
              const float *weight);
 int64_t scratch_floats(const Pointwise &c);
-// dst (cout, hw) = bias + the conv of src (cin, hw), at the positions of tile t.
-void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, float *scratch, float *dst);
+// dst (cout, hw) = bias + the conv of src (cin, hw), at the positions of tile t, for the
+// outputs of quads [q_lo, q_hi).
+void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, int64_t q_lo, int64_t q_hi,
+              float *scratch, float *dst);
 
 // Any other X-conv (strided, other kernel sizes) on one image as a 1x1 X-conv in quads over its
 // columns (xk_im2col): row (i, ky, kx) of the columns holds input channel i at tap (ky, kx) of

@@ -101,6 +101,16 @@ int thread_count() {
 #endif
 }
 
+// The most threads a plan makes room for: OpenMP's default or the processor count, whichever
+// is more (a later request for more runs on this many).
+int64_t plan_threads() {
+#ifdef _OPENMP
+    return std::max(omp_get_max_threads(), omp_get_num_procs());
+#else
+    return 1;
+#endif
+}
+
 int n_threads(int requested) {
 #ifdef _OPENMP
     return requested > 0 ? requested : omp_get_max_threads();
@@ -414,9 +424,9 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             auto c = std::make_unique<backend::Winograd>();
             c->m = m; c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo; c->ph = p.ph; c->pw = p.pw;
             backend::prepare(*c, p.cin, p.cout, d_in, n.index.i.data(), n.weight.f.data());
-            // one scratch per thread (at most as many threads as OpenMP's default now, or panels),
+            // one scratch per thread (at most plan_threads(), or one per panel),
             // and the conv's output before a fused residual is added
-            p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->panels));
+            p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), c->panels));
             p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, mul(p.ho, p.wo));
             p.wino = std::move(c);
             p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
@@ -432,7 +442,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.nt = int(d_in);
         auto c = std::make_unique<backend::Pointwise>();
         backend::prepare(*c, p.cin, p.cout, d_in, p.h * p.w, n.index.i.data(), n.weight.f.data());
-        p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->tiles));
+        p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), c->tiles * backend::quads(c->q)));
         // per thread one scratch, the output before a fused residual, the input after its affine
         p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w) + (pre ? mul(p.cin, p.h * p.w) : 0);
         p.quads = std::move(c);
@@ -452,7 +462,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         c->kh = kh; c->kw = kw; c->sh = p.sh; c->sw = p.sw; c->ph = p.ph; c->pw = p.pw; c->dh = dh; c->dw = dw;
         c->h = p.h; c->w = p.w; c->ho = p.ho; c->wo = p.wo;
         backend::prepare(*c, p.cin, p.cout, d_in, n.index.i.data(), n.weight.f.data());
-        p.threads = std::max<int64_t>(1, std::min<int64_t>(n_threads(0), c->quads.tiles));
+        p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), c->quads.tiles * backend::quads(c->quads.q)));
         // per thread one scratch, the output before a fused residual, the input after its affine, the columns
         p.scratch_size = p.threads * backend::scratch_floats(c->quads) + mul(p.cout, p.ho * p.wo) +
                          (pre ? mul(p.cin, p.h * p.w) : 0) + backend::column_floats(*c);
@@ -713,7 +723,12 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             src = copy;
         }
         const int nw = int(std::min<int64_t>(nt, p.threads));
-        // every item computes all outputs of its tiles: the same bits at every thread count
+        // fewer tiles than two per thread: their quads split too, each share copying its panels
+        // again (not Winograd's panels: transforming them again cost as much as the split saved).
+        // Every output is computed in full by one item, the same way however they split: the
+        // same bits at every thread count.
+        const int64_t nq = backend::quads(p.wino ? p.wino->q : pq->q);
+        const int64_t split = !p.wino && nw > 1 && items < 2 * nw ? std::min(nq, (2 * nw + items - 1) / items) : 1;
 #pragma omp parallel num_threads(nw) if (nw > 1)
         {
             if (p.cols) {  // the columns first, input channels split between the threads
@@ -723,9 +738,10 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             }
             float *mine = scratch + per * thread_id();
 #pragma omp for schedule(static)
-            for (int64_t it = 0; it < items; ++it) {
-                if (p.wino) backend::run_panel(*p.wino, src, p.bias.data(), it, mine, dst);
-                else backend::run_tile(*pq, p.cols ? col : src, p.bias.data(), it, mine, dst);
+            for (int64_t it = 0; it < items * split; ++it) {
+                const int64_t u = it / split, q_lo = nq * (it % split) / split, q_hi = nq * (it % split + 1) / split;
+                if (p.wino) backend::run_panel(*p.wino, src, p.bias.data(), u, q_lo, q_hi, mine, dst);
+                else backend::run_tile(*pq, p.cols ? col : src, p.bias.data(), u, q_lo, q_hi, mine, dst);
             }
         }
         if (resid || act) finish(dst, 0.f, resid, out, p.cout * plane_out, act);

@@ -10,7 +10,8 @@ xkern's compiled conv kernel), and in onnxruntime the X model exported two ways 
 grouped Conv; dense-equivalent weights) plus the dense twin.  Every engine gets --threads
 threads (numpy's BLAS too, through threadpoolctl).  "engine / ORT dense" is the ratio
 the issue's targets are stated in; those two columns come from one run that calls them in
-turn (paired_median_ms; with several threads, in turns of 10 calls).
+turn, the order reversed every round (paired_median_ms; with several threads, in turns of 10
+calls).
 Times are medians of --repeats single calls after 3 warm-up calls; --clock cpu times CPU
 time instead of wall time (on one thread the same thing on an idle machine, and far less
 disturbed by other processes on a shared one).
@@ -81,10 +82,11 @@ def median_ms(fn, repeats, clock="wall"):
 
 def paired_median_ms(fns, repeats, clock="wall", block=1):
     """Median ms of each of fns, called in turn in every round (3 warm-up rounds), so a change
-    in the machine's load shifts all of them alike and their ratio stays fair.  Each turn is
-    `block` consecutive calls (each one sample; about `repeats` samples in all): with several
-    threads a runtime's workers spin on after its call and take the cores the next one's
-    workers need, so single calls in turn would time that hand-over, not the runtimes."""
+    in the machine's load shifts all of them alike and their ratio stays fair; the order
+    reverses every round (on this VM the first call of a round measured 10-20% slower).  Each
+    turn is `block` consecutive calls (each one sample; about `repeats` samples in all): with
+    several threads a runtime's workers spin on after its call and take the cores the next
+    one's workers need, so single calls in turn would time that hand-over, not the runtimes."""
     tick = CLOCKS[clock]
     for _ in range(3):
         for fn in fns:
@@ -93,8 +95,9 @@ def paired_median_ms(fns, repeats, clock="wall", block=1):
     gc.disable()
     try:
         samples = [[] for _ in fns]
-        for _ in range(max(1, repeats // block)):
-            for fn, out in zip(fns, samples):
+        for r in range(max(1, repeats // block)):
+            turns = list(zip(fns, samples))
+            for fn, out in (turns if r % 2 == 0 else turns[::-1]):
                 for _ in range(block):
                     start = tick()
                     fn()

@@ -618,16 +618,18 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
 }
 
 // d[k] = pre_act(d[k] scale[c] + shift[c]) for k < n: the input's affine, if the conv has one
-template <int ACT> void pre_apply_t(float *d, int64_t n, float sc, float sh) {
-    for (int64_t k = 0; k < n; ++k) d[k] = act_t<ACT>(d[k] * sc + sh);
+// (or d[k] = pre_act(s[k] scale[c] + shift[c]): the affine of s into d)
+template <int ACT> void pre_apply_t(const float *s, float *d, int64_t n, float sc, float sh) {
+    for (int64_t k = 0; k < n; ++k) d[k] = act_t<ACT>(s[k] * sc + sh);
 }
-void pre_apply(const ConvPlan &p, int64_t c, float *d, int64_t n) {
+void pre_apply(const ConvPlan &p, int64_t c, const float *s, float *d, int64_t n) {
     if (!p.pre) return;
     const float sc = p.pre->scale.f[size_t(c)], sh = p.pre->shift.f[size_t(c)];
-    if (p.pre_act == RELU) pre_apply_t<RELU>(d, n, sc, sh);
-    else if (p.pre_act == RELU6) pre_apply_t<RELU6>(d, n, sc, sh);
-    else pre_apply_t<NONE>(d, n, sc, sh);
+    if (p.pre_act == RELU) pre_apply_t<RELU>(s, d, n, sc, sh);
+    else if (p.pre_act == RELU6) pre_apply_t<RELU6>(s, d, n, sc, sh);
+    else pre_apply_t<NONE>(s, d, n, sc, sh);
 }
+void pre_apply(const ConvPlan &p, int64_t c, float *d, int64_t n) { pre_apply(p, c, d, d, n); }
 
 // zero-padded phase planes of one image x (cin, h, w) into dst (cin, phases, hq, wq).  Padding
 // stays zero after the input's affine (pre_apply), as the conv pads the affine's output.
@@ -715,11 +717,8 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         float *after = scratch + p.threads * per, *copy = after + p.cout * plane_out;
         float *col = copy + (p.pre ? p.cin * p.h * p.w : 0), *dst = resid ? after : out;
         const float *src = x;
-        if (p.pre) {
-            for (int64_t c = 0; c < p.cin; ++c) {
-                std::memcpy(copy + c * p.h * p.w, x + c * p.h * p.w, sizeof(float) * size_t(p.h * p.w));
-                pre_apply(p, c, copy + c * p.h * p.w, p.h * p.w);
-            }
+        if (p.pre) {  // the input's affine, in one pass into the copy
+            for (int64_t c = 0; c < p.cin; ++c) pre_apply(p, c, x + c * p.h * p.w, copy + c * p.h * p.w, p.h * p.w);
             src = copy;
         }
         const int nw = int(std::min<int64_t>(nt, p.threads));

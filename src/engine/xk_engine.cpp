@@ -416,6 +416,9 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
     const int64_t dh = n.dilation[0], dw = n.dilation[1];
     bool depthwise = n.op == Op::conv2d && n.groups == p.cin && p.cout == p.cin && d_in == 1;
+    // the quads of the backend's kernels address their panels' rows by 32-bit offsets
+    if (n.op == Op::xconv2d && mul(mul(p.cin, kh * kw), backend::panel_width()) > (int64_t(1) << 31) - 1)
+        fail("node '" + n.name + "': the input has too many channels for the engine's 32-bit offsets");
     if (n.op == Op::xconv2d && kh == 3 && kw == 3 && p.sh == 1 && p.sw == 1 && dh == 1 && dw == 1 && !pre) {
         if (const int m = wino_tile(d_in, p.ho, p.wo)) {
             p.family = WINO;

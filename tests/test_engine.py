@@ -249,6 +249,34 @@ def test_depthwise_3x3_threads(stride, threads, tmp_path):
     np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())))
 
 
+def _x_conv_net(tmp_path, rng, cin, cout, k, stride, padding, dilation, degree, block, residual, act, h, w):
+    """An X-conv network (_conv_graph) on (cin, h, w), its index rows in runs of `block` equal
+    rows, the residual a ReLU of x: (graph, its engine)."""
+    nodes, out = _conv_graph(rng, "xconv2d", cin, cout, k, stride, padding, dilation, 1, degree, residual, act)
+    if block > 1:
+        index = nodes[0].arrays["index"]
+        index[:] = np.repeat(index[::block], block, axis=0)[:cout]
+    if residual:
+        nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+    graph = Graph("x", (None, cin, h, w), nodes, out)
+    runtime.format.write(graph, tmp_path / "c.xk")
+    return graph, runtime.load(tmp_path / "c.xk", backend="engine")
+
+
+def _threads_and_oracle(net, path, x, threads, err_msg):
+    """net's outputs for x on 1 and 2 threads, equal bit for bit and within TOL of the numpy
+    executor's; returns them."""
+    got = {}
+    for n in (1, 2):
+        threads(n)
+        got[n] = net.predict(x)
+    oracle = runtime.load(path, backend="reference").predict(x)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                               err_msg=err_msg)
+    return got[1]
+
+
 @pytest.mark.parametrize("block", [1, 4])
 def test_winograd_x_convs(block, threads, tmp_path):
     """Stride-1 3x3 X-convs with 12 or more terms run by Winograd (the training path's
@@ -266,32 +294,17 @@ def test_winograd_x_convs(block, threads, tmp_path):
     for cin, cout, degree, h, w, padding in cases:
         cout = cout if block == 1 else -(-cout // 4) * 4
         residual = padding == (1, 1) and cout == cin
-        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (3, 3), (1, 1), padding, (1, 1), 1, degree, residual,
-                                 ["relu6", None, "relu"][h % 3])
-        if block > 1:
-            index = nodes[0].arrays["index"]
-            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
-        if residual:
-            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-        graph = Graph("x", (None, cin, h, w), nodes, out)
-        runtime.format.write(graph, tmp_path / "c.xk")
-        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        graph, net = _x_conv_net(tmp_path, rng, cin, cout, (3, 3), (1, 1), padding, (1, 1), degree, block, residual,
+                                 ["relu6", None, "relu"][h % 3], h, w)
         ho, wo = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
         m = 4 if -(-ho // 4) * -(-wo // 4) >= 48 else 2
         stats = net._engine.stats([2, cin, h, w])
         expect = degree >= 12 and 10 * ho * wo >= 6 * 4 * (-(-ho // 2) * -(-wo // 2))
         assert stats["conv_winograd"] == expect, (cin, cout, degree, h, w, padding)
         seen.add(m if expect else 0)
-        x = inputs((2, cin, h, w), h * w)
-        got = {}
-        for n in (1, 2):
-            threads(n)
-            got[n] = net.predict(x)
-        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
-        assert got[1].shape == (2, cout, ho, wo)
-        np.testing.assert_array_equal(got[1], got[2])
-        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
-                                   err_msg=f"{h}x{w} padding {padding}: {graph.summary()}")
+        got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, cin, h, w), h * w), threads,
+                                  f"{h}x{w} padding {padding}: {graph.summary()}")
+        assert got.shape == (2, cout, ho, wo)
         fused += residual and expect
     assert seen == {0, 2, 4} and fused == 2
 
@@ -309,28 +322,13 @@ def test_pointwise_x_convs_in_quads(block, threads, tmp_path):
                                    (8, 10, 3, 4, 6), (16, 32, 16, 1, 30)):
         cout = cout if block == 1 else -(-cout // 4) * 4
         residual = cout == cin
-        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (1, 1), (1, 1), (0, 0), (1, 1), 1, degree, residual,
-                                 ["relu6", None, "relu"][w % 3])
-        if block > 1:
-            index = nodes[0].arrays["index"]
-            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
-        if residual:
-            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-        graph = Graph("x", (None, cin, h, w), nodes, out)
-        runtime.format.write(graph, tmp_path / "c.xk")
-        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        graph, net = _x_conv_net(tmp_path, rng, cin, cout, (1, 1), (1, 1), (0, 0), (1, 1), degree, block, residual,
+                                 ["relu6", None, "relu"][w % 3], h, w)
         quads = net._engine.stats([2, cin, h, w])["conv_quads"]
         assert quads == (h * w >= 24), (h, w)
         seen.add(quads)
-        x = inputs((2, cin, h, w), h * w)
-        got = {}
-        for n in (1, 2):
-            threads(n)
-            got[n] = net.predict(x)
-        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
-        np.testing.assert_array_equal(got[1], got[2])
-        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
-                                   err_msg=f"{h}x{w}: {graph.summary()}")
+        _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, cin, h, w), h * w), threads,
+                            f"{h}x{w}: {graph.summary()}")
     assert seen == {0, 1}
 
 
@@ -347,29 +345,16 @@ def test_strided_x_convs_on_columns(block, threads, tmp_path):
                                                  (12, 8, 5, 3, 2, 2, 31, 29), (16, 8, 3, 2, 0, 1, 9, 40),
                                                  (16, 8, 3, 2, 1, 1, 7, 7)):
         cout = cout if block == 1 else -(-cout // 4) * 4
-        nodes, out = _conv_graph(rng, "xconv2d", cin, cout, (k, k), (stride, stride), (pad, pad), (dil, dil), 1, 6,
-                                 False, ["relu6", None, "relu"][h % 3])
-        if block > 1:
-            index = nodes[0].arrays["index"]
-            index[:] = np.repeat(index[::block], block, axis=0)[:cout]
-        graph = Graph("x", (None, cin, h, w), nodes, out)
-        runtime.format.write(graph, tmp_path / "c.xk")
-        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        graph, net = _x_conv_net(tmp_path, rng, cin, cout, (k, k), (stride, stride), (pad, pad), (dil, dil), 6, block,
+                                 False, ["relu6", None, "relu"][h % 3], h, w)
         ho = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
         wo = (w + 2 * pad - dil * (k - 1) - 1) // stride + 1
         columns = net._engine.stats([2, cin, h, w])["conv_columns"]
         assert columns == (ho * wo >= 24), (ho, wo)
         seen.add(columns)
-        x = inputs((2, cin, h, w), h * w)
-        got = {}
-        for n in (1, 2):
-            threads(n)
-            got[n] = net.predict(x)
-        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
-        assert got[1].shape == (2, cout, ho, wo)
-        np.testing.assert_array_equal(got[1], got[2])
-        np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
-                                   err_msg=f"{h}x{w}: {graph.summary()}")
+        got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, cin, h, w), h * w), threads,
+                                  f"{h}x{w}: {graph.summary()}")
+        assert got.shape == (2, cout, ho, wo)
     assert seen == {0, 1}
 
 

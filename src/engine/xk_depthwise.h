@@ -43,13 +43,7 @@ XK_AVX2 inline __m256i dw_cols_in(int64_t first, int64_t n) {
 // out[k] = act(v[k] (+ resid[k])) for k < n: a short block stored in 4-, 2- and 1-float pieces
 // (a masked store cost ten plain ones on Zen 3).
 XK_AVX2 inline void dw_finish(__m256 v, const float *resid, float *out, int act, int n) {
-    if (n >= 8) {
-        if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
-        if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
-        if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
-        _mm256_storeu_ps(out, v);
-        return;
-    }
+    if (n >= 8) return epi_finish(v, resid, out, act);
     if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
     if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));

@@ -5,7 +5,9 @@
 // the headers define every kernel of the CPU backend, float and double; the engine uses a few
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 extern "C" {
 #include "../cpu_kernels.h"
 }

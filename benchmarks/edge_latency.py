@@ -173,7 +173,7 @@ def run(args):
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         xt = torch.from_numpy(x)
         torch.manual_seed(0)
-        xmodel = models.create(name, seed=0, **({"block": args.block} if args.block > 1 else {})).eval()
+        xmodel = models.create(name, seed=0, block=args.block).eval()
         dense = models.create(dense_name).eval()
         times = {}
         with torch.no_grad():

@@ -33,10 +33,10 @@ PAIRS = (
 
 def create_model(name, seed, block):
     """xkern.models.create(name) with this module's classifier width, its graphs from seed, an
-    X-Net's expanders in blocks of `block` outputs (the dense twins take no block)."""
+    X-Net's expanders in blocks of `block` outputs (the dense twins take block 1)."""
     from xkern.models import create
 
-    return create(name, NUM_CLASSES, seed=seed, **({"block": block} if block > 1 else {}))
+    return create(name, NUM_CLASSES, seed=seed, block=block)
 
 
 def model_case(name, input_shape, batch, *, device="cpu", dtype=torch.float32, seed=0, block=1):

@@ -9,17 +9,12 @@ performance targets.  --json / --markdown / --plot write the same results to fil
 import json
 import sys
 
+from .args import positive_int
+
 QUICK = dict(layers=("L1", "L2", "L3", "L4"), compressions=(2, 8), blocks=(1,), repeats=3, sample_time=0.02)
 FULL = dict(layers=("L1", "L2", "L3", "L4"), compressions=(2, 4, 8), blocks=(1, 4, 8), repeats=7, sample_time=0.05)
 SMOKE_LAYERS = ("T1", "T3")
 IMPLS = ("dense", "grouped", "masked", "xkern")
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
 
 
 def register(sub):
@@ -30,20 +25,22 @@ def register(sub):
                         f"{' '.join(map(str, QUICK['compressions']))}, block 1, {QUICK['repeats']} samples)")
     p.add_argument("--layers", nargs="+", metavar="NAME",
                    help="layers to run: L1-L4 (the reference layers), T1 T3 (tiny smoke-test layers)")
-    p.add_argument("-C", "--compressions", nargs="+", type=_positive_int, metavar="C",
+    p.add_argument("-C", "--compressions", nargs="+", type=positive_int("--compressions"), metavar="C",
                    help="compressions C (degree D = Cin / C); default 2 4 8")
-    p.add_argument("--block", nargs="+", type=_positive_int, metavar="B", dest="blocks",
+    p.add_argument("--block", nargs="+", type=positive_int("--block"), metavar="B", dest="blocks",
                    help="expander block sizes (1: plain random expander); default 1 4 8, --quick 1; with --models "
                         "one size, the X-Nets' (default 1)")
     p.add_argument("--backend", choices=("cpu", "reference", "cuda"), default="cpu",
                    help="xkern backend; cuda runs every implementation on the GPU; reference (slow numpy) "
                         "defaults to the smoke-test layers")
     p.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS), help="implementations to time")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int("--threads"), metavar="N",
                    help="threads for torch and xkern (torch.set_num_threads, xkern.set_num_threads)")
-    p.add_argument("--batch", type=_positive_int, help="batch size (default: each layer's, 32 for L1-L4)")
+    p.add_argument("--batch", type=positive_int("--batch"),
+                   help="batch size (default: each layer's, 32 for L1-L4)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--repeats", type=_positive_int, help="timed samples per measurement (median reported)")
+    p.add_argument("--repeats", type=positive_int("--repeats"),
+                   help="timed samples per measurement (median reported)")
     p.add_argument("--sample-time", type=float, metavar="S", help="minimum seconds per sample")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--keep-freed-memory", action="store_true",

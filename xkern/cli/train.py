@@ -1,4 +1,5 @@
 """`python -m xkern train`: train a registry model on local data, on CPU, GPU or under torchrun."""
+from .args import positive_int
 
 
 def register(sub):
@@ -39,24 +40,13 @@ def add_data_arguments(p):
                         "(default: 0 for digits and CIFAR, up to 8 for imagefolder)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no tqdm progress bars")
-    p.add_argument("--block", type=_block, default=1, metavar="B",
+    p.add_argument("--block", type=positive_int("--block"), default=1, metavar="B",
                    help="X models: expanders whose outputs come in blocks of B sharing one index row "
                         "(method biregular); 8 runs fastest on AVX2 CPUs (default 1: the paper's random "
                         "expanders)")
     p.add_argument("--autocast", choices=("bfloat16", "float16"),
                    help="mixed precision: forward passes under torch.autocast with this dtype "
                         "(float16 adds a gradient scaler); X layers compute in float32")
-
-
-def _block(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--block must be a positive integer, got {text!r}")
-    return value
 
 
 def check_extras(args, command):

@@ -415,6 +415,7 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     const int64_t kh = n.weight.dim(2), kw = n.weight.dim(3), d_in = n.weight.dim(1);
     p.sh = n.stride[0]; p.sw = n.stride[1]; p.ph = n.padding[0]; p.pw = n.padding[1];
     const int64_t dh = n.dilation[0], dw = n.dilation[1];
+    p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
     bool depthwise = n.op == Op::conv2d && n.groups == p.cin && p.cout == p.cin && d_in == 1;
     // the quads of the backend's kernels address their panels' rows by 32-bit offsets
     if (n.op == Op::xconv2d && mul(mul(p.cin, kh * kw), backend::panel_width()) > (int64_t(1) << 31) - 1)
@@ -432,7 +433,6 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), c->panels));
             p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, mul(p.ho, p.wo));
             p.wino = std::move(c);
-            p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
             return cp;
         }
     }
@@ -449,7 +449,6 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         // per thread one scratch, the output before a fused residual, the input after its affine
         p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w) + (pre ? mul(p.cin, p.h * p.w) : 0);
         p.quads = std::move(c);
-        p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
         return cp;
     }
     // strided X-convs onto maps of a panel or more, with at most COLS_ROWS columns (input
@@ -470,7 +469,6 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         p.scratch_size = p.threads * backend::scratch_floats(c->quads) + mul(p.cout, p.ho * p.wo) +
                          (pre ? mul(p.cin, p.h * p.w) : 0) + backend::column_floats(*c);
         p.cols = std::move(c);
-        p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
         return cp;
     }
     p.family = depthwise ? DEPTHWISE : VEC;
@@ -616,7 +614,6 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
                         p.wt.push_back(weight(v, i, ky, kx));
                     }
     }
-    p.bias = n.bias.present ? n.bias.f : std::vector<float>(size_t(p.cout), 0.f);
     return cp;
 }
 

@@ -439,34 +439,112 @@ XK_INLINE void XK_FN(xk_panel_prefetch)(const XK_T *src, int64_t img, int64_t ch
     }
 }
 
+/* An affine per source row applied as panels are loaded: row c's values x become
+ * act(scale[c] x + shift[c]), act 0 none, 1 ReLU, 2 ReLU6 (NaN gives 0, as the engine's
+ * activations do).  The engine's 1x1 convs after a batch norm and ReLU of their input take it
+ * here, where the panel copy reads every value anyway, instead of in a pass of its own. */
+typedef struct {
+    const XK_T *scale, *shift;
+    int act;
+} XK_FN(xk_affine_t);
+
+XK_INLINE XK_T XK_FN(xk_affine_one)(XK_T v, XK_T a, XK_T b, int act)
+{
+    v = v * a + b;
+    if (act) v = v > 0 ? v : (XK_T)0;
+    if (act == 2) v = v < 6 ? v : (XK_T)6;
+    return v;
+}
+
+/* v <- the affine of v (a macro: vector arguments of functions change the ABI in the
+ * baseline clone). */
+#if XK_GNU_VECTORS
+#  define XK_AFFINE_VEC(v, sc, sh, act)                                                        \
+    do {                                                                                      \
+        v = v * (sc) + (sh);                                                                  \
+        if (act) v = XK_VAND(XK_IV, XK_V, v, v > XK_VSPLAT(XK_V, (XK_T)0));                   \
+        if ((act) == 2) {                                                                     \
+            const XK_V six_ = XK_VSPLAT(XK_V, (XK_T)6);                                       \
+            const XK_IV over_ = v > six_;                                                     \
+            v = (XK_V)(((XK_IV)v & ~over_) | ((XK_IV)six_ & over_));                          \
+        }                                                                                     \
+    } while (0)
+#else
+#  define XK_AFFINE_VEC(v, sc, sh, act) (v = XK_FN(xk_affine_one)(v, sc, sh, act))
+#endif
+
 /* panel[c * width + a * XK_VL ...] <- the XK_SACC vectors at s + c * stride, c < n_rows
- * (width = XK_SACC * XK_VL). */
+ * (width = XK_SACC * XK_VL), through the affine aff of the rows when given. */
+XK_INLINE void XK_FN(xk_panel_copy_affine)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
+                                           int64_t n_rows, const XK_FN(xk_affine_t) *aff)
+{
+    if (!aff) {
+        for (int64_t c = 0; c < n_rows; c++)
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, XK_VLOAD(XK_V, s + c * stride + a * XK_VL));
+        return;
+    }
+    for (int64_t c = 0; c < n_rows; c++) {
+        const XK_V sc = XK_VSPLAT(XK_V, aff->scale[c]), sh = XK_VSPLAT(XK_V, aff->shift[c]);
+        XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
+            XK_V v = XK_VLOAD(XK_V, s + c * stride + a * XK_VL);
+            XK_AFFINE_VEC(v, sc, sh, aff->act);
+            XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, v);
+        }
+    }
+}
+
 XK_INLINE void XK_FN(xk_panel_copy)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
                                     int64_t n_rows)
 {
-    for (int64_t c = 0; c < n_rows; c++)
-        XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-            XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, XK_VLOAD(XK_V, s + c * stride + a * XK_VL));
+    XK_FN(xk_panel_copy_affine)(panel, s, stride, n_rows, NULL);
+}
+
+/* d[k] = s[k] for k < n, through the affine (sc, sh, aff->act) when aff is given: whole
+ * vectors, then the rest one by one. */
+XK_INLINE void XK_FN(xk_row_affine)(XK_T *d, const XK_T *s, int64_t n, const XK_FN(xk_affine_t) *aff, XK_T sc, XK_T sh)
+{
+    int64_t k = 0;
+    if (aff) {
+        const XK_V a = XK_VSPLAT(XK_V, sc), b = XK_VSPLAT(XK_V, sh);
+        for (; k + XK_VL <= n; k += XK_VL) {
+            XK_V v = XK_VLOAD(XK_V, s + k);
+            XK_AFFINE_VEC(v, a, b, aff->act);
+            XK_VSTORE(XK_V, d + k, v);
+        }
+        for (; k < n; k++) d[k] = XK_FN(xk_affine_one)(s[k], sc, sh, aff->act);
+        return;
+    }
+    for (; k + XK_VL <= n; k += XK_VL) XK_VSTORE(XK_V, d + k, XK_VLOAD(XK_V, s + k));
+    for (; k < n; k++) d[k] = s[k];
 }
 
 /* panel[c * width + k] = src channel c at position p + k for c < n_rows, k < width (zeros past
- * the last image). */
-XK_INLINE void XK_FN(xk_panel_load)(XK_T *panel, const XK_T *src, int64_t img, int64_t chan, int64_t n_rows,
-                                    int64_t hw, int64_t n_img, int64_t p)
+ * the last image), through the affine aff when given. */
+XK_INLINE void XK_FN(xk_panel_load_affine)(XK_T *panel, const XK_T *src, int64_t img, int64_t chan, int64_t n_rows,
+                                           int64_t hw, int64_t n_img, int64_t p, const XK_FN(xk_affine_t) *aff)
 {
     const int64_t width = XK_SACC * XK_VL, g = p / hw, r = p - g * hw;
     const int64_t n1 = hw - r < width ? hw - r : width, n2 = width - n1;
     if (n2 == 0) {
-        XK_FN(xk_panel_copy)(panel, src + g * img + r, chan, n_rows);
+        XK_FN(xk_panel_copy_affine)(panel, src + g * img + r, chan, n_rows, aff);
         return;
     }
     const int next = g + 1 < n_img;
     for (int64_t c = 0; c < n_rows; c++) {
         const XK_T *s1 = src + g * img + c * chan + r, *s2 = src + (g + 1) * img + c * chan;
         XK_T *d = panel + c * width;
-        for (int64_t k = 0; k < n1; k++) d[k] = s1[k];
-        for (int64_t k = 0; k < n2; k++) d[n1 + k] = next ? s2[k] : (XK_T)0;
+        const XK_T sc = aff ? aff->scale[c] : (XK_T)1, sh = aff ? aff->shift[c] : (XK_T)0;
+        XK_FN(xk_row_affine)(d, s1, n1, aff, sc, sh);
+        if (next) XK_FN(xk_row_affine)(d + n1, s2, n2, aff, sc, sh);
+        else for (int64_t k = 0; k < n2; k++) d[n1 + k] = 0;
     }
+}
+
+XK_INLINE void XK_FN(xk_panel_load)(XK_T *panel, const XK_T *src, int64_t img, int64_t chan, int64_t n_rows,
+                                    int64_t hw, int64_t n_img, int64_t p)
+{
+    XK_FN(xk_panel_load_affine)(panel, src, img, chan, n_rows, hw, n_img, p, NULL);
 }
 
 /* dst channel v at positions p + k <- part[v * width + k] for v < n_rows, k < width, except
@@ -763,12 +841,13 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
  * packing and no scatter: src (n_img, qs->n_src, hw), dst (n_img, qs->n_dst, hw).  The
  * panels of the tile (positions [p0, p0 + XK_TILE)) are copied from src, and each destination's XK_SACC
  * vectors are stored straight into dst when they lie in one image (else through part,
- * XK_SACC * XK_VL * n_dst scratch); positions past the last image are not written. */
-XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
+ * XK_SACC * XK_VL * n_dst scratch); positions past the last image are not written.  With aff, the source rows through
+ * that affine (xk_affine_t). */
+XK_INLINE void XK_FN(xk_quad_tile_direct_impl)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
                                                  int64_t hw, int64_t n_img, int64_t p0, const xk_quads_t *qs,
                                                  int64_t q_lo, int64_t q_hi, const XK_T *qw, const XK_T *bias,
                                                  XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_img,
-                                                 int64_t dst_chan)
+                                                 int64_t dst_chan, const XK_FN(xk_affine_t) *aff)
 {
     const int64_t width = XK_SACC * XK_VL, end = n_img * hw, n_src = qs->n_src;
     const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
@@ -777,7 +856,7 @@ XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, in
     for (int64_t p = p0; p < p0 + XK_TILE && p < end; p += width) {
         const int64_t g = p / hw, r = p - g * hw;
         XK_FN(xk_panel_prefetch)(src, src_img, src_chan, n_src, hw, end, p + width);
-        XK_FN(xk_panel_load)(panel, src, src_img, src_chan, n_src, hw, n_img, p);
+        XK_FN(xk_panel_load_affine)(panel, src, src_img, src_chan, n_src, hw, n_img, p, aff);
         if (r + width <= hw) {
             XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias, q_lo, q_hi);
             continue;
@@ -788,6 +867,27 @@ XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, in
             XK_FN(xk_panel_store)(dst + v * dst_chan, dst_img, dst_chan, part + v * width, 1, hw, n_img, p);
         }
     }
+}
+
+XK_CLONES static void XK_FN(xk_quad_tile_direct)(const XK_T *XK_RESTRICT src, int64_t src_img, int64_t src_chan,
+                                                 int64_t hw, int64_t n_img, int64_t p0, const xk_quads_t *qs,
+                                                 int64_t q_lo, int64_t q_hi, const XK_T *qw, const XK_T *bias,
+                                                 XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_img,
+                                                 int64_t dst_chan)
+{
+    XK_FN(xk_quad_tile_direct_impl)(src, src_img, src_chan, hw, n_img, p0, qs, q_lo, q_hi, qw, bias, panel, part,
+                                    dst, dst_img, dst_chan, NULL);
+}
+
+XK_CLONES XK_UNUSED static void XK_FN(xk_quad_tile_direct_affine)(const XK_T *XK_RESTRICT src, int64_t src_img,
+                                                        int64_t src_chan, int64_t hw, int64_t n_img, int64_t p0,
+                                                        const xk_quads_t *qs, int64_t q_lo, int64_t q_hi,
+                                                        const XK_T *qw, const XK_T *bias, XK_T *panel, XK_T *part,
+                                                        XK_T *dst, int64_t dst_img, int64_t dst_chan,
+                                                        const XK_FN(xk_affine_t) *aff)
+{
+    XK_FN(xk_quad_tile_direct_impl)(src, src_img, src_chan, hw, n_img, p0, qs, q_lo, q_hi, qw, bias, panel, part,
+                                    dst, dst_img, dst_chan, aff);
 }
 
 /* out[t * ostride] += sum_{p<n} g[p] * xs[t][p] for the m <= XK_DOT_TAPS streams xs

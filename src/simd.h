@@ -58,11 +58,14 @@ static inline const char *xk_isa(void)
 #  define XK_RESTRICT __restrict__
 #  define XK_PRAGMA(x) _Pragma(#x)
 #  define XK_UNROLL XK_PRAGMA(GCC unroll 16)
+/* A kernel one front end (the Cython module or the engine) does not call. */
+#  define XK_UNUSED __attribute__((unused))
 #else
 #  define XK_GNU_VECTORS 0
 #  define XK_INLINE static __inline
 #  define XK_RESTRICT __restrict
 #  define XK_UNROLL
+#  define XK_UNUSED
 #endif
 
 #if XK_GNU_VECTORS

@@ -53,15 +53,22 @@ struct Pointwise {
     std::vector<float> qw;                // weights (quads, degree, 4)
 };
 
+// An affine of the input's channels applied as the kernels load it: channel c's x becomes
+// act(scale[c] x + shift[c]), act 0 none, 1 ReLU, 2 ReLU6.
+struct Affine {
+    const float *scale = nullptr, *shift = nullptr;
+    int act = 0;
+};
+
 // Positions per tile (a few panels).
 int64_t tile_positions();
 void prepare(Pointwise &c, int64_t cin, int64_t cout, int64_t degree, int64_t hw, const int64_t *index,
              const float *weight);
 int64_t scratch_floats(const Pointwise &c);
 // dst (cout, hw) = bias + the conv of src (cin, hw), at the positions of tile t, for the
-// outputs of quads [q_lo, q_hi).
+// outputs of quads [q_lo, q_hi); with pre, of src through that affine.
 void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, int64_t q_lo, int64_t q_hi,
-              float *scratch, float *dst);
+              float *scratch, float *dst, const Affine *pre = nullptr);
 
 // Any other X-conv (strided, other kernel sizes) on one image as a 1x1 X-conv in quads over its
 // columns (xk_im2col): row (i, ky, kx) of the columns holds input channel i at tap (ky, kx) of

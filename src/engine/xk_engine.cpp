@@ -446,8 +446,9 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         auto c = std::make_unique<backend::Pointwise>();
         backend::prepare(*c, p.cin, p.cout, d_in, p.h * p.w, n.index.i.data(), n.weight.f.data());
         p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), c->tiles * backend::quads(c->q)));
-        // per thread one scratch, the output before a fused residual, the input after its affine
-        p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w) + (pre ? mul(p.cin, p.h * p.w) : 0);
+        // per thread one scratch, the output before a fused residual (the input's affine is
+        // applied as panels load)
+        p.scratch_size = p.threads * backend::scratch_floats(*c) + mul(p.cout, p.h * p.w);
         p.quads = std::move(c);
         return cp;
     }
@@ -713,11 +714,13 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
         const int64_t per = p.wino ? backend::scratch_floats(*p.wino) : backend::scratch_floats(*pq);
         const int64_t items = p.wino ? p.wino->panels : pq->tiles;
         // scratch: one part per thread, the output before a fused residual, the input after its
-        // affine, the columns
+        // affine (the columns' input; the quads apply the affine as they load their panels), the columns
         float *after = scratch + p.threads * per, *copy = after + p.cout * plane_out;
-        float *col = copy + (p.pre ? p.cin * p.h * p.w : 0), *dst = resid ? after : out;
+        float *col = copy + (p.pre && p.cols ? p.cin * p.h * p.w : 0), *dst = resid ? after : out;
         const float *src = x;
-        if (p.pre) {  // the input's affine, in one pass into the copy
+        backend::Affine pre;
+        if (p.pre && p.quads) pre = {p.pre->scale.f.data(), p.pre->shift.f.data(), p.pre_act};
+        if (p.pre && !p.quads) {  // the input's affine, in one pass into the copy
             for (int64_t c = 0; c < p.cin; ++c) pre_apply(p, c, x + c * p.h * p.w, copy + c * p.h * p.w, p.h * p.w);
             src = copy;
         }
@@ -740,7 +743,8 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             for (int64_t it = 0; it < items * split; ++it) {
                 const int64_t u = it / split, q_lo = nq * (it % split) / split, q_hi = nq * (it % split + 1) / split;
                 if (p.wino) backend::run_panel(*p.wino, src, p.bias.data(), u, q_lo, q_hi, mine, dst);
-                else backend::run_tile(*pq, p.cols ? col : src, p.bias.data(), u, q_lo, q_hi, mine, dst);
+                else backend::run_tile(*pq, p.cols ? col : src, p.bias.data(), u, q_lo, q_hi, mine, dst,
+                                       pre.scale ? &pre : nullptr);
             }
         }
         if (resid || act) finish(dst, 0.f, resid, out, p.cout * plane_out, act);

@@ -55,6 +55,15 @@ XK_AVX2 inline void dense4_avx2(const float *base, const int32_t *off, const flo
             }
             const int m = e.cols - x0;
             const int64_t at = r * e.pitch + x0;
+            if (m >= SHARED_T) {  // a whole tile: twelve plain stores, the accumulators as they are
+#define XK_DENSE_FINISH(u, k, v) epi_finish(v, e.resid[u] ? e.resid[u] + at + 8 * k : nullptr, e.out[u] + at + 8 * k, e.act)
+                XK_DENSE_FINISH(0, 0, a0); XK_DENSE_FINISH(0, 1, a1); XK_DENSE_FINISH(0, 2, a2);
+                XK_DENSE_FINISH(1, 0, b0); XK_DENSE_FINISH(1, 1, b1); XK_DENSE_FINISH(1, 2, b2);
+                XK_DENSE_FINISH(2, 0, c0); XK_DENSE_FINISH(2, 1, c1); XK_DENSE_FINISH(2, 2, c2);
+                XK_DENSE_FINISH(3, 0, d0); XK_DENSE_FINISH(3, 1, d1); XK_DENSE_FINISH(3, 2, d2);
+#undef XK_DENSE_FINISH
+                continue;
+            }
             const __m256 acc[4][3] = {{a0, a1, a2}, {b0, b1, b2}, {c0, c1, c2}, {d0, d1, d2}};
             for (int u = 0; u < 4; ++u)
                 for (int k = 0; k < 3; ++k)

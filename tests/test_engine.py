@@ -393,6 +393,19 @@ def test_avg_pool_2x2_stride_2(divisor, tmp_path):
         np.testing.assert_array_equal(got, expected, err_msg=f"{h}x{w}")
 
 
+def test_global_average_pool(tmp_path):
+    """An adaptive average pool to 1x1 (eight running sums a channel) on maps of fewer than,
+    exactly and more than eight values, with a tail, against torch."""
+    for h, w in ((1, 1), (2, 4), (3, 5), (7, 7), (8, 8), (16, 17)):
+        node = Node("gap", "adaptive_avgpool2d", ["x"], {"output_size": [1, 1]}, {})
+        graph = Graph("x", (None, 5, h, w), [node], "gap")
+        runtime.format.write(graph, tmp_path / "g.xk")
+        x = inputs((2, 5, h, w), h * w)
+        got = runtime.load(tmp_path / "g.xk", backend="engine").predict(x)
+        expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x).double(), 1).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=f"{h}x{w}")
+
+
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_affine_before_a_conv_fills_its_planes(act, threads, tmp_path):
     """An affine (and activation) whose only reader is a conv runs as that conv reads its input:

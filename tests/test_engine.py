@@ -406,6 +406,60 @@ def test_global_average_pool(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=f"{h}x{w}")
 
 
+def test_1x1_conv_after_its_average_pool(threads, tmp_path):
+    """A 1x1 conv read only by an average pool runs after the pool, on the pooled input (they
+    commute): DenseNet's transition (batch norm, ReLU, 1x1 X-conv, 2x2 pool), dense convs and
+    overlapping 3x3 windows at stride 2, odd maps whose last row and column no window reads, a
+    ReLU or residual after the pool; 1 and 2 threads bit for bit.  Pools that pad, round up or
+    override the divisor, other convs, and a conv output read twice keep the order."""
+    rng = np.random.default_rng(7)
+
+    def pool(k, s, **kw):
+        attrs = dict(kernel=[k, k], stride=[s, s], padding=[0, 0], ceil_mode=False, count_include_pad=True,
+                     divisor=None)
+        attrs.update(kw)
+        return Node("pool", "avgpool2d", ["conv"], attrs, {})
+
+    cases = [("xconv2d", 1, pool(2, 2), True, "relu", False, 1), ("xconv2d", 1, pool(2, 2), False, None, True, 1),
+             ("conv2d", 1, pool(3, 2), True, "relu6", False, 1), ("conv2d", 1, pool(2, 2), False, None, False, 1),
+             ("xconv2d", 1, pool(2, 2, padding=[1, 1]), True, None, False, 0),
+             ("xconv2d", 1, pool(2, 2, ceil_mode=True), True, None, False, 0),
+             ("xconv2d", 1, pool(2, 2, divisor=3), True, None, False, 0),
+             ("xconv2d", 3, pool(2, 2), True, None, False, 0)]
+    for op, k, pool_node, pre, act, residual, fused in cases:
+        for h, w in ((8, 8), (9, 7), (16, 16), (32, 30)):
+            nodes, _ = _conv_graph(rng, op, 12, 12, (k, k), (1, 1), (k // 2, k // 2), (1, 1), 1, 6, False, None)
+            nodes.append(pool_node)
+            out = "pool"
+            if pre:
+                affine = Node("bn", "affine", ["x"], {}, {"scale": rng.standard_normal(12).astype(np.float32),
+                                                          "shift": rng.standard_normal(12).astype(np.float32)})
+                nodes = [affine, Node("bn_act", "relu", ["bn"], {}, {})] + nodes
+                nodes[2].inputs = ["bn_act"]
+            if residual:  # the pooled input of a channel's own: x pooled the same way
+                nodes.append(Node("skip", "avgpool2d", ["x"], pool_node.attrs, {}))
+                nodes.append(Node("add", "add", ["pool", "skip"], {}, {}))
+                out = "add"
+            if act:
+                nodes.append(Node("act", act, [out], {}, {}))
+                out = "act"
+            graph = Graph("x", (None, 12, h, w), nodes, out)
+            runtime.format.write(graph, tmp_path / "c.xk")
+            net = runtime.load(tmp_path / "c.xk", backend="engine")
+            assert net._engine.stats([2, 12, h, w])["conv_after_pool"] == fused, (op, k, pool_node.attrs)
+            _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, 12, h, w), h * w), threads,
+                                f"{h}x{w}: {graph.summary()}")
+    # the conv's output has a second reader: the pool runs after it
+    nodes, _ = _conv_graph(rng, "xconv2d", 12, 12, (1, 1), (1, 1), (0, 0), (1, 1), 1, 6, False, None)
+    nodes += [pool(2, 2), Node("gap", "adaptive_avgpool2d", ["conv"], {"output_size": [2, 2]}, {}),
+              Node("add", "add", ["pool", "gap"], {}, {})]
+    graph = Graph("x", (None, 12, 4, 4), nodes, "add")
+    runtime.format.write(graph, tmp_path / "c.xk")
+    net = runtime.load(tmp_path / "c.xk", backend="engine")
+    assert net._engine.stats([1, 12, 4, 4])["conv_after_pool"] == 0
+    _threads_and_oracle(net, tmp_path / "c.xk", inputs((1, 12, 4, 4)), threads, graph.summary())
+
+
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_affine_before_a_conv_fills_its_planes(act, threads, tmp_path):
     """An affine (and activation) whose only reader is a conv runs as that conv reads its input:

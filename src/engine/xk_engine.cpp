@@ -3,7 +3,9 @@
 // At load (Engine::Engine) the node list becomes a list of steps: a conv absorbs the
 // residual add and the ReLU that follow it when it is their only input, and the affine
 // (and ReLU) before it when the conv is their only reader (a pre-activation network's
-// batch norm: applied as the conv fills its planes), an affine or add absorbs its ReLU,
+// batch norm: applied as the conv fills its planes), a 1x1 conv read only by an average
+// pool runs after that pool (they commute: DenseNet's transitions convolve a quarter of the
+// positions), an affine or add absorbs its ReLU,
 // and flatten / reshape become views.  For each input shape
 // (plan_for, cached) the planner infers every shape, packs every conv's weights into
 // term lists for its kernel family (xk_kernels.h, xk_depthwise.h; stride-1 3x3 X-convs by
@@ -142,6 +144,7 @@ struct Step {
     const Node *add_node = nullptr;
     std::vector<int> pre_nodes;   // conv: the affine (and activation) it applies to its input first
     int pre_act = NONE;
+    const Node *pool = nullptr;   // conv (1x1): the average pool of its output, run on its input first
 };
 
 struct ConvPlan {
@@ -167,6 +170,12 @@ struct ConvPlan {
     int64_t run = 0;                       // SHARED4 dense: tiles (strips: rows) per dense4 call; 0: one tile a call
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
     int pre_act = NONE;
+    // a 1x1 conv after its average pool (Step::pool): the pool reads the step's input (pool_h x
+    // pool_w maps) through the affine pool_pre and writes the conv's input (cin, h, w) at floats
+    // `pooled` of the scratch, each thread's channel after the affine at pool_buf + thread * pool_h pool_w
+    const Node *pool = nullptr, *pool_pre = nullptr;
+    int pool_pre_act = NONE;
+    int64_t pool_h = 0, pool_w = 0, pooled = 0, pool_buf = 0;
 };
 
 struct Plan {
@@ -201,6 +210,18 @@ bool Engine::use_avx2() {
 }
 
 // ---------------------------------------------------------------- fusion (once, at load)
+namespace {
+// A 1x1 conv (stride 1, no padding, dense or X) and an average pool with every window inside
+// the map and counted in full: pooling the input first gives the same sums (both are linear
+// per position; the pool's weights sum to one, so the bias passes through).
+bool commutes_with_pool(const Node &conv, const Node &pool) {
+    const bool one = conv.weight.dim(2) == 1 && conv.weight.dim(3) == 1 && conv.stride[0] == 1 && conv.stride[1] == 1 &&
+                     conv.padding[0] == 0 && conv.padding[1] == 0 && (conv.op == Op::xconv2d || conv.groups == 1);
+    return one && pool.op == Op::avgpool2d && pool.padding[0] == 0 && pool.padding[1] == 0 && !pool.ceil_mode &&
+           pool.divisor == 0;
+}
+}  // namespace
+
 Engine::Engine(std::unique_ptr<Model> model) : model_(std::move(model)) {
     const auto &nodes = model_->nodes;
     const int nv = int(nodes.size()) + 1;
@@ -254,6 +275,13 @@ Engine::Engine(std::unique_ptr<Model> model) : model_(std::move(model)) {
                     if (r >= 0) s.pre_nodes.push_back(r);
                     s.pre_act = r < 0 ? NONE : nodes[r].op == Op::relu ? RELU : RELU6;
                     s.in = nodes[a].inputs;
+                }
+                const int pr = sole_reader(cur);
+                if (pr >= 0 && commutes_with_pool(n, nodes[pr])) {
+                    s.pool = &nodes[pr];
+                    s.nodes.push_back(pr);
+                    absorbed[pr] = 1;
+                    cur = pr + 1;
                 }
                 int r = sole_reader(cur);
                 if (r >= 0 && nodes[r].op == Op::add) {
@@ -618,17 +646,17 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     return cp;
 }
 
-// d[k] = pre_act(d[k] scale[c] + shift[c]) for k < n: the input's affine, if the conv has one
-// (or d[k] = pre_act(s[k] scale[c] + shift[c]): the affine of s into d)
-template <int ACT> void pre_apply_t(const float *s, float *d, int64_t n, float sc, float sh) {
-    for (int64_t k = 0; k < n; ++k) d[k] = act_t<ACT>(s[k] * sc + sh);
+// d[k] = act(s[k] scale[c] + shift[c]) for k < n: channel c through the affine a
+void affine_apply(const Node &a, int act, int64_t c, const float *s, float *d, int64_t n) {
+    const float sc = a.scale.f[size_t(c)], sh = a.shift.f[size_t(c)];
+#if XK_X86
+    if (Engine::use_avx2()) return kern::affine_avx2(s, d, n, sc, sh, act);
+#endif
+    kern::affine_generic(s, d, n, sc, sh, act);
 }
+// the input's affine, if the conv has one, of s into d (or of d in place)
 void pre_apply(const ConvPlan &p, int64_t c, const float *s, float *d, int64_t n) {
-    if (!p.pre) return;
-    const float sc = p.pre->scale.f[size_t(c)], sh = p.pre->shift.f[size_t(c)];
-    if (p.pre_act == RELU) pre_apply_t<RELU>(s, d, n, sc, sh);
-    else if (p.pre_act == RELU6) pre_apply_t<RELU6>(s, d, n, sc, sh);
-    else pre_apply_t<NONE>(s, d, n, sc, sh);
+    if (p.pre) affine_apply(*p.pre, p.pre_act, c, s, d, n);
 }
 void pre_apply(const ConvPlan &p, int64_t c, float *d, int64_t n) { pre_apply(p, c, d, d, n); }
 
@@ -1071,8 +1099,24 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
     for (int s = 0; s < ns; ++s) {
         const Step &st = steps_[s];
         if (st.kind != Kind::conv) continue;
-        P.conv[s] = plan_conv(*st.node, P.shapes[st.in[0]], P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external,
-                              st.pre_nodes.empty() ? nullptr : &nodes[size_t(st.pre_nodes[0])], st.pre_act);
+        const Node *pre = st.pre_nodes.empty() ? nullptr : &nodes[size_t(st.pre_nodes[0])];
+        const Shape &xs = P.shapes[st.in[0]];
+        if (st.pool) {  // the conv on the pooled input, the pool's output shape; the pool takes the affine
+            const Shape &ys = P.shapes[size_t(st.pool - nodes.data() + 1)];
+            P.conv[s] = plan_conv(*st.node, {xs[0], xs[1], ys[2], ys[3]}, ys, false, nullptr, NONE);
+            ConvPlan &cp = *P.conv[s];
+            cp.pool = st.pool;
+            cp.pool_pre = pre;
+            cp.pool_pre_act = st.pre_act;
+            cp.pool_h = xs[2];
+            cp.pool_w = xs[3];
+            cp.pooled = (cp.scratch_size + 15) / 16 * 16;
+            cp.pool_buf = cp.pooled + (mul(cp.cin, cp.h * cp.w) + 15) / 16 * 16;
+            cp.scratch_size = cp.pool_buf + (pre ? mul(plan_threads(), (mul(xs[2], xs[3]) + 15) / 16 * 16) : 0);
+        } else {
+            P.conv[s] = plan_conv(*st.node, xs, P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external, pre,
+                                  st.pre_act);
+        }
         // whole cache lines, so every block placed after it starts 64-byte aligned
         if (P.conv[s]->scratch_size) blocks.push_back({(P.conv[s]->scratch_size + 15) / 16 * 16, s, s, -1 - s});
     }
@@ -1144,7 +1188,8 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
                                        {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0}, {"conv_columns", 0},
                                        {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
-                                       {"conv_direct", 0}, {"conv_pre_affine", 0}, {"conv_dense", 0}};
+                                       {"conv_direct", 0}, {"conv_pre_affine", 0}, {"conv_dense", 0},
+                                       {"conv_after_pool", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
         for (char c : P.copy[s]) { out["concat_inputs"] += 1; out["concat_copies"] += c; }
         if (!P.conv[s]) continue;
@@ -1154,7 +1199,8 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;
-        out["conv_pre_affine"] += cp.pre != nullptr;
+        out["conv_pre_affine"] += cp.pre != nullptr || cp.pool_pre != nullptr;
+        out["conv_after_pool"] += cp.pool != nullptr;
         out["conv_dense"] += cp.family == SHARED4 && cp.run > 0;
     }
     return out;
@@ -1191,12 +1237,7 @@ void eltwise_t(const Node &n, const float *a, const float *b, float *out, const 
     if (n.op == Op::affine) {
         const int64_t c = s[1], inner = total / c;
 #pragma omp parallel for num_threads(nt) if (nt > 1 && total > 65536) schedule(static)
-        for (int64_t ch = 0; ch < c; ++ch) {
-            const float sc = n.scale.f[ch], sh = n.shift.f[ch];
-            const float *x = a + ch * inner;
-            float *y = out + ch * inner;
-            for (int64_t k = 0; k < inner; ++k) y[k] = act_t<ACT>(x[k] * sc + sh);
-        }
+        for (int64_t ch = 0; ch < c; ++ch) affine_apply(n, ACT, ch, a + ch * inner, out + ch * inner, inner);
     } else if (n.op == Op::add) {
 #pragma omp parallel for num_threads(nt) if (nt > 1 && total > 65536) schedule(static)
         for (int64_t k = 0; k < total; ++k) out[k] = act_t<ACT>(a[k] + b[k]);
@@ -1274,38 +1315,54 @@ int64_t avg_count(int64_t size, int64_t o, int64_t k, int64_t s, int64_t p, bool
     return std::min(end, size) - std::max<int64_t>(start, 0);
 }
 
+// One channel's average pool: (h, w) -> (ho, wo).
+void avgpool_plane(const Node &n, int64_t H, int64_t W, int64_t Ho, int64_t Wo, const float *in, float *o) {
+#if XK_X86
+    // 2x2 windows at stride 2 inside the input (DenseNet's transitions): whole vectors of outputs
+    if (n.kernel[0] == 2 && n.kernel[1] == 2 && n.stride[0] == 2 && n.stride[1] == 2 && n.padding[0] == 0 &&
+        n.padding[1] == 0 && 2 * Ho <= H && 2 * Wo <= W && Engine::use_avx2()) {
+        const float div = float(n.divisor ? n.divisor : 4);
+        for (int64_t y = 0; y < Ho; ++y) kern::avgpool2s2_row_avx2(in + 2 * y * W, in + (2 * y + 1) * W, o + y * Wo, Wo, div);
+        return;
+    }
+#endif
+    for (int64_t y = 0; y < Ho; ++y)
+        for (int64_t xo = 0; xo < Wo; ++xo) {
+            float s = 0;
+            for (int64_t ky = 0; ky < n.kernel[0]; ++ky) {
+                const int64_t iy = y * n.stride[0] - n.padding[0] + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (int64_t kx = 0; kx < n.kernel[1]; ++kx) {
+                    const int64_t ix = xo * n.stride[1] - n.padding[1] + kx;
+                    if (ix >= 0 && ix < W) s += in[iy * W + ix];
+                }
+            }
+            const int64_t div = n.divisor ? n.divisor
+                : avg_count(H, y, n.kernel[0], n.stride[0], n.padding[0], n.count_include_pad) *
+                  avg_count(W, xo, n.kernel[1], n.stride[1], n.padding[1], n.count_include_pad);
+            o[y * Wo + xo] = s / float(div);
+        }
+}
+
 void run_avgpool(const Node &n, const Shape &xs, const Shape &ys, const float *x, float *out, int nt) {
     const int64_t C = xs[1], H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3];
-    // 2x2 windows at stride 2 inside the input (DenseNet's transitions): whole vectors of outputs
-    const bool two = n.kernel[0] == 2 && n.kernel[1] == 2 && n.stride[0] == 2 && n.stride[1] == 2 &&
-                     n.padding[0] == 0 && n.padding[1] == 0 && 2 * Ho <= H && 2 * Wo <= W;
 #pragma omp parallel for num_threads(nt) if (nt > 1 && C * Ho * Wo > 16384) schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = 0; c < C; ++c) avgpool_plane(n, H, W, Ho, Wo, x + c * H * W, out + c * Ho * Wo);
+}
+
+// The pool of a conv after its pool (ConvPlan::pool): x (cin, pool_h, pool_w), through the
+// input's affine, into the scratch's pooled input.
+void run_pool_first(const ConvPlan &p, const float *x, float *scratch, int nt) {
+    const int64_t H = p.pool_h, W = p.pool_w, buf = (H * W + 15) / 16 * 16;
+#pragma omp parallel for num_threads(nt) if (nt > 1 && p.cin * p.h * p.w > 16384) schedule(static)
+    for (int64_t c = 0; c < p.cin; ++c) {
         const float *in = x + c * H * W;
-        float *o = out + c * Ho * Wo;
-#if XK_X86
-        if (two && Engine::use_avx2()) {
-            const float div = float(n.divisor ? n.divisor : 4);
-            for (int64_t y = 0; y < Ho; ++y) kern::avgpool2s2_row_avx2(in + 2 * y * W, in + (2 * y + 1) * W, o + y * Wo, Wo, div);
-            continue;
+        if (p.pool_pre) {
+            float *mine = scratch + p.pool_buf + thread_id() * buf;
+            affine_apply(*p.pool_pre, p.pool_pre_act, c, in, mine, H * W);
+            in = mine;
         }
-#endif
-        for (int64_t y = 0; y < Ho; ++y)
-            for (int64_t xo = 0; xo < Wo; ++xo) {
-                float s = 0;
-                for (int64_t ky = 0; ky < n.kernel[0]; ++ky) {
-                    const int64_t iy = y * n.stride[0] - n.padding[0] + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int64_t kx = 0; kx < n.kernel[1]; ++kx) {
-                        const int64_t ix = xo * n.stride[1] - n.padding[1] + kx;
-                        if (ix >= 0 && ix < W) s += in[iy * W + ix];
-                    }
-                }
-                const int64_t div = n.divisor ? n.divisor
-                    : avg_count(H, y, n.kernel[0], n.stride[0], n.padding[0], n.count_include_pad) *
-                      avg_count(W, xo, n.kernel[1], n.stride[1], n.padding[1], n.count_include_pad);
-                o[y * Wo + xo] = s / float(div);
-            }
+        avgpool_plane(*p.pool, H, W, p.h, p.w, in, scratch + p.pooled + c * p.h * p.w);
     }
 }
 
@@ -1363,8 +1420,13 @@ void Engine::predict(const float *x, const int64_t shape[4], float *out, int64_t
             switch (st.kind) {
                 case Kind::conv: {
                     const ConvPlan &cp = *P.conv[s];
-                    run_conv(cp, in0, cp.scratch >= 0 ? P.arena + cp.scratch : nullptr,
-                             st.resid >= 0 ? P.ptr(st.resid, b) : nullptr, y, st.act, nt);
+                    float *scratch = cp.scratch >= 0 ? P.arena + cp.scratch : nullptr;
+                    const float *x_conv = in0;
+                    if (cp.pool) {
+                        run_pool_first(cp, in0, scratch, nt);
+                        x_conv = scratch + cp.pooled;
+                    }
+                    run_conv(cp, x_conv, scratch, st.resid >= 0 ? P.ptr(st.resid, b) : nullptr, y, st.act, nt);
                     break;
                 }
                 case Kind::linear: run_linear(n, in0, y, st.act); break;

@@ -156,6 +156,16 @@ inline void finish_generic(const float *s, float bias, const float *r, float *d,
     }
 }
 
+// d[k] = act(s[k] sc + sh) for k < n: a channel through a batch norm (and ReLU / ReLU6)
+inline void affine_generic(const float *s, float *d, int64_t n, float sc, float sh, int act) {
+    for (int64_t k = 0; k < n; ++k) {
+        float v = s[k] * sc + sh;
+        if (act) v = v > 0.f ? v : 0.f;
+        if (act == 2) v = v < 6.f ? v : 6.f;
+        d[k] = v;
+    }
+}
+
 // out[o] = sum_k W[o, k] x[k] for o in [0, n_out)
 inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {
     for (int64_t o = 0; o < n_out; ++o) {
@@ -507,6 +517,13 @@ XK_AVX2 inline void finish_avx2(const float *s, float bias, const float *r, floa
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) epi_store(_mm256_loadu_ps(s + k), bias, r ? r + k : nullptr, d + k, act);
     finish_generic(s + k, bias, r ? r + k : nullptr, d + k, n - k, act);
+}
+
+XK_AVX2 inline void affine_avx2(const float *s, float *d, int64_t n, float sc, float sh, int act) {
+    const __m256 a = _mm256_set1_ps(sc), b = _mm256_set1_ps(sh);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) epi_finish(_mm256_fmadd_ps(_mm256_loadu_ps(s + k), a, b), nullptr, d + k, act);
+    affine_generic(s + k, d + k, n - k, sc, sh, act);
 }
 
 XK_AVX2 inline void matvec_avx2(const float *W, const float *x, int64_t n_in, int64_t n_out, float *out) {

@@ -224,22 +224,50 @@ def test_depthwise_3x3_direct(stride, padding, tmp_path):
                                    err_msg=f"{h}x{w}: {graph.summary()}")
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_3x3_threads(stride, threads, tmp_path):
+@pytest.mark.parametrize("stride, padding", [(1, (1, 1)), (1, (0, 0)), (2, (1, 1)), (2, (0, 0))])
+def test_depthwise_3x3_small_maps(stride, padding, tmp_path):
+    """The 3x3 depthwise kernels on every map from 1x1 to 16x16 and a few wider ones, with and
+    without a fused residual, ReLU or ReLU6: stride 1 with same padding runs each channel as
+    one flat run of floats (masked loads in its first and last rows, a last vector overlapping
+    its neighbour) on maps of 8 to 1024 floats, the row bands elsewhere."""
+    rng = np.random.default_rng(stride * 10 + padding[0])
+    maps = [(h, w) for h in range(1, 17) for w in range(1, 17)] + [(1, 40), (40, 1), (2, 100), (32, 32), (31, 33), (1, 600)]
+    for k, (h, w) in enumerate(maps):
+        if h + 2 * padding[0] < 3 or w + 2 * padding[1] < 3:
+            continue
+        ho, wo = (h + 2 * padding[0] - 3) // stride + 1, (w + 2 * padding[1] - 3) // stride + 1
+        residual = (ho, wo) == (h, w) and k % 4 != 3
+        nodes, out = _conv_graph(rng, "conv2d", 3, 3, (3, 3), (stride, stride), padding, (1, 1), 3, 1, residual,
+                                 ["relu", None, "relu6"][k % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        graph = Graph("x", (None, 3, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        x = inputs((2, 3, h, w), k)
+        got = runtime.load(tmp_path / "c.xk", backend="engine").predict(x)
+        oracle = runtime.load(tmp_path / "c.xk", backend="reference").predict(x)
+        assert got.shape == (2, 3, ho, wo)
+        np.testing.assert_allclose(got, oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
+                                   err_msg=f"{h}x{w}: {graph.summary()}")
+
+
+@pytest.mark.parametrize("stride, h, c", [(1, 47, 64), (2, 47, 64), (1, 14, 160)])
+def test_depthwise_3x3_threads(stride, h, c, threads, tmp_path):
     """The 3x3 depthwise kernels on 2 threads (channels split between them) give 1 thread's
-    outputs bit for bit, with the residual and ReLU6 epilogue fused."""
+    outputs bit for bit, with the residual and ReLU6 epilogue fused (14x14: the flat kernel,
+    each channel's last vector overlapping its neighbour)."""
     rng = np.random.default_rng(stride)
-    h = w = 47
+    w = h
     ho = (h - 1) // stride + 1
-    nodes, out = _conv_graph(rng, "conv2d", 64, 64, (3, 3), (stride, stride), (1, 1), (1, 1), 64, 1, stride == 1,
+    nodes, out = _conv_graph(rng, "conv2d", c, c, (3, 3), (stride, stride), (1, 1), (1, 1), c, 1, stride == 1,
                              "relu6")
     if stride == 1:
         nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
-    graph = Graph("x", (None, 64, h, w), nodes, out)
+    graph = Graph("x", (None, c, h, w), nodes, out)
     runtime.format.write(graph, tmp_path / "c.xk")
     net = runtime.load(tmp_path / "c.xk", backend="engine")
-    got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((1, 64, h, w), stride), threads, f"stride {stride}")
-    assert got.shape == (1, 64, ho, ho)
+    got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((1, c, h, w), stride), threads, f"stride {stride}, {h}x{w}")
+    assert got.shape == (1, c, ho, ho)
 
 
 def _x_conv_net(tmp_path, rng, cin, cout, k, stride, padding, dilation, degree, block, residual, act, h, w):

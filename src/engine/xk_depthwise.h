@@ -7,7 +7,9 @@
 // taps are loaded once per block and feed every output row of the band that reads them.  Rows
 // whose three input rows all lie in the input run without checks; blocks that reach past a
 // row's ends load with masks (columns outside read as zero), and a short last block is stored
-// in pieces.
+// in pieces.  Stride 1 with same padding on maps of up to 1024 floats runs each channel as one
+// flat run instead (DwFlat below): there rows are short and rarely a multiple of 8 wide, so
+// bands would mask or split most of their loads and stores.
 #pragma once
 #include <algorithm>
 
@@ -31,6 +33,50 @@ inline void dw3_direct_generic(const float *in, int64_t h, int64_t w_in, int str
             }
             out[y * wo + x] = act_scalar(s + (resid ? resid[y * wo + x] : 0.f), act);
         }
+}
+
+// Stride 1, "same" padding (ph = pw = 1, ho = h, wo = w), maps of 8 to 8 DW_FLAT_VECS floats:
+// the channel as one flat run of h w floats, output vectors at 0, 8, 16, ... and the last at
+// h w - 8 (overlapping its neighbour instead of storing a short piece).  Output i reads input
+// i + (ky - 1) w + kx - 1; the outer rows' kx = 1 taps are shuffled from their kx = 0 and 2
+// loads.  At x = 0 the kx = 0 taps and at x = w - 1 the kx = 2 taps land in the neighbouring
+// row, so each column's three taps are summed apart and masked once per vector; taps above or
+// below the map then land outside the channel (or on a column masked anyway), so the few
+// vectors at its top and bottom load under masks of the channel's extent.  The masks depend
+// on the shape only: built once per plan (dw_flat_init).
+constexpr int DW_FLAT_VECS = 128;
+constexpr int DW_FLAT_EDGE = 16;
+
+struct DwFlat {
+    alignas(32) int32_t col[DW_FLAT_VECS][2][8];   // per vector: lanes with x > 0, x < w - 1
+    alignas(32) int32_t edge[DW_FLAT_EDGE][7][8];  // vectors [0, lo) then [hi, nv): lanes of each load inside the channel
+    int64_t h = 0, w = 0;
+    int nv = 0, lo = 0, hi = 0;                    // vectors; [lo, hi) load plainly
+};
+
+inline int64_t dw_flat_start(const DwFlat &f, int v) { return v == f.nv - 1 ? f.h * f.w - 8 : 8 * int64_t(v); }
+
+// Fills f for an h x w map; false where the flat kernel does not take it.
+inline bool dw_flat_init(DwFlat &f, int64_t h, int64_t w) {
+    const int64_t hw = h * w;
+    if (hw < 8 || hw > 8 * DW_FLAT_VECS) return false;
+    f.h = h, f.w = w, f.nv = int((hw + 7) / 8);
+    f.lo = 0;
+    while (f.lo < f.nv && dw_flat_start(f, f.lo) < w + 1) ++f.lo;
+    f.hi = f.nv;
+    while (f.hi > f.lo && dw_flat_start(f, f.hi - 1) + 8 + w + 1 > hw) --f.hi;
+    if (f.lo + f.nv - f.hi > DW_FLAT_EDGE) return false;
+    const int64_t load_at[7] = {-w - 1, -w + 1, -1, 0, 1, w - 1, w + 1};
+    for (int v = 0; v < f.nv; ++v) {
+        const int e = v < f.lo ? v : v >= f.hi ? f.lo + v - f.hi : -1;
+        for (int l = 0; l < 8; ++l) {
+            const int64_t i = dw_flat_start(f, v) + l, x = i % w;
+            f.col[v][0][l] = x > 0 ? -1 : 0;
+            f.col[v][1][l] = x < w - 1 ? -1 : 0;
+            for (int k = 0; e >= 0 && k < 7; ++k) f.edge[e][k][l] = i + load_at[k] >= 0 && i + load_at[k] < hw ? -1 : 0;
+        }
+    }
+    return true;
 }
 
 #if XK_X86
@@ -194,6 +240,73 @@ XK_AVX2 inline void dw3_avx2(const float *in, int64_t h, int64_t w_in, int64_t p
         }
 #undef XK_DW3_ROWS
     }
+}
+
+// The flat stride-1 kernel (DwFlat above).
+template <bool PLAIN>
+XK_AVX2 inline __m256 dw_flat_ld(const float *q, const int32_t *m) {
+    return PLAIN ? _mm256_loadu_ps(q) : _mm256_maskload_ps(q, _mm256_load_si256(reinterpret_cast<const __m256i *>(m)));
+}
+
+// act(bias + the taps at p (+ resid)); cm: the vector's column masks, em (!PLAIN): its loads' masks
+template <bool PLAIN, int ACT>
+XK_AVX2 inline __m256 dw_flat_vec(const float *p, int64_t w, const __m256 *wk, __m256 bias, const int32_t *cm,
+                                  const int32_t *em, const float *resid) {
+    // (x0, x2) -> x1: lanes 1 2 of x0 and 1 2 of x2 in each half
+    __m256 x0 = dw_flat_ld<PLAIN>(p - w - 1, em), x2 = dw_flat_ld<PLAIN>(p - w + 1, em + 8);
+    __m256 mid = _mm256_fmadd_ps(wk[1], _mm256_shuffle_ps(x0, x2, _MM_SHUFFLE(2, 1, 2, 1)), bias);
+    __m256 l = _mm256_mul_ps(wk[0], x0), r = _mm256_mul_ps(wk[2], x2);
+    mid = _mm256_fmadd_ps(wk[4], dw_flat_ld<PLAIN>(p, em + 24), mid);
+    l = _mm256_fmadd_ps(wk[3], dw_flat_ld<PLAIN>(p - 1, em + 16), l);
+    r = _mm256_fmadd_ps(wk[5], dw_flat_ld<PLAIN>(p + 1, em + 32), r);
+    x0 = dw_flat_ld<PLAIN>(p + w - 1, em + 40), x2 = dw_flat_ld<PLAIN>(p + w + 1, em + 48);
+    mid = _mm256_fmadd_ps(wk[7], _mm256_shuffle_ps(x0, x2, _MM_SHUFFLE(2, 1, 2, 1)), mid);
+    l = _mm256_fmadd_ps(wk[6], x0, l);
+    r = _mm256_fmadd_ps(wk[8], x2, r);
+    l = _mm256_and_ps(l, _mm256_load_ps(reinterpret_cast<const float *>(cm)));
+    r = _mm256_and_ps(r, _mm256_load_ps(reinterpret_cast<const float *>(cm + 8)));
+    __m256 v = _mm256_add_ps(_mm256_add_ps(mid, l), r);
+    if (resid) v = _mm256_add_ps(v, _mm256_loadu_ps(resid));
+    if (ACT) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (ACT == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
+    return v;
+}
+
+template <int ACT>
+XK_AVX2 inline void dw3s1_flat_act(const DwFlat &f, const float *in, const float *w, float bias, const float *resid,
+                                   float *out) {
+    __m256 wk[9];
+    for (int k = 0; k < 9; ++k) wk[k] = _mm256_set1_ps(w[k]);
+    const __m256 b = _mm256_set1_ps(bias);
+    const int64_t hw = f.h * f.w, wd = f.w;
+    const int full = int(hw / 8);   // vectors at 8 v; an overlapping last one at hw - 8 if hw % 8
+    // the overlapping vector reads its residual before its neighbour is stored: out may be resid
+    __m256 tail = b;
+    if (full < f.nv)
+        tail = dw_flat_vec<false, ACT>(in + hw - 8, wd, wk, b, f.col[f.nv - 1][0], f.edge[f.lo + f.nv - 1 - f.hi][0],
+                                       resid ? resid + hw - 8 : nullptr);
+    const int lo = std::min(f.lo, full), hi = std::min(f.hi, full);
+    int v = 0;
+    for (; v < lo; ++v)
+        _mm256_storeu_ps(out + 8 * v, dw_flat_vec<false, ACT>(in + 8 * v, wd, wk, b, f.col[v][0], f.edge[v][0],
+                                                              resid ? resid + 8 * v : nullptr));
+    if (resid)
+        for (; v < hi; ++v)
+            _mm256_storeu_ps(out + 8 * v, dw_flat_vec<true, ACT>(in + 8 * v, wd, wk, b, f.col[v][0], nullptr, resid + 8 * v));
+    else
+        for (; v < hi; ++v)
+            _mm256_storeu_ps(out + 8 * v, dw_flat_vec<true, ACT>(in + 8 * v, wd, wk, b, f.col[v][0], nullptr, nullptr));
+    for (; v < full; ++v)
+        _mm256_storeu_ps(out + 8 * v, dw_flat_vec<false, ACT>(in + 8 * v, wd, wk, b, f.col[v][0], f.edge[f.lo + v - f.hi][0],
+                                                              resid ? resid + 8 * v : nullptr));
+    if (full < f.nv) _mm256_storeu_ps(out + hw - 8, tail);
+}
+
+XK_AVX2 inline void dw3s1_flat(const DwFlat &f, const float *in, const float *w, float bias, const float *resid,
+                               int act, float *out) {
+    if (act == 2) dw3s1_flat_act<2>(f, in, w, bias, resid, out);
+    else if (act) dw3s1_flat_act<1>(f, in, w, bias, resid, out);
+    else dw3s1_flat_act<0>(f, in, w, bias, resid, out);
 }
 
 XK_AVX2 inline void dw3s1_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,

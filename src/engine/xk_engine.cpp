@@ -165,6 +165,7 @@ struct ConvPlan {
     std::unique_ptr<backend::Winograd> wino;     // WINO: its tiles, quads and transformed weights
     std::unique_ptr<backend::Pointwise> quads;   // QUADS: its tiles, quads and weights
     std::unique_ptr<backend::Columns> cols;      // COLS: its columns and their quads
+    std::unique_ptr<kern::DwFlat> dw_flat;       // DW3S1 on a small map with same padding: the flat kernel's masks
     int64_t threads = 0;                         // WINO, QUADS, COLS: threads their scratch has room for
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
     int64_t run = 0;                       // SHARED4 dense: tiles (strips: rows) per dense4 call; 0: one tile a call
@@ -539,6 +540,10 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
     }
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 1 && p.sw == 1) p.family = DW3S1;
     if (p.family == DEPTHWISE && kh == 3 && kw == 3 && dh == 1 && dw == 1 && p.sh == 2 && p.sw == 2) p.family = DW3S2;
+    if (p.family == DW3S1 && p.ph == 1 && p.pw == 1 && p.ho == p.h && p.wo == p.w && Engine::use_avx2()) {
+        auto f = std::make_unique<kern::DwFlat>();
+        if (kern::dw_flat_init(*f, p.h, p.w)) p.dw_flat = std::move(f);
+    }
     // plane geometry
     const int64_t oy_max = (kh - 1) * dh / p.sh, ox_max = (kw - 1) * dw / p.sw;
     p.direct = kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 && !input_external && !pre;
@@ -786,6 +791,7 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
             const float *in = x + c * p.h * p.w, *w = p.wt.data() + c * 9, *r = resid ? resid + c * plane_out : nullptr;
             float *o = out + c * plane_out;
 #if XK_X86
+            if (avx2 && p.dw_flat) { kern::dw3s1_flat(*p.dw_flat, in, w, p.bias[c], r, act, o); continue; }
             if (avx2 && s == 2) { kern::dw3s2_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
             if (avx2) { kern::dw3s1_avx2(in, p.h, p.w, p.ph, p.pw, p.ho, p.wo, w, p.bias[c], r, act, o); continue; }
 #endif

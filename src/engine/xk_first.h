@@ -153,6 +153,8 @@ XK_AVX2 void first4_avx2(const float *const *src, int64_t x0, const float *w4, i
                  bc = _mm256_broadcast_ss(e.bias + 2), bd = _mm256_broadcast_ss(e.bias + 3);
     // twelve named accumulators: gcc keeps an accumulator array on the stack
     __m256 a0 = ba, a1 = ba, a2 = ba, b0 = bb, b1 = bb, b2 = bb, c0 = bc, c1 = bc, c2 = bc, d0 = bd, d1 = bd, d2 = bd;
+    // two terms an iteration: half the loop's counter and branch work (a 27-term tile ran 6% faster)
+#pragma GCC unroll 2
     for (int j = 0; j < n; ++j, w4 += 4) {
         const float *p = src[j] + x0;
         const __m256 x0v = _mm256_loadu_ps(p);

@@ -575,7 +575,7 @@ def test_shared4_tiles_within_rows(k, stride, tmp_path):
                       ((1, 1), (3, 5), (4, 24), (6, 25), (5, 48), (9, 61)), "conv_shared4")
 
 
-@pytest.mark.parametrize("cin, k, stride", [(3, 1, 1), (16, 1, 1), (3, 3, 1), (3, 3, 2), (3, 7, 2), (8, 3, 2)])
+@pytest.mark.parametrize("cin, k, stride", [(3, 1, 1), (16, 1, 1), (5, 3, 1), (5, 3, 2), (5, 7, 2), (8, 3, 2)])
 def test_dense_runs(cin, k, stride, threads, tmp_path):
     """Dense convs (conv2d, groups 1) run several tiles a call (xk_dense.h): 1x1 convs over the
     flat plane (maps narrower than a tile, a last tile cut short), padded convs row by row in
@@ -610,6 +610,56 @@ def test_dense_runs(cin, k, stride, threads, tmp_path):
         np.testing.assert_array_equal(got[1], got[2])
         np.testing.assert_allclose(got[1], oracle, rtol=0, atol=TOL * max(1.0, float(np.abs(oracle).max())),
                                    err_msg=f"{h}x{w}: {graph.summary()}")
+
+
+@pytest.mark.parametrize("k, stride", [(3, 2), (7, 2), (3, 1), (5, 1), (5, 2)])
+def test_first_layer_convs(k, stride, threads, tmp_path):
+    """Dense convs over 1-4 input channels (a first layer) run on their own kernel (xk_first.h):
+    input rows padded and split into column phases in a ring, tiles of four outputs x 1-3
+    vectors.  Output counts off a multiple of four and eight, maps from 1x1 up with widths off a
+    multiple of 8 and rows shorter than one vector, paddings 0 to past the kernel's half, with
+    bias, a fused residual or input affine, no activation, ReLU or ReLU6; 2 threads (rows split
+    between them) give 1 thread's outputs bit for bit."""
+    rng = np.random.default_rng(10 * k + stride)
+    cases = [(3, 16, 224 // 4, 224 // 4, k // 2), (1, 5, 1, 1, k // 2), (2, 13, 9, 17, k // 2), (4, 6, 23, 5, 0),
+             (3, 24, 31, 33, k // 2 + 1), (4, 4, 12, 40, (1, 0) if k > 3 else 2), (3, 3, 16, 19, k // 2)]
+    for j, (cin, cout, h, w, pad) in enumerate(cases):
+        pad = pad if isinstance(pad, tuple) else (pad, pad)
+        if h + 2 * pad[0] < k or w + 2 * pad[1] < k:
+            continue
+        ho, wo = (h + 2 * pad[0] - k) // stride + 1, (w + 2 * pad[1] - k) // stride + 1
+        residual = (ho, wo, cout) == (h, w, cin)
+        nodes, out = _conv_graph(rng, "conv2d", cin, cout, (k, k), (stride, stride), pad, (1, 1), 1, 1, residual,
+                                 ["relu", "relu6", None][j % 3])
+        if residual:
+            nodes.insert(0, Node("r", "relu", ["x"], {}, {}))
+        elif j % 2:  # an affine (and ReLU) before the conv, applied as its rows are filled
+            nodes[0].inputs = ["bn_act"]
+            nodes[:0] = [Node("bn", "affine", ["x"], {}, {"scale": rng.standard_normal(cin).astype(np.float32),
+                                                         "shift": rng.standard_normal(cin).astype(np.float32)}),
+                         Node("bn_act", "relu", ["bn"], {}, {})]
+        graph = Graph("x", (None, cin, h, w), nodes, out)
+        runtime.format.write(graph, tmp_path / "c.xk")
+        net = runtime.load(tmp_path / "c.xk", backend="engine")
+        stats = net._engine.stats([2, cin, h, w])
+        assert stats["conv_first"] == 1 and stats["conv_pre_affine"] == int(not residual and j % 2 == 1), graph.summary()
+        got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, cin, h, w), h * w), threads,
+                                  f"{h}x{w} padding {pad}: {graph.summary()}")
+        assert got.shape == (2, cout, ho, wo)
+
+
+def test_first_layer_convs_in_the_models(tmp_path):
+    """The stems of X-MobileNet (3x3 stride 2), X-ResNet (7x7 stride 2) and X-DenseNet (3x3
+    stride 1) run on the first-layer kernel; 5 input channels or a 1x1 conv do not."""
+    for name, side in (("x-mobilenet-0.5-4", 64), ("x-resnet-2-18", 64), ("x-densenet-bc-2-40-24", 32)):
+        model = models.create(name, num_classes=10, seed=0).eval()
+        runtime.save(model, tmp_path / "m.xk", (1, 3, side, side))
+        assert runtime.load(tmp_path / "m.xk")._engine.stats([1, 3, side, side])["conv_first"] == 1, name
+    rng = np.random.default_rng(0)
+    for cin, k in ((5, 3), (3, 1)):
+        nodes, out = _conv_graph(rng, "conv2d", cin, 8, (k, k), (1, 1), (k // 2, k // 2), (1, 1), 1, 1, False, None)
+        runtime.format.write(Graph("x", (None, cin, 9, 9), nodes, out), tmp_path / "c.xk")
+        assert runtime.load(tmp_path / "c.xk", backend="engine")._engine.stats([1, cin, 9, 9])["conv_first"] == 0
 
 
 def test_generic_kernels_match_avx2(tmp_path):

@@ -8,9 +8,9 @@
 // positions), an affine or add absorbs its ReLU,
 // and flatten / reshape become views.  For each input shape
 // (plan_for, cached) the planner infers every shape, packs every conv's weights into
-// term lists for its kernel family (xk_kernels.h, xk_depthwise.h; stride-1 3x3 X-convs by
-// Winograd on the training path's kernels, xk_backend.h), and lays all values out in one arena:
-// a view shares its input's storage, each input of a channel concatenation is written
+// term lists for its kernel family (xk_kernels.h, xk_depthwise.h, xk_first.h; stride-1 3x3
+// X-convs by Winograd on the training path's kernels, xk_backend.h), and lays all values out in
+// one arena: a view shares its input's storage, each input of a channel concatenation is written
 // straight into its slice of the concatenation (DenseNet's features are never copied),
 // an elementwise step (and a conv's fused residual) writes over its input when nothing
 // reads that afterwards, and storages whose lifetimes do not overlap share memory.
@@ -30,6 +30,7 @@
 #include "xk_backend.h"
 #include "xk_depthwise.h"
 #include "xk_dense.h"
+#include "xk_first.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -43,7 +44,7 @@ namespace {
 
 enum class Kind { conv, linear, xlinear, eltwise, maxpool, avgpool, adaptive, concat, view };
 enum Act { NONE = 0, RELU = 1, RELU6 = 2 };
-enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6, QUADS = 7, COLS = 8 };
+enum Family { VEC = 0, SHARED4 = 1, DEPTHWISE = 2, ROWS3 = 3, DW3S1 = 4, DW3S2 = 5, WINO = 6, QUADS = 7, COLS = 8, FIRST = 9 };
 
 [[noreturn]] void fail(const std::string &m) { throw Error(m); }
 
@@ -166,7 +167,8 @@ struct ConvPlan {
     std::unique_ptr<backend::Pointwise> quads;   // QUADS: its tiles, quads and weights
     std::unique_ptr<backend::Columns> cols;      // COLS: its columns and their quads
     std::unique_ptr<kern::DwFlat> dw_flat;       // DW3S1 on a small map with same padding: the flat kernel's masks
-    int64_t threads = 0;                         // WINO, QUADS, COLS: threads their scratch has room for
+    int64_t threads = 0;                         // WINO, QUADS, COLS, FIRST: threads their scratch has room for
+    kern::FirstGeom first{};                     // FIRST: the geometry, one thread's ring
     int64_t odd = 0;                       // ROWS3 at stride 2: floats from an even-row phase plane to its odd one
     int64_t run = 0;                       // SHARED4 dense: tiles (strips: rows) per dense4 call; 0: one tile a call
     const Node *pre = nullptr;             // an affine applied to the input (then pre_act) as the planes are filled
@@ -465,6 +467,24 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
             return cp;
         }
     }
+    // dense convs over 1-4 input channels (a first layer): row rings and tiles of xk_first.h
+    if (n.op == Op::conv2d && n.groups == 1 && p.cin <= kern::FIRST_CIN_MAX && kh * kw > 1 && kh <= kern::FIRST_K_MAX &&
+        kw <= kern::FIRST_K_MAX && dh == 1 && dw == 1 && p.sh <= 2 && p.sw <= 2) {
+        p.family = FIRST;
+        p.nt = int(d_in * kh * kw);
+        const int64_t len = kern::first_len(p.wo, kw, p.sw);
+        p.first = {p.cin, p.h, p.w, p.cout, p.ho, p.wo, kh, kw, p.sh, p.sw, p.ph, p.pw, len, mul(kh * p.cin * p.sw, len)};
+        if (pre) p.first.pre_scale = pre->scale.f.data(), p.first.pre_shift = pre->shift.f.data(), p.first.pre_act = pre_act;
+        p.threads = std::max<int64_t>(1, std::min<int64_t>(plan_threads(), p.ho));
+        p.scratch_size = mul(p.threads, p.first.ring);
+        // [block of four outputs][term][4], zeros past cout
+        const int64_t blocks = (p.cout + 3) / 4;
+        p.wt.assign(size_t(blocks * p.nt * 4), 0.f);
+        for (int64_t v = 0; v < p.cout; ++v)
+            for (int64_t j = 0; j < p.nt; ++j) p.wt[size_t(((v / 4) * p.nt + j) * 4 + v % 4)] = n.weight.f[size_t(v * p.nt + j)];
+        p.bias.resize(size_t(blocks * 4), 0.f);
+        return cp;
+    }
     // stride-1 1x1 X-convs on maps of a panel or more: in quads on panels copied to L1 (0.7-0.9
     // of the vec tiles' time on 7x7 to 32x32 maps, the same on block expanders' shared runs)
     if (n.op == Op::xconv2d && kh == 1 && kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
@@ -736,6 +756,17 @@ void run_conv(const ConvPlan &p, const float *x, float *scratch, const float *re
     // a conv of less than 2^18 multiply-adds runs on one thread: a parallel region's fork and
     // barrier cost more than it saves, and far more when the machine is busy
     if (p.cout * p.ho * p.wo * p.nt * (p.family == ROWS3 ? 3 : 1) < (int64_t(1) << 18)) nt = 1;
+    if (p.family == FIRST) {
+        const int nw = int(std::min<int64_t>(nt, p.threads));
+        // output rows split between the threads, each with its own ring
+#pragma omp parallel num_threads(nw) if (nw > 1)
+        {
+            const int64_t k = thread_id(), m = thread_count();
+            kern::first_rows(p.first, x, p.wt.data(), p.bias.data(), resid, out, act, scratch + k * p.first.ring, p.ho * k / m,
+                             p.ho * (k + 1) / m, Engine::use_avx2());
+        }
+        return;
+    }
     const float *planes = x;
     if (!p.direct) {
         fill_planes(p, x, scratch, nt);
@@ -1193,7 +1224,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
     std::map<std::string, int64_t> out{{"arena_bytes", P.arena_size * 4}, {"steps", int64_t(steps_.size())},
                                        {"concat_inputs", 0}, {"concat_copies", 0}, {"conv_vec", 0},
                                        {"conv_shared4", 0}, {"conv_shared4_rows", 0}, {"conv_winograd", 0}, {"conv_quads", 0}, {"conv_columns", 0},
-                                       {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0},
+                                       {"conv_depthwise", 0}, {"conv_rows3", 0}, {"conv_rows3_16", 0}, {"conv_first", 0},
                                        {"conv_direct", 0}, {"conv_pre_affine", 0}, {"conv_dense", 0},
                                        {"conv_after_pool", 0}};
     for (size_t s = 0; s < steps_.size(); ++s) {
@@ -1201,7 +1232,7 @@ std::map<std::string, int64_t> Engine::stats(const int64_t shape[4]) {
         if (!P.conv[s]) continue;
         const ConvPlan &cp = *P.conv[s];
         out[cp.family == VEC ? "conv_vec" : cp.family == SHARED4 ? "conv_shared4" : cp.family == ROWS3 ? "conv_rows3"
-            : cp.family == WINO ? "conv_winograd" : cp.family == QUADS ? "conv_quads" : cp.family == COLS ? "conv_columns" : "conv_depthwise"] += 1;
+            : cp.family == WINO ? "conv_winograd" : cp.family == QUADS ? "conv_quads" : cp.family == COLS ? "conv_columns" : cp.family == FIRST ? "conv_first" : "conv_depthwise"] += 1;
         out["conv_direct"] += cp.direct;
         out["conv_rows3_16"] += cp.family == ROWS3 && cp.vec == 2;
         out["conv_shared4_rows"] += cp.family == SHARED4 && cp.strips > 0;

@@ -140,8 +140,8 @@ ENGINE_SOURCES = ["src/engine/xk_format.cpp", "src/engine/xk_engine.cpp", "src/e
                   "src/engine/xk_backend.cpp"]
 # xk_backend.cpp compiles the CPU backend's kernels (src/*.h) into the engine
 ENGINE_HEADERS = ["src/engine/xk_model.h", "src/engine/xk_engine.h", "src/engine/xk_kernels.h",
-                  "src/engine/xk_depthwise.h", "src/engine/xk_dense.h", "src/engine/xk_backend.h",
-                  "xkern/runtime/include/xkern_runtime.h",
+                  "src/engine/xk_depthwise.h", "src/engine/xk_dense.h", "src/engine/xk_first.h",
+                  "src/engine/xk_backend.h", "xkern/runtime/include/xkern_runtime.h",
                   "src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/winograd_impl.h", "src/simd.h"]
 ENGINE_INCLUDES = ["src/engine", "xkern/runtime/include"]
 # hidden visibility: the shared library exports the C API (XK_API) and nothing else

@@ -641,10 +641,11 @@ typedef XK_T XK_FN(xk_quarter) __attribute__((vector_size(4 * sizeof(XK_T)), ali
         w3 = XK_VSPLAT(XK_V, (wp)[3]);                                                                   \
     } while (0)
 #endif
-/* xk_quad_panel; with accumulate, the sums start from what out holds (bias unused). */
+/* xk_quad_panel on the first nv (<= XK_SACC, a constant where inlined) vectors of the panel's
+ * rows; with accumulate, the sums start from what out holds (bias unused). */
 XK_INLINE void XK_FN(xk_quad_panel_impl)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
                                          const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
-                                         int64_t q_hi, const int accumulate)
+                                         int64_t q_hi, const int accumulate, const int nv)
 {
     for (int64_t q = q_lo; q < q_hi; q++) {
         int64_t dst[4];
@@ -653,12 +654,12 @@ XK_INLINE void XK_FN(xk_quad_panel_impl)(XK_T *out, int64_t ostride, const XK_T 
             const int64_t slot = q * 4 + o;
             dst[o] = slot < qs->n_dst ? (qs->rows ? qs->rows[slot] : slot) : -1;
             if (accumulate && dst[o] >= 0) {
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv)
                     acc[o][a] = XK_VLOAD(XK_V, out + dst[o] * ostride + a * XK_VL);
                 continue;
             }
             const XK_V b = XK_VSPLAT(XK_V, bias && dst[o] >= 0 ? bias[dst[o]] : (XK_T)0);
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] = b;
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv) acc[o][a] = b;
         }
         const int64_t lo = qs->ptr ? qs->ptr[q] : q * qs->degree, hi = qs->ptr ? qs->ptr[q + 1] : lo + qs->degree;
         const int32_t *cq = qs->off + lo * 4;
@@ -667,10 +668,10 @@ XK_INLINE void XK_FN(xk_quad_panel_impl)(XK_T *out, int64_t ostride, const XK_T 
             for (int64_t d = 0; d < hi - lo; d++) {
                 const XK_T *x = panel + cq[d * 4];
                 XK_V xv[XK_SACC];
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv) xv[a] = XK_VLOAD(XK_V, x + a * XK_VL);
                 XK_UNROLL for (int o = 0; o < 4; o++) {
                     const XK_V wt = XK_VSPLAT(XK_V, wq[d * 4 + o]);
-                    XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt * xv[a];
+                    XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv) acc[o][a] += wt * xv[a];
                 }
             }
         } else for (int64_t d = 0; d < hi - lo; d++) {
@@ -682,11 +683,11 @@ XK_INLINE void XK_FN(xk_quad_panel_impl)(XK_T *out, int64_t ostride, const XK_T 
             XK_V wt[4];
             XK_QUAD_W(wq + d * 4, wt[0], wt[1], wt[2], wt[3]);
             XK_UNROLL for (int o = 0; o < 4; o++)
-                XK_UNROLL for (int a = 0; a < XK_SACC; a++) acc[o][a] += wt[o] * XK_VLOAD(XK_V, x[o] + a * XK_VL);
+                XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv) acc[o][a] += wt[o] * XK_VLOAD(XK_V, x[o] + a * XK_VL);
         }
         XK_UNROLL for (int o = 0; o < 4; o++) {
             if (dst[o] < 0) break;
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
+            XK_UNROLL for (int a = 0; a < XK_SACC; a++) if (a < nv)
                 XK_VSTORE(XK_V, out + dst[o] * ostride + a * XK_VL, acc[o][a]);
         }
     }
@@ -697,7 +698,23 @@ XK_CLONES static void XK_FN(xk_quad_panel)(XK_T *out, int64_t ostride, const XK_
                                            const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
                                            int64_t q_hi)
 {
-    XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0);
+    XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0, XK_SACC);
+}
+
+/* xk_quad_panel on the first one or two vectors of the panel's rows (a Winograd panel of few
+ * tiles): the outputs' other vectors are neither computed nor stored. */
+XK_CLONES static void XK_FN(xk_quad_panel_v1)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
+                                              const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                              int64_t q_hi)
+{
+    XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0, 1);
+}
+
+XK_CLONES static void XK_FN(xk_quad_panel_v2)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
+                                              const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                              int64_t q_hi)
+{
+    XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0, 2);
 }
 
 /* The image columns of channels u0 <= u < u1 of x (n_img images of im): row u * kh * kw + t
@@ -809,7 +826,7 @@ XK_CLONES static void XK_FN(xk_quad_columns)(const XK_T *XK_RESTRICT x, int64_t 
         XK_UNROLL for (int a = 0; a < XK_SACC; a++)
             XK_VSTORE(XK_V, panel + rows * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
         const xk_quads_t qs = {off, ptr + b * (n_quads + 1), NULL, 0, n_dst, rows, 0};
-        XK_FN(xk_quad_panel_impl)(y + p, ystride, panel, &qs, qw, bias, q_lo, q_hi, b > 0);
+        XK_FN(xk_quad_panel_impl)(y + p, ystride, panel, &qs, qw, bias, q_lo, q_hi, b > 0, XK_SACC);
     }
 }
 

@@ -359,6 +359,7 @@ XK_INLINE void XK_FN(xk_wino_source)(const XK_T *XK_RESTRICT src, const xk_image
             }
         }
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* V = Bt d Bt^T */
+            if (!by_tile && l * XK_VL >= n) break;  /* the quads read only the vectors with tiles */
             const XK_T *const(*rl)[PM] = (const XK_T *const(*)[PM])rp + l * XK_VL;
             if (m == 4) {
                 XK_V e[36], t[36];
@@ -438,14 +439,22 @@ XK_INLINE void XK_FN(xk_wino_panel)(const XK_T *XK_RESTRICT src, const xk_image_
     for (int k = 0; k < NK; k++)  /* the zero rows that padding terms read */
         XK_UNROLL for (int l = 0; l < XK_SACC; l++)
             XK_VSTORE(XK_V, panel + k * pstride + n_src * W + l * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
-    for (int k = 0; k < NK; k++)
-        XK_FN(xk_quad_panel)(part + k * mstride, W, panel + k * pstride, qs, uw + k * ustride, NULL, q_lo, q_hi);
+    /* the vectors that hold tiles: a panel of 16 or 8 tiles (a small map's) computes 2 or 1 */
+    const int nv = (int)((n + XK_VL - 1) / XK_VL);
+    for (int k = 0; k < NK; k++) {
+        XK_T *mk = part + k * mstride;
+        const XK_T *vk = panel + k * pstride, *uk = uw + k * ustride;
+        if (nv >= XK_SACC) XK_FN(xk_quad_panel)(mk, W, vk, qs, uk, NULL, q_lo, q_hi);
+        else if (nv == 2) XK_FN(xk_quad_panel_v2)(mk, W, vk, qs, uk, NULL, q_lo, q_hi);
+        else XK_FN(xk_quad_panel_v1)(mk, W, vk, qs, uk, NULL, q_lo, q_hi);
+    }
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
         const int64_t v = xk_quad_row(qs, slot);
         const XK_T *mv = part + v * W;
         XK_T y[4][4 * W];              /* output row a of tile i: y[a][m i + b] */
         const XK_V b0 = XK_VSPLAT(XK_V, bias ? bias[v] : (XK_T)0);
         XK_UNROLL for (int l = 0; l < XK_SACC; l++) {  /* Y = At M At^T */
+            if (l >= nv) break;
             if (m == 4) {
                 XK_V e[36], s4[24], o[4][4];
                 XK_UNROLL for (int k = 0; k < 36; k++) e[k] = XK_VLOAD(XK_V, mv + k * mstride + l * XK_VL);

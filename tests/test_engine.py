@@ -301,33 +301,36 @@ def _threads_and_oracle(net, path, x, threads, err_msg):
 @pytest.mark.parametrize("block", [1, 4])
 def test_winograd_x_convs(block, threads, tmp_path):
     """Stride-1 3x3 X-convs with 12 or more terms run by Winograd (the training path's
-    kernels): F(4x4, 3x3) on maps of 48 or more 4x4 tiles, F(2x2, 3x3) on smaller ones, at odd
-    sizes, paddings 0 to 2, output counts off a multiple of four, index rows random or in
-    runs of four (block), with a fused residual and activation; 2 threads (panels split between
-    them) give 1 thread's outputs bit for bit.  Fewer terms, or tiles mostly outside a small
-    map, keep the row tiles."""
+    kernels): F(4x4, 3x3) where its vectors of tiles cost no more than F(2x2, 3x3)'s, else
+    F(2x2, 3x3), at odd sizes, paddings 0 to 2, output counts off a multiple of four, panels
+    whose tiles fill one, two or three vectors (4x4, 5x5, 7x7, 14x14 maps), index rows random
+    or in runs of four (block), with a fused residual and activation; 2 threads (panels split
+    between them) give 1 thread's outputs bit for bit.  Fewer terms, or tiles mostly outside a
+    small map, keep the row tiles."""
     rng = np.random.default_rng(block)
     seen, fused = set(), 0
     cases = [(16, 24, 12, 30, 30, (1, 1)), (12, 12, 12, 29, 31, (1, 1)), (16, 6, 16, 17, 23, (1, 1)),
              (16, 16, 16, 17, 23, (1, 1)), (12, 8, 12, 9, 9, (0, 0)),
              (16, 12, 12, 26, 33, (2, 1)), (16, 8, 12, 11, 7, (1, 0)), (16, 8, 11, 30, 30, (1, 1)),
-             (16, 8, 12, 3, 3, (1, 1))]
+             (16, 8, 12, 3, 3, (1, 1)), (16, 8, 12, 4, 4, (1, 1)), (16, 16, 12, 5, 5, (1, 1)),
+             (16, 8, 12, 7, 7, (1, 1)), (16, 16, 12, 14, 14, (1, 1))]
     for cin, cout, degree, h, w, padding in cases:
         cout = cout if block == 1 else -(-cout // 4) * 4
         residual = padding == (1, 1) and cout == cin
         graph, net = _x_conv_net(tmp_path, rng, cin, cout, (3, 3), (1, 1), padding, (1, 1), degree, block, residual,
                                  ["relu6", None, "relu"][h % 3], h, w)
         ho, wo = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-        m = 4 if -(-ho // 4) * -(-wo // 4) >= 48 else 2
+        vectors = lambda n: n // 24 * 3 + -(-(n % 24) // 8)  # noqa: E731 (the quads' vectors of n tiles)
+        m = 4 if 36 * vectors(-(-ho // 4) * -(-wo // 4)) <= 16 * vectors(-(-ho // 2) * -(-wo // 2)) else 2
         stats = net._engine.stats([2, cin, h, w])
-        expect = degree >= 12 and 10 * ho * wo >= 6 * 4 * (-(-ho // 2) * -(-wo // 2))
+        expect = degree >= 12 and (m == 4 or 10 * ho * wo >= 6 * 4 * (-(-ho // 2) * -(-wo // 2)))
         assert stats["conv_winograd"] == expect, (cin, cout, degree, h, w, padding)
         seen.add(m if expect else 0)
         got = _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, cin, h, w), h * w), threads,
                                   f"{h}x{w} padding {padding}: {graph.summary()}")
         assert got.shape == (2, cout, ho, wo)
         fused += residual and expect
-    assert seen == {0, 2, 4} and fused == 2
+    assert seen == {0, 2, 4} and fused == 4
 
 
 @pytest.mark.parametrize("block", [1, 4])

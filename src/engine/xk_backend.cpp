@@ -41,6 +41,8 @@ int64_t quads(const Quads &q) { return (q.cout + XK_SHARE - 1) / XK_SHARE; }
 
 int64_t panel_width() { return XK_SACC * XK_LANES_F32; }
 
+int64_t panel_lanes() { return XK_LANES_F32; }
+
 int64_t tiles(int m, int64_t ho, int64_t wo) { return ((ho + m - 1) / m) * ((wo + m - 1) / m); }
 
 void prepare(Winograd &c, int64_t cin, int64_t cout, int64_t degree, const int64_t *index, const float *weight) {

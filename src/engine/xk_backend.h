@@ -11,8 +11,9 @@
 namespace xk {
 namespace backend {
 
-// Tiles or positions per panel.
+// Tiles or positions per panel, and per vector of it.
 int64_t panel_width();
+int64_t panel_lanes();
 
 // An X-conv's outputs in quads (xk_quads_t): term j of output v reads panel row index[v][j].
 struct Quads {

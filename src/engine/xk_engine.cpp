@@ -425,14 +425,22 @@ Shape infer_shape(const Node &n, const std::vector<const Shape *> &in) {
 
 // ---------------------------------------------------------------- conv packing
 // The Winograd tile side for a stride-1 3x3 X-conv of `terms` terms per output onto an ho x wo
-// map, 0 for none: F(4x4, 3x3) from WINO4_TILES tiles (two panels), else F(2x2, 3x3) where
-// at least 60% of its tiles' positions are outputs (not 3x3 maps).  Against the row tiles at
-// batch 1: 0.43-0.52 of the time from 28x28 up, 0.74 at 14x14, 0.93 at 7x7 (F(4x4) 0.8 of
-// F(2x2)'s at 28x28); none under WINO_TERMS terms (the transforms cost per channel).
-constexpr int64_t WINO4_TILES = 48, WINO_TERMS = 12, COLS_ROWS = 2048;
+// map, 0 for none.  The quads compute whole vectors of tiles (a panel's last holds 8, 16 or 24),
+// so each side costs its (m + 2)^2 transformed entries times those vectors: F(4x4, 3x3) where
+// that is no more than F(2x2, 3x3)'s (maps from 12x12: 14x14's 16 tiles fill two vectors), else
+// F(2x2, 3x3) where at least 60% of its tiles' positions are outputs (not 3x3 maps); none under
+// WINO_TERMS terms (the transforms cost per channel).  Against the row tiles at batch 1: 0.43-0.52
+// of the time from 28x28 up; F(4x4) at 14x14 0.75 of F(2x2)'s (X-ResNet's 256-channel convs),
+// at 16x16 0.74 (X-DenseNet's).
+constexpr int64_t WINO_TERMS = 12, COLS_ROWS = 2048;
+// Vectors of tiles the quads compute for n tiles: three a whole panel, then those of the last.
+int64_t wino_vectors(int64_t n) {
+    const int64_t W = backend::panel_width(), L = backend::panel_lanes();
+    return n / W * (W / L) + (n % W + L - 1) / L;
+}
 int wino_tile(int64_t terms, int64_t ho, int64_t wo) {
     if (terms < WINO_TERMS) return 0;
-    if (backend::tiles(4, ho, wo) >= WINO4_TILES) return 4;
+    if (36 * wino_vectors(backend::tiles(4, ho, wo)) <= 16 * wino_vectors(backend::tiles(2, ho, wo))) return 4;
     return 10 * ho * wo >= 6 * 4 * backend::tiles(2, ho, wo) ? 2 : 0;
 }
 

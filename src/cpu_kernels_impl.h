@@ -878,7 +878,10 @@ XK_INLINE void XK_FN(xk_quad_tile_direct_impl)(const XK_T *XK_RESTRICT src, int6
             XK_FN(xk_quad_panel)(dst + g * dst_img + r, dst_chan, panel, qs, qw, bias, q_lo, q_hi);
             continue;
         }
-        XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias, q_lo, q_hi);
+        /* the last panel computes the vectors that hold positions (a 7x7 map's third holds one) */
+        if (end - p > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias, q_lo, q_hi);
+        else if (end - p > XK_VL) XK_FN(xk_quad_panel_v2)(part, width, panel, qs, qw, bias, q_lo, q_hi);
+        else XK_FN(xk_quad_panel_v1)(part, width, panel, qs, qw, bias, q_lo, q_hi);
         for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
             const int64_t v = xk_quad_row(qs, slot);
             XK_FN(xk_panel_store)(dst + v * dst_chan, dst_img, dst_chan, part + v * width, 1, hw, n_img, p);

@@ -336,7 +336,8 @@ def test_winograd_x_convs(block, threads, tmp_path):
 @pytest.mark.parametrize("block", [1, 4])
 def test_pointwise_x_convs_in_quads(block, threads, tmp_path):
     """Stride-1 1x1 X-convs on maps of 24 positions or more run in quads (the training path's
-    kernel) on panels of the map: sizes that end inside a panel, output counts off a multiple
+    kernel) on panels of the map: sizes that end inside a panel's first, second or third
+    vector (the last panel computes only the vectors that hold positions), output counts off a multiple
     of four, index rows random or in runs of four (block), with a fused residual and
     activation; 2 threads give 1 thread's outputs bit for bit.  Smaller maps keep the vec
     tiles."""

@@ -26,6 +26,13 @@
 #include <numeric>
 #include <string>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
+
 #include "xk_kernels.h"
 #include "xk_backend.h"
 #include "xk_depthwise.h"
@@ -189,7 +196,16 @@ struct Plan {
     std::vector<std::unique_ptr<ConvPlan>> conv;  // per step
     std::vector<std::vector<char>> copy;       // per concat step: input k must be copied
     std::vector<std::vector<int64_t>> concat_off;
-    std::unique_ptr<float[]> raw;
+    struct Free {
+        void operator()(float *p) const {
+#if defined(_WIN32)
+            _aligned_free(p);
+#else
+            std::free(p);
+#endif
+        }
+    };
+    std::unique_ptr<float, Free> raw;
     float *arena = nullptr;
     int64_t arena_size = 0;
     const float *x = nullptr;
@@ -1205,8 +1221,24 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
     }
     P.arena_size = total + 64;  // slack: tiles read a little past a value's end
     if (P.arena_size > (int64_t(1) << 34)) fail("the network needs more than 64 GiB at this input size");
-    P.raw.reset(new float[size_t(P.arena_size) + 16]());
-    P.arena = reinterpret_cast<float *>((reinterpret_cast<uintptr_t>(P.raw.get()) + 63) & ~uintptr_t(63));
+    {  // from 1 MiB on, in whole 2 MiB huge pages where the system allows them (madvise): fewer
+       // TLB misses over the activations; 64-byte aligned in any case
+        const size_t need = size_t(P.arena_size) * sizeof(float), huge = size_t(2) << 20;
+        const size_t align = need >= huge / 2 ? huge : 64, bytes = (need + align - 1) / align * align;
+#if defined(_WIN32)
+        void *mem = _aligned_malloc(bytes, align);
+#else
+        void *mem = nullptr;
+        if (posix_memalign(&mem, align, bytes) != 0) mem = nullptr;
+#endif
+        if (!mem) fail("cannot allocate the arena (" + std::to_string(bytes) + " bytes)");
+#ifdef MADV_HUGEPAGE
+        if (align == huge) madvise(mem, bytes, MADV_HUGEPAGE);
+#endif
+        std::memset(mem, 0, bytes);
+        P.raw.reset(static_cast<float *>(mem));
+        P.arena = P.raw.get();
+    }
     // where each value lives
     P.base.assign(nv, 0); P.stride.assign(nv, 0); P.ext.assign(nv, 0);
     for (int v = 0; v < nv; ++v) {

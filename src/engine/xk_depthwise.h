@@ -86,27 +86,6 @@ XK_AVX2 inline __m256i dw_cols_in(int64_t first, int64_t n) {
     return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c), _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), c));
 }
 
-// out[k] = act(v[k] (+ resid[k])) for k < n: a short block stored in 4-, 2- and 1-float pieces
-// (a masked store cost ten plain ones on Zen 3).
-XK_AVX2 inline void dw_finish(__m256 v, const float *resid, float *out, int act, int n) {
-    if (n >= 8) return epi_finish(v, resid, out, act);
-    if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
-    if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
-    __m128 part = _mm256_castps256_ps128(v);
-    if (n & 4) {
-        _mm_storeu_ps(out, part);
-        part = _mm256_extractf128_ps(v, 1);
-        out += 4;
-    }
-    if (n & 2) {
-        _mm_storel_pi(reinterpret_cast<__m64 *>(out), part);
-        part = _mm_movehl_ps(part, part);
-        out += 2;
-    }
-    if (n & 1) _mm_store_ss(out, part);
-}
-
 // One band's rows: the input rows (nullptr: outside the input, CHK only) and where the outputs go.
 struct DwBand {
     const float *src[9];   // input row j of the band, at column 0
@@ -141,7 +120,7 @@ XK_AVX2 inline void dw3s1_block(const DwBand &b, int64_t x0, int64_t c0, int64_t
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
-        dw_finish(acc[r], b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
+        epi_finish_short(acc[r], b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
 }
 
 // Stride 2, R output rows x 8 columns from x0; c0 = 2 x0 - pw.  Row j's taps are the even and
@@ -179,7 +158,7 @@ XK_AVX2 inline void dw3s2_block(const DwBand &b, int64_t x0, int64_t c0, int64_t
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
         const __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc[r]), 0xD8));
-        dw_finish(v, b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
+        epi_finish_short(v, b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
     }
 }
 

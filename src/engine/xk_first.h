@@ -114,27 +114,6 @@ inline void first4_generic(const float *const *src, int64_t x0, const float *w4,
 }
 
 #if XK_X86
-// out[k] = act(v[k] (+ resid[k])) for k < n: a short vector stored in 4-, 2- and 1-float
-// pieces (a masked store cost ten plain ones on Zen 3).
-XK_AVX2 inline void first_store(__m256 v, const float *resid, float *out, int act, int n) {
-    if (n >= 8) return epi_finish(v, resid, out, act);
-    if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
-    if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
-    __m128 part = _mm256_castps256_ps128(v);
-    if (n & 4) {
-        _mm_storeu_ps(out, part);
-        part = _mm256_extractf128_ps(v, 1);
-        out += 4;
-    }
-    if (n & 2) {
-        _mm_storel_pi(reinterpret_cast<__m64 *>(out), part);
-        part = _mm_movehl_ps(part, part);
-        out += 2;
-    }
-    if (n & 1) _mm_store_ss(out, part);
-}
-
 // out[k] = act(v + r[k]) for a whole vector, r nullptr for none
 template <int ACT>
 XK_AVX2 inline void first_put(__m256 v, const float *r, float *out) {
@@ -197,7 +176,7 @@ XK_AVX2 void first4_avx2(const float *const *src, int64_t x0, const float *w4, i
     _mm256_store_ps(acc[3], d0); _mm256_store_ps(acc[3] + 8, d1); _mm256_store_ps(acc[3] + 16, d2);
     for (int u = 0; u < e.m; ++u)
         for (int k = 0; k < NV && 8 * k < e.cols; ++k)
-            first_store(_mm256_load_ps(acc[u] + 8 * k), r ? r + u * pl + 8 * k : nullptr, e.out + u * pl + 8 * k, ACT,
+            epi_finish_short(_mm256_load_ps(acc[u] + 8 * k), r ? r + u * pl + 8 * k : nullptr, e.out + u * pl + 8 * k, ACT,
                         e.cols - 8 * k);
 }
 #endif

@@ -442,8 +442,9 @@ def test_1x1_conv_after_its_average_pool(threads, tmp_path):
     """A 1x1 conv read only by an average pool runs after the pool, on the pooled input (they
     commute): DenseNet's transition (batch norm, ReLU, 1x1 X-conv, 2x2 pool), dense convs and
     overlapping 3x3 windows at stride 2, odd maps whose last row and column no window reads, a
-    ReLU or residual after the pool; 1 and 2 threads bit for bit.  Pools that pad, round up or
-    override the divisor, other convs, and a conv output read twice keep the order."""
+    ReLU or residual after the pool; 1 and 2 threads bit for bit, and 8 (more than the plan made
+    room for) run on those it has.  Pools that pad, round up or override the divisor, other
+    convs, and a conv output read twice keep the order."""
     rng = np.random.default_rng(7)
 
     def pool(k, s, **kw):
@@ -479,8 +480,10 @@ def test_1x1_conv_after_its_average_pool(threads, tmp_path):
             runtime.format.write(graph, tmp_path / "c.xk")
             net = runtime.load(tmp_path / "c.xk", backend="engine")
             assert net._engine.stats([2, 12, h, w])["conv_after_pool"] == fused, (op, k, pool_node.attrs)
-            _threads_and_oracle(net, tmp_path / "c.xk", inputs((2, 12, h, w), h * w), threads,
-                                f"{h}x{w}: {graph.summary()}")
+            x = inputs((2, 12, h, w), h * w)
+            got = _threads_and_oracle(net, tmp_path / "c.xk", x, threads, f"{h}x{w}: {graph.summary()}")
+            threads(8)  # more threads than the plan made room for: it runs on as many as it has
+            np.testing.assert_array_equal(net.predict(x), got)
     # the conv's output has a second reader: the pool runs after it
     nodes, _ = _conv_graph(rng, "xconv2d", 12, 12, (1, 1), (1, 1), (0, 0), (1, 1), 1, 6, False, None)
     nodes += [pool(2, 2), Node("gap", "adaptive_avgpool2d", ["conv"], {"output_size": [2, 2]}, {}),

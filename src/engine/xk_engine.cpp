@@ -183,9 +183,10 @@ struct ConvPlan {
     // a 1x1 conv after its average pool (Step::pool): the pool reads the step's input (pool_h x
     // pool_w maps) through the affine pool_pre and writes the conv's input (cin, h, w) at floats
     // `pooled` of the scratch, each thread's channel after the affine at pool_buf + thread * pool_h pool_w
+    // (pool_threads of them)
     const Node *pool = nullptr, *pool_pre = nullptr;
     int pool_pre_act = NONE;
-    int64_t pool_h = 0, pool_w = 0, pooled = 0, pool_buf = 0;
+    int64_t pool_h = 0, pool_w = 0, pooled = 0, pool_buf = 0, pool_threads = 1;
 };
 
 struct Plan {
@@ -1173,7 +1174,8 @@ Plan &Engine::plan_for(const int64_t shape[4]) {
             cp.pool_w = xs[3];
             cp.pooled = (cp.scratch_size + 15) / 16 * 16;
             cp.pool_buf = cp.pooled + (mul(cp.cin, cp.h * cp.w) + 15) / 16 * 16;
-            cp.scratch_size = cp.pool_buf + (pre ? mul(plan_threads(), (mul(xs[2], xs[3]) + 15) / 16 * 16) : 0);
+            cp.pool_threads = plan_threads();
+            cp.scratch_size = cp.pool_buf + (pre ? mul(cp.pool_threads, (mul(xs[2], xs[3]) + 15) / 16 * 16) : 0);
         } else {
             P.conv[s] = plan_conv(*st.node, xs, P.shapes[st.node - nodes.data() + 1], S[sto[st.in[0]]].external, pre,
                                   st.pre_act);
@@ -1431,7 +1433,8 @@ void run_avgpool(const Node &n, const Shape &xs, const Shape &ys, const float *x
 // input's affine, into the scratch's pooled input.
 void run_pool_first(const ConvPlan &p, const float *x, float *scratch, int nt) {
     const int64_t H = p.pool_h, W = p.pool_w, buf = (H * W + 15) / 16 * 16;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && p.cin * p.h * p.w > 16384) schedule(static)
+    const int nw = int(std::min<int64_t>(nt, p.pool_threads));  // the threads the buffers have room for
+#pragma omp parallel for num_threads(nw) if (nw > 1 && p.cin * p.h * p.w > 16384) schedule(static)
     for (int64_t c = 0; c < p.cin; ++c) {
         const float *in = x + c * H * W;
         if (p.pool_pre) {

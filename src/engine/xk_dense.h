@@ -1,6 +1,6 @@
 // Dense convs (conv2d, groups 1) on the shared-4 term lists (four outputs, one list), a run
 // of tiles per call: the accumulators start at the bias, the four outputs' weights stay in
-// L1 across the run, and a tile is finished (residual, activation, masked store at a row's
+// L1 across the run, and a tile is finished (residual, activation, a short store at a row's
 // end) in registers, so a short term list (a 1x1 conv over 16-64 inputs) pays little per tile.
 #pragma once
 #include "xk_kernels.h"

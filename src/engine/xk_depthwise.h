@@ -120,7 +120,7 @@ XK_AVX2 inline void dw3s1_block(const DwBand &b, int64_t x0, int64_t c0, int64_t
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
-        epi_finish_short(acc[r], b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
+        epi_finish(acc[r], b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
 }
 
 // Stride 2, R output rows x 8 columns from x0; c0 = 2 x0 - pw.  Row j's taps are the even and
@@ -158,7 +158,7 @@ XK_AVX2 inline void dw3s2_block(const DwBand &b, int64_t x0, int64_t c0, int64_t
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
         const __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc[r]), 0xD8));
-        epi_finish_short(v, b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
+        epi_finish(v, b.resid ? b.resid + r * b.wo + x0 : nullptr, b.out + r * b.wo + x0, b.act, n);
     }
 }
 

@@ -176,7 +176,7 @@ XK_AVX2 void first4_avx2(const float *const *src, int64_t x0, const float *w4, i
     _mm256_store_ps(acc[3], d0); _mm256_store_ps(acc[3] + 8, d1); _mm256_store_ps(acc[3] + 16, d2);
     for (int u = 0; u < e.m; ++u)
         for (int k = 0; k < NV && 8 * k < e.cols; ++k)
-            epi_finish_short(_mm256_load_ps(acc[u] + 8 * k), r ? r + u * pl + 8 * k : nullptr, e.out + u * pl + 8 * k, ACT,
+            epi_finish(_mm256_load_ps(acc[u] + 8 * k), r ? r + u * pl + 8 * k : nullptr, e.out + u * pl + 8 * k, ACT,
                         e.cols - 8 * k);
 }
 #endif

@@ -182,7 +182,8 @@ inline void matvec_generic(const float *W, const float *x, int64_t n_in, int64_t
 
 #if XK_X86
 // ---------------------------------------------------------------- AVX2 + FMA
-// out[k] = act(v[k] (+ resid[k])) for k < n (n >= 8: all eight)
+// out[k] = act(v[k] (+ resid[k])) for k < n (n >= 8: all eight); a short vector is stored in
+// 4-, 2- and 1-float pieces (a masked store cost ten plain ones on Zen 3)
 XK_AVX2 inline void epi_finish(__m256 v, const float *resid, float *out, int act, int n = 8) {
     if (n <= 0) return;
     if (n >= 8) {
@@ -192,17 +193,6 @@ XK_AVX2 inline void epi_finish(__m256 v, const float *resid, float *out, int act
         _mm256_storeu_ps(out, v);
         return;
     }
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, mask));
-    if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
-    _mm256_maskstore_ps(out, mask, v);
-}
-
-// out[k] = act(v[k] (+ resid[k])) for k < n: a short vector stored in 4-, 2- and 1-float pieces
-// (a masked store cost ten plain ones on Zen 3).
-XK_AVX2 inline void epi_finish_short(__m256 v, const float *resid, float *out, int act, int n) {
-    if (n >= 8) return epi_finish(v, resid, out, act);
     if (resid) v = _mm256_add_ps(v, _mm256_maskload_ps(resid, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
     if (act) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.f));
@@ -234,7 +224,7 @@ struct VecOut {
 };
 
 // vec over NV vectors: each term one broadcast and NV loads for NV FMAs.  e: finish the tile
-// (bias, residual, activation, a masked store for a short last vector); else raw sums to res.
+// (bias, residual, activation, a short last vector stored in pieces); else raw sums to res.
 template <int NV>
 XK_AVX2 void vec_avx2(const float *base, const int32_t *off, const float *w, int n, float *res, const VecOut *e) {
     static_assert(NV >= 1 && NV <= VEC_MAX, "vectors per tile");
@@ -482,14 +472,12 @@ XK_AVX2 inline __m256 pool_row(const PoolRow &r, int64_t iy, __m256 &bad) {
 XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, int64_t ph, int64_t pw, int64_t ho,
                                     int64_t wo, float *out) {
     const __m256 nan = _mm256_set1_ps(NAN);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int64_t x0 = 0; x0 < wo; x0 += 8) {
         const int64_t c0 = 2 * x0 - pw, cols = wo - x0 < 8 ? wo - x0 : 8;
         // the strip reads columns c0 .. c0 + 17: inside the row, or masked loads of the part that is
         const bool inside = c0 >= 0 && c0 + 18 <= w_in;
         const __m256i m0 = pool_valid(c0, w_in), m8 = pool_valid(c0 + 8, w_in), m2 = pool_valid(c0 + 2, w_in),
                       m10 = pool_valid(c0 + 10, w_in);
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cols)), lane);
         const PoolRow r{in, h, w_in, c0, inside, m0, m8, m2, m10};
         __m256 bad_top, top = pool_row(r, -ph, bad_top);
         for (int64_t y = 0; y < ho; ++y) {
@@ -498,9 +486,7 @@ XK_AVX2 inline void maxpool3s2_avx2(const float *in, int64_t h, int64_t w_in, in
             __m256 m = _mm256_max_ps(_mm256_max_ps(top, mid), bot);
             m = _mm256_blendv_ps(m, nan, _mm256_or_ps(_mm256_or_ps(bad_top, bad_mid), bad_bot));
             m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
-            float *d = out + y * wo + x0;
-            if (cols == 8) _mm256_storeu_ps(d, m);
-            else _mm256_maskstore_ps(d, mask, m);
+            epi_finish(m, nullptr, out + y * wo + x0, 0, int(cols));
             top = bot; bad_top = bad_bot;
         }
     }

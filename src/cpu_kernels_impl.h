@@ -473,33 +473,6 @@ XK_INLINE XK_T XK_FN(xk_affine_one)(XK_T v, XK_T a, XK_T b, int act)
 #  define XK_AFFINE_VEC(v, sc, sh, act) (v = XK_FN(xk_affine_one)(v, sc, sh, act))
 #endif
 
-/* panel[c * width + a * XK_VL ...] <- the XK_SACC vectors at s + c * stride, c < n_rows
- * (width = XK_SACC * XK_VL), through the affine aff of the rows when given. */
-XK_INLINE void XK_FN(xk_panel_copy_affine)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
-                                           int64_t n_rows, const XK_FN(xk_affine_t) *aff)
-{
-    if (!aff) {
-        for (int64_t c = 0; c < n_rows; c++)
-            XK_UNROLL for (int a = 0; a < XK_SACC; a++)
-                XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, XK_VLOAD(XK_V, s + c * stride + a * XK_VL));
-        return;
-    }
-    for (int64_t c = 0; c < n_rows; c++) {
-        const XK_V sc = XK_VSPLAT(XK_V, aff->scale[c]), sh = XK_VSPLAT(XK_V, aff->shift[c]);
-        XK_UNROLL for (int a = 0; a < XK_SACC; a++) {
-            XK_V v = XK_VLOAD(XK_V, s + c * stride + a * XK_VL);
-            XK_AFFINE_VEC(v, sc, sh, aff->act);
-            XK_VSTORE(XK_V, panel + c * (XK_SACC * XK_VL) + a * XK_VL, v);
-        }
-    }
-}
-
-XK_INLINE void XK_FN(xk_panel_copy)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
-                                    int64_t n_rows)
-{
-    XK_FN(xk_panel_copy_affine)(panel, s, stride, n_rows, NULL);
-}
-
 /* d[k] = s[k] for k < n, through the affine (sc, sh, aff->act) when aff is given: whole
  * vectors, then the rest one by one. */
 XK_INLINE void XK_FN(xk_row_affine)(XK_T *d, const XK_T *s, int64_t n, const XK_FN(xk_affine_t) *aff, XK_T sc, XK_T sh)
@@ -517,6 +490,22 @@ XK_INLINE void XK_FN(xk_row_affine)(XK_T *d, const XK_T *s, int64_t n, const XK_
     }
     for (; k + XK_VL <= n; k += XK_VL) XK_VSTORE(XK_V, d + k, XK_VLOAD(XK_V, s + k));
     for (; k < n; k++) d[k] = s[k];
+}
+
+/* panel[c * width + a * XK_VL ...] <- the XK_SACC vectors at s + c * stride, c < n_rows
+ * (width = XK_SACC * XK_VL), through the affine aff of the rows when given. */
+XK_INLINE void XK_FN(xk_panel_copy_affine)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
+                                           int64_t n_rows, const XK_FN(xk_affine_t) *aff)
+{
+    for (int64_t c = 0; c < n_rows; c++)
+        XK_FN(xk_row_affine)(panel + c * (XK_SACC * XK_VL), s + c * stride, XK_SACC * XK_VL, aff,
+                             aff ? aff->scale[c] : (XK_T)1, aff ? aff->shift[c] : (XK_T)0);
+}
+
+XK_INLINE void XK_FN(xk_panel_copy)(XK_T *XK_RESTRICT panel, const XK_T *XK_RESTRICT s, int64_t stride,
+                                    int64_t n_rows)
+{
+    XK_FN(xk_panel_copy_affine)(panel, s, stride, n_rows, NULL);
 }
 
 /* panel[c * width + k] = src channel c at position p + k for c < n_rows, k < width (zeros past

@@ -88,15 +88,10 @@ int64_t scratch_floats(const Pointwise &c) { return (c.q.cin + 1 + c.q.cout) * p
 void run_tile(const Pointwise &c, const float *src, const float *bias, int64_t t, int64_t q_lo, int64_t q_hi,
               float *scratch, float *dst, const Affine *pre) {
     const xk_quads_t qs = quads_of(c.q);
-    float *part = scratch + (c.q.cin + 1) * panel_width();
-    if (pre) {
-        const xk_affine_t_f32 aff{pre->scale, pre->shift, pre->act};
-        xk_quad_tile_direct_affine_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, q_lo, q_hi,
-                                       c.qw.data(), bias, scratch, part, dst, c.q.cout * c.hw, c.hw, &aff);
-        return;
-    }
-    xk_quad_tile_direct_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, q_lo, q_hi, c.qw.data(),
-                            bias, scratch, part, dst, c.q.cout * c.hw, c.hw);
+    const xk_affine_t_f32 aff{pre ? pre->scale : nullptr, pre ? pre->shift : nullptr, pre ? pre->act : 0};
+    xk_quad_tile_direct_affine_f32(src, c.q.cin * c.chan, c.chan, c.hw, 1, t * tile_positions(), &qs, q_lo, q_hi,
+                                   c.qw.data(), bias, scratch, scratch + (c.q.cin + 1) * panel_width(), dst,
+                                   c.q.cout * c.hw, c.hw, pre ? &aff : nullptr);
 }
 
 void prepare(Columns &c, int64_t cin, int64_t cout, int64_t degree, const int64_t *index, const float *weight) {

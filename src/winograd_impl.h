@@ -82,26 +82,89 @@ XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, in
     }
 }
 
+#if XK_GNU_VECTORS
+#  ifndef XK_WINO_D4_DEFINED
+#  define XK_WINO_D4_DEFINED
+typedef double xk_wino_d4 __attribute__((vector_size(4 * sizeof(double))));
+/* xk_wino_g6 on four lanes (the same operations, so the same values lane by lane). */
+XK_INLINE void xk_wino_g6_d4(xk_wino_d4 r[6], xk_wino_d4 a, xk_wino_d4 b, xk_wino_d4 e)
+{
+    r[0] = a * 0.25;
+    r[1] = (a + b + e) * (-1.0 / 6);
+    r[2] = (a - b + e) * (-1.0 / 6);
+    r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
+    r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
+    r[5] = e;
+}
+#  endif
+typedef XK_T XK_FN(xk_wino_t4) __attribute__((vector_size(4 * sizeof(XK_T)), aligned(sizeof(XK_T)), may_alias));
+
+/* xk_wino_weight for four terms at once, term l's taps at w4[l], its values in lane l:
+ * u[k * ustride + l] for k < (m + 2)^2 and l < 4. */
+XK_INLINE void XK_FN(xk_wino_weight4)(XK_T *u, int64_t ustride, const XK_T *const w4[4], int flip, int m)
+{
+    typedef XK_FN(xk_wino_t4) T4;
+    if (m == 4) {
+        xk_wino_d4 g[9], t[6][3], r[6];
+        for (int i = 0; i < 9; i++)
+            for (int l = 0; l < 4; l++) g[i][l] = (double)w4[l][flip ? 8 - i : i];
+        for (int c = 0; c < 3; c++) {  /* G w, column c */
+            xk_wino_g6_d4(r, g[c], g[3 + c], g[6 + c]);
+            for (int i = 0; i < 6; i++) t[i][c] = r[i];
+        }
+        for (int i = 0; i < 6; i++) {  /* (G w) G^T, row i */
+            xk_wino_g6_d4(r, t[i][0], t[i][1], t[i][2]);
+            for (int c = 0; c < 6; c++) *(T4 *)(u + (6 * i + c) * ustride) = __builtin_convertvector(r[c], T4);
+        }
+        return;
+    }
+    T4 g[9], t[4][3];
+    for (int i = 0; i < 9; i++)
+        for (int l = 0; l < 4; l++) g[i][l] = w4[l][flip ? 8 - i : i];
+    for (int c = 0; c < 3; c++) {  /* G w */
+        t[0][c] = g[c];
+        t[1][c] = (g[c] + g[3 + c] + g[6 + c]) * (XK_T)0.5;
+        t[2][c] = (g[c] - g[3 + c] + g[6 + c]) * (XK_T)0.5;
+        t[3][c] = g[6 + c];
+    }
+    for (int r = 0; r < 4; r++) {  /* (G w) G^T */
+        *(T4 *)(u + (4 * r + 0) * ustride) = t[r][0];
+        *(T4 *)(u + (4 * r + 1) * ustride) = (t[r][0] + t[r][1] + t[r][2]) * (XK_T)0.5;
+        *(T4 *)(u + (4 * r + 2) * ustride) = (t[r][0] - t[r][1] + t[r][2]) * (XK_T)0.5;
+        *(T4 *)(u + (4 * r + 3) * ustride) = t[r][2];
+    }
+}
+#endif
+
 /* uw[k * n + j] for k < (m + 2)^2 and the term slots j_lo <= j < j_hi (of n) of a quads'
  * weight list: the transformed weight of edge edges[j] of w (n_edges terms of 3x3 taps), 0
- * where edges[j] >= n_edges (padding terms).  Formed 64 slots at a time in a local block
- * and copied out row by row: uw's rows are n apart, often a multiple of 4 KiB, and 36
- * stores per slot into as many rows would fight over one L1 set. */
-static void XK_FN(xk_wino_weights)(XK_T *uw, const XK_T *w, const int64_t *edges, int64_t n, int64_t n_edges,
-                                   int flip, int m, int64_t j_lo, int64_t j_hi)
+ * where edges[j] >= n_edges (padding terms).  Formed 64 slots at a time in a local block,
+ * four terms per step in vector lanes (a padding term reads zero taps), and copied out row
+ * by row: uw's rows are n apart, often a multiple of 4 KiB, and 36 stores per slot into as
+ * many rows would fight over one L1 set. */
+XK_CLONES static void XK_FN(xk_wino_weights)(XK_T *uw, const XK_T *w, const int64_t *edges, int64_t n,
+                                             int64_t n_edges, int flip, int m, int64_t j_lo, int64_t j_hi)
 {
     enum { B = 64 };
     const int nk = (m + 2) * (m + 2);
-    XK_T blk[XK_WINO_PMAX * XK_WINO_PMAX][B];
+    static const XK_T zero[9] = {0};
+    XK_T blk[XK_WINO_PMAX * XK_WINO_PMAX][B] __attribute__((aligned(64)));
     for (int64_t j0 = j_lo; j0 < j_hi; j0 += B) {
         const int64_t nb = j_hi - j0 < B ? j_hi - j0 : B;
-        for (int64_t jj = 0; jj < nb; jj++) {
-            const int64_t e = edges[j0 + jj];
-            if (e < n_edges) {
-                XK_FN(xk_wino_weight)(&blk[0][jj], B, w + e * 9, flip, m);
-            } else {
-                for (int k = 0; k < nk; k++) blk[k][jj] = 0;
+        int64_t jj = 0;
+#if XK_GNU_VECTORS
+        for (; jj + 4 <= nb; jj += 4) {
+            const XK_T *w4[4];
+            for (int l = 0; l < 4; l++) {
+                const int64_t e = edges[j0 + jj + l];
+                w4[l] = e < n_edges ? w + e * 9 : zero;
             }
+            XK_FN(xk_wino_weight4)(&blk[0][jj], B, w4, flip, m);
+        }
+#endif
+        for (; jj < nb; jj++) {
+            const int64_t e = edges[j0 + jj];
+            XK_FN(xk_wino_weight)(&blk[0][jj], B, e < n_edges ? w + e * 9 : zero, flip, m);
         }
         for (int k = 0; k < nk; k++) memcpy(uw + k * n + j0, blk[k], nb * sizeof(XK_T));
     }

@@ -333,6 +333,37 @@ def test_inference_follows_the_index_and_the_geometry():
     assert len(functions._prepared) < n  # an index tensor's entries go with it
 
 
+def test_inference_follows_the_parameters_memory():
+    """Inference keeps a numpy view of the last weight and bias per prepared call: changes in
+    place (through torch or .data), a new tensor, .data assigned or restrided, all reach the
+    result."""
+    x, weight, bias, _ = conv_tensors()
+    weight, bias = torch.nn.Parameter(weight.clone()), torch.nn.Parameter(bias.clone())
+    index = INDEX.clone()
+
+    def check():
+        with torch.no_grad():
+            out = xkern.xconv2d(x, weight, index, bias, 1, 1, 1)
+        dense = torch.from_numpy(dense_weight(weight.detach().numpy(), index.numpy(), x.shape[1]))
+        torch.testing.assert_close(out, torch.nn.functional.conv2d(x, dense, bias.detach(), 1, 1),
+                                   rtol=1e-12, atol=1e-12)
+
+    check()
+    with torch.no_grad():
+        weight.mul_(2)
+    check()
+    weight.data.add_(1)
+    bias.data.mul_(-1)
+    check()
+    weight.data = torch.randn_like(weight)
+    bias.data = torch.randn_like(bias)
+    check()
+    weight.data = torch.randn(weight.shape[::-1], dtype=weight.dtype).permute(3, 2, 1, 0)  # not contiguous
+    check()
+    weight = torch.nn.Parameter(torch.randn_like(weight))
+    check()
+
+
 def test_inference_keeps_a_bounded_number_of_prepared_calls(monkeypatch):
     from xkern.autograd import functions
 

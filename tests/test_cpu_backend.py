@@ -661,3 +661,35 @@ def test_small_forwards_at_any_thread_count(monkeypatch):
             got[serial, n] = out
     assert all(np.array_equal(out, got[0, 1]) for out in got.values())
     assert_close(got[0, 1], conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[0], np.float64, "out")
+
+
+def test_prepared_forward_takes_only_its_geometry(monkeypatch):
+    """_cpu.PreparedForward (behind xkern.ops.PreparedXconv2d) gives xconv2d_fwd's bits for
+    arrays of the geometry it checked, None for any other (the caller then takes the full
+    checks), follows the settings, and refuses a bad geometry by name when made."""
+    x, weight, index, bias, grad_out, geometry = conv_case(CONV_CONFIGS["stride 2"])
+    geometry = tuple(pair(v) for v in geometry)
+    index = _graphs.insert(np.ascontiguousarray(index, np.int64), x.shape[1])
+    run = _cpu.PreparedForward(x, weight, index, bias, *geometry)
+    want = np.empty_like(grad_out)
+    _cpu.xconv2d_fwd(x, weight, index, bias, want, *geometry, 1)
+    for threads in (1, 2):
+        got = run(x, weight, bias, threads)
+        assert got.flags.c_contiguous and got.dtype == x.dtype
+        np.testing.assert_array_equal(got, want)
+    wider = np.zeros(x.shape[:3] + (x.shape[3] + 1,))
+    wider[..., :-1] = x
+    others = [(x.astype(np.float32), weight, bias), (wider[..., :-1], weight, bias), (x[:1], weight, bias),
+              (x, np.asfortranarray(weight), bias), (x, weight[:, :1], bias), (x, weight, None),
+              (x, weight, bias[:-1]), (x.tolist(), weight, bias), (x, weight, bias.astype(">f8"))]
+    for args in others:
+        assert run(*args, 1) is None
+    monkeypatch.setattr(_cpu, "COLUMNS", "never" if _cpu.COLUMNS == "always" else "always")
+    _cpu.xconv2d_fwd(x, weight, index, bias, want, *geometry, 1)
+    np.testing.assert_array_equal(run(x, weight, bias, 1), want)
+    with pytest.raises(ValueError, match="bias"):
+        _cpu.PreparedForward(x, weight, index, bias[:-1], *geometry)
+    with pytest.raises(ValueError, match="stride"):
+        _cpu.PreparedForward(x, weight, index, bias, (0, 1), geometry[1], geometry[2])
+    with pytest.raises(ValueError, match="output would be empty|x"):
+        _cpu.PreparedForward(x[:, :, :1, :1], weight, index, bias, (1, 1), (0, 0), (9, 9))

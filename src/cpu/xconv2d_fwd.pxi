@@ -166,30 +166,41 @@ cdef int _forward(const floating *x_ptr, x, weight, index, bias, out, stride, pa
     cdef Py_ssize_t *x_shape = <Py_ssize_t *>cnp.PyArray_DIMS(x)
     cdef Py_ssize_t *w_shape = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
     cdef Py_ssize_t *out_shape = <Py_ssize_t *>cnp.PyArray_DIMS(out)
-    cdef int64_t batch = x_shape[0], n_in = x_shape[1], n_out = w_shape[0], degree = w_shape[1]
+    cdef int64_t batch = x_shape[0], n_out = w_shape[0]
     cdef xk_image_t x_im = _image(x_shape, <Py_ssize_t *>cnp.PyArray_STRIDES(x), sizeof(floating))
     cdef xk_image_t out_im = _image(out_shape, <Py_ssize_t *>cnp.PyArray_STRIDES(out), sizeof(floating))
-    cdef const floating *bias_ptr = NULL
     _check_conv(x_shape, w_shape, <Py_ssize_t *>cnp.PyArray_DIMS(index), out_shape, stride, padding, dilation,
                 ("x", "weight", "out"))
     if bias is not None and cnp.PyArray_DIMS(bias)[0] != n_out:
         raise ValueError(f"bias has length {cnp.PyArray_DIMS(bias)[0]}, weight has Cout = {n_out}")
     if batch == 0:
         return 0
+    cdef _ForwardPlan plan = _forward_plan(index, (
+        (batch, x_shape[1], x_im.height, x_im.width), (x_im.img, x_im.chan, x_im.row, x_im.col),
+        (batch, n_out, out_im.height, out_im.width), (out_im.img, out_im.chan, out_im.row, out_im.col),
+        (n_out, w_shape[1], w_shape[2], w_shape[3]), tuple(stride), tuple(padding), tuple(dilation),
+        sizeof(floating)))
+    return _run_forward(plan, x_ptr, &x_im, &out_im, x, weight, index, bias, out, stride, padding, dilation,
+                        n_chunks)
+
+
+cdef int _run_forward(_ForwardPlan plan, const floating *x_ptr, const xk_image_t *x_im, const xk_image_t *out_im,
+                      x, weight, index, bias, out, stride, padding, dilation, int n_chunks) except -1:
+    """The forward of plan on checked arrays (batch >= 1) of its geometry, on n_chunks threads
+    (one below SERIAL_MACS)."""
+    cdef Py_ssize_t *w_shape = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
+    cdef int64_t batch = cnp.PyArray_DIMS(x)[0], n_in = cnp.PyArray_DIMS(x)[1]
+    cdef int64_t n_out = w_shape[0], degree = w_shape[1]
+    cdef const floating *bias_ptr = NULL
     if bias is not None:
         bias_ptr = <const floating *>cnp.PyArray_DATA(bias)
     if batch * n_out * degree * w_shape[2] * w_shape[3] * out_im.height * out_im.width < SERIAL_MACS:
         n_chunks = 1  # waking and splitting between threads costs more (the bits are the same)
     cdef floating *out_ptr = <floating *>cnp.PyArray_DATA(out)
-    cdef _ForwardPlan plan = _forward_plan(index, (
-        (batch, n_in, x_im.height, x_im.width), (x_im.img, x_im.chan, x_im.row, x_im.col),
-        (batch, n_out, out_im.height, out_im.width), (out_im.img, out_im.chan, out_im.row, out_im.col),
-        (n_out, degree, w_shape[2], w_shape[3]), tuple(stride), tuple(padding), tuple(dilation),
-        sizeof(floating)))
     cdef const floating[::1] qw
     if plan.path == PATH_WINOGRAD:
         qw = _wino_weights(weight, plan.edges, False, plan.m, n_chunks)
-        _wino_run(x_ptr, &x_im, out_ptr, &out_im, batch, <int64_t>padding[0], <int64_t>padding[1], plan.m,
+        _wino_run(x_ptr, x_im, out_ptr, out_im, batch, <int64_t>padding[0], <int64_t>padding[1], plan.m,
                   &plan.qs, qw, bias_ptr, n_chunks)
         return 0
     if plan.path == PATH_COLUMNS:
@@ -206,15 +217,121 @@ cdef int _forward(const floating *x_ptr, x, weight, index, bias, out, stride, pa
                                                       dtype))
         panels = <floating *>cnp.PyArray_DATA(_scratch(2, n_chunks * (n_in + 1) * plan.width, dtype))
         with nogil:
-            _whole_tiles(x_ptr, &x_im, n_in, plan.frames, &plan.lay, plan.cstride, plan.toff0, batch,
+            _whole_tiles(x_ptr, x_im, n_in, plan.frames, &plan.lay, plan.cstride, plan.toff0, batch,
                          plan.group, packed, parts, panels, NULL, &plan.qs, w_ptr, degree, bias_ptr,
-                         out_ptr, &out_im, n_out, plan.scatter, plan.direct, n_chunks)
+                         out_ptr, out_im, n_out, plan.scatter, plan.direct, n_chunks)
         return 0
     if plan.shared:  # the weights interleaved by output
         w_ptr = <const floating *>cnp.PyArray_DATA(_shared_weights(weight))
     with nogil:
-        _correlate(x_ptr, &x_im, n_in, plan.frames, plan.n_frames, &plan.lay, plan.cstride, batch,
+        _correlate(x_ptr, x_im, n_in, plan.frames, plan.n_frames, &plan.lay, plan.cstride, batch,
                    plan.group, packed, plan.ptr, plan.n_cb, plan.chan, plan.wrow, n_out, w_ptr, plan.wstride,
                    plan.shared, plan.tap_ptr, plan.toff, 1, plan.rows3, plan.a3, plan.col_tiles, bias_ptr,
-                   out_ptr, &out_im, plan.scatter, n_chunks)
+                   out_ptr, out_im, plan.scatter, n_chunks)
     return 0
+
+
+cdef class PreparedForward:
+    """xconv2d_fwd for one geometry, checked once: x's shape, strides and dtype, weight's and
+    bias's shapes, the graph (xkern.ops' cached copy: read-only, its plan kept beside it),
+    stride, padding and dilation.  A call checks only that its arrays have that geometry
+    (C comparisons) and returns a new C-contiguous output, so that a small layer's call
+    costs microseconds, not the tens a full check and plan lookup take."""
+    cdef _ForwardPlan plan
+    cdef object index, stride, padding, dilation, settings
+    cdef int typenum
+    cdef bint has_bias
+    cdef Py_ssize_t x_dims[4]
+    cdef Py_ssize_t x_strides[4]
+    cdef Py_ssize_t w_dims[4]
+    cdef cnp.npy_intp out_dims[4]
+
+    def __init__(self, x, weight, index, bias, stride, padding, dilation):
+        self.typenum = cnp.NPY_DOUBLE if cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE \
+            else cnp.NPY_FLOAT
+        _host(x, "x", 4, self.typenum, False, False)
+        _host(weight, "weight", 4, self.typenum, True, False)
+        _host(index, "index", 2, cnp.NPY_INT64, True, False)
+        if bias is not None:
+            _host(bias, "bias", 1, self.typenum, True, False)
+        cdef Py_ssize_t *xd = <Py_ssize_t *>cnp.PyArray_DIMS(x)
+        cdef Py_ssize_t *wd = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
+        try:
+            (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+            ho = (xd[2] + 2 * ph - dh * (wd[2] - 1) - 1) // sh + 1
+            wo = (xd[3] + 2 * pw - dw * (wd[3] - 1) - 1) // sw + 1
+        except (TypeError, ValueError, ZeroDivisionError):
+            _checks.check_geometry(stride, padding, dilation)  # raises, naming the argument
+            raise
+        out = np.empty((xd[0], wd[0], max(ho, 0), max(wo, 0)),
+                       np.float64 if self.typenum == cnp.NPY_DOUBLE else np.float32)
+        _check_conv(xd, wd, <Py_ssize_t *>cnp.PyArray_DIMS(index), <Py_ssize_t *>cnp.PyArray_DIMS(out), stride,
+                    padding, dilation, ("x", "weight", "out"))
+        if bias is not None and cnp.PyArray_DIMS(bias)[0] != wd[0]:
+            raise ValueError(f"bias has length {cnp.PyArray_DIMS(bias)[0]}, weight has Cout = {wd[0]}")
+        cdef int k
+        for k in range(4):
+            self.x_dims[k] = cnp.PyArray_DIMS(x)[k]
+            self.x_strides[k] = cnp.PyArray_STRIDES(x)[k]
+            self.w_dims[k] = cnp.PyArray_DIMS(weight)[k]
+            self.out_dims[k] = cnp.PyArray_DIMS(out)[k]
+        self.index, self.has_bias = index, bias is not None
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.settings = None
+        self._plan(out)
+
+    cdef _plan(self, out):
+        cdef Py_ssize_t itemsize = 8 if self.typenum == cnp.NPY_DOUBLE else 4
+        cdef Py_ssize_t *os = <Py_ssize_t *>cnp.PyArray_STRIDES(out)
+        self.settings = _settings()
+        if self.x_dims[0]:
+            self.plan = _forward_plan(self.index, (
+                tuple(self.x_dims[k] for k in range(4)), tuple(self.x_strides[k] // itemsize for k in range(4)),
+                tuple(self.out_dims[k] for k in range(4)), tuple(os[k] // itemsize for k in range(4)),
+                tuple(self.w_dims[k] for k in range(4)), self.stride, self.padding, self.dilation, itemsize))
+
+    cdef bint _fits(self, x, weight, bias):
+        """True when x, weight and bias have the prepared geometry (what _host and _check_conv
+        checked when it was prepared)."""
+        cdef int k
+        if not (cnp.PyArray_Check(x) and cnp.PyArray_Check(weight)):
+            return False
+        if (cnp.PyArray_NDIM(x) != 4 or cnp.PyArray_TYPE(x) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(x)
+                or not cnp.PyArray_ISALIGNED(x) or cnp.PyArray_NDIM(weight) != 4
+                or cnp.PyArray_TYPE(weight) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(weight)
+                or not cnp.PyArray_ISALIGNED(weight) or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+            return False
+        for k in range(4):
+            if (cnp.PyArray_DIMS(x)[k] != self.x_dims[k] or cnp.PyArray_STRIDES(x)[k] != self.x_strides[k]
+                    or cnp.PyArray_DIMS(weight)[k] != self.w_dims[k]):
+                return False
+        if bias is None:
+            return not self.has_bias
+        return (self.has_bias and cnp.PyArray_Check(bias) and cnp.PyArray_NDIM(bias) == 1
+                and cnp.PyArray_TYPE(bias) == self.typenum and cnp.PyArray_ISNOTSWAPPED(bias)
+                and cnp.PyArray_ISALIGNED(bias) and cnp.PyArray_IS_C_CONTIGUOUS(bias)
+                and cnp.PyArray_DIMS(bias)[0] == self.w_dims[0])
+
+    def __call__(self, x, weight, bias, int num_threads):
+        """The forward of x (B, Cin, H, W), weight and bias (or None) as a new (B, Cout, Ho, Wo)
+        array, or None when they do not have the prepared geometry (the caller then takes
+        xconv2d_fwd, which checks them and says what is wrong)."""
+        if not self._fits(x, weight, bias):
+            return None
+        out = cnp.PyArray_EMPTY(4, self.out_dims, self.typenum, 0)
+        if self.out_dims[0] == 0:
+            return out
+        if _settings() != self.settings:  # tests and tuning change them between calls
+            self._plan(out)
+        cdef xk_image_t x_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(x), <Py_ssize_t *>cnp.PyArray_STRIDES(x),
+                                      8 if self.typenum == cnp.NPY_DOUBLE else 4)
+        cdef xk_image_t out_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(out), <Py_ssize_t *>cnp.PyArray_STRIDES(out),
+                                        8 if self.typenum == cnp.NPY_DOUBLE else 4)
+        if self.typenum == cnp.NPY_FLOAT:
+            _run_forward(self.plan, <const float *>cnp.PyArray_DATA(x), &x_im, &out_im, x, weight, self.index, bias,
+                         out, self.stride, self.padding, self.dilation, _threads(num_threads))
+        else:
+            _run_forward(self.plan, <const double *>cnp.PyArray_DATA(x), &x_im, &out_im, x, weight, self.index,
+                         bias, out, self.stride, self.padding, self.dilation, _threads(num_threads))
+        return out
+

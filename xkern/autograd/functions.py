@@ -75,7 +75,10 @@ def _direct(*tensors):
     leaves float32 / float64 as they are."""
     if torch.compiler.is_compiling() or _dispatch_modes():
         return False
-    return all(t is None or (type(t) in _PLAIN and not t.is_meta) for t in tensors)
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN or t.is_meta):
+            return False
+    return True
 
 
 def _direct_backward(*tensors):
@@ -236,14 +239,33 @@ def _prepared_xconv2d(x, weight, index, bias, geometry, backend):
     key = (id(index), index._version, x.shape, x.stride(), x.dtype, weight.shape, weight.dtype,
            None if bias is None else (bias.shape, bias.dtype), geometry, backend)
     entry = _prepared.get(key)
-    args = (kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(bias, "bias"))
     if entry is None or entry[0]() is not index:
-        prepared = ops.PreparedXconv2d(args[0], args[1], kernel_arg(index, "index"), args[2], *geometry,
-                                       backend=backend)
+        prepared = ops.PreparedXconv2d(kernel_arg(x, "x"), kernel_arg(weight, "weight"), kernel_arg(index, "index"),
+                                       kernel_arg(bias, "bias"), *geometry, backend=backend)
         if len(_prepared) >= PREPARED_SIZE:
             _prepared.pop(next(iter(_prepared)), None)
-        entry = _prepared[key] = (weakref.ref(index, lambda _, key=key: _prepared.pop(key, None)), prepared)
-    return torch.from_numpy(entry[1](*args))
+        entry = _prepared[key] = (weakref.ref(index, lambda _, key=key: _prepared.pop(key, None)), prepared,
+                                  _Views(), _Views())
+    return torch.from_numpy(entry[1](x.detach().numpy() if x.requires_grad else x.numpy(), entry[2].of(weight),
+                                     None if bias is None else entry[3].of(bias)))
+
+
+class _Views:
+    """The numpy view of the last parameter tensor seen, while that tensor (weakly held) keeps its
+    memory: layers call again and again with the same weight, whose .detach().numpy() costs a
+    microsecond.  The view shares the tensor's memory, so it sees in-place changes; assigning
+    .data moves the memory, and the next call takes a new view."""
+    __slots__ = ("ref", "ptr", "strides", "view")
+
+    def __init__(self):
+        self.ref = self.ptr = self.strides = self.view = None
+
+    def of(self, t):
+        ref = self.ref
+        if ref is None or ref() is not t or t.data_ptr() != self.ptr or t.stride() != self.strides:
+            self.view = kernel_arg(t, "parameter")
+            self.ref, self.ptr, self.strides = weakref.ref(t), t.data_ptr(), t.stride()
+        return self.view
 
 
 def xlinear(x, weight, index, bias=None, *, backend=None):

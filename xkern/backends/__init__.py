@@ -12,6 +12,10 @@ same signatures; output buffers arrive uninitialised and every element is writte
     xlinear_bwd_weight(grad_out, x, index, grad_weight)
     xlinear_bwd_bias(grad_out, grad_bias)
 
+A backend may also define prepare_xconv2d_fwd(x, weight, index, bias, stride, padding,
+dilation): a callable (x, weight, bias) -> new output, or None for arrays of another
+geometry, that checks only what changes between calls (the cpu backend's).
+
 Shapes: x (B, Cin, H, W) or (B, Cin); weight (Cout, D, kh, kw) or (Cout, D);
 index (Cout, D) int64 host array; bias (Cout,) or None; rev the
 xkern.ops.adjacency.ReverseAdjacency of index (host arrays); stride, padding,

@@ -47,6 +47,14 @@ def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation):
     _cpu.xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation, requested_threads())
 
 
+def prepare_xconv2d_fwd(x, weight, index, bias, stride, padding, dilation):
+    """xconv2d_fwd for arguments of this geometry, checked once: a callable (x, weight, bias)
+    returning a new output, or None for arrays of another geometry (optional in a backend:
+    xkern.ops.PreparedXconv2d uses it where there is one)."""
+    run = _cpu.PreparedForward(x, weight, index, bias, stride, padding, dilation)
+    return lambda x, weight, bias: run(x, weight, bias, requested_threads())
+
+
 def xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dilation):
     _cpu.xconv2d_bwd_input(grad_out, weight, index, rev, grad_x, stride, padding, dilation,
                            requested_threads())

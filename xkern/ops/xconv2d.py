@@ -36,7 +36,7 @@ class PreparedXconv2d:
     it, then runs the kernel; other arguments take xconv2d's full checks.  For callers that
     run one layer again and again (xkern.autograd at inference keeps one per layer and input
     shape): on a small layer the checks cost as much as the kernel."""
-    __slots__ = ("backend", "index", "geometry", "x_key", "weight_key", "bias_key", "out_shape")
+    __slots__ = ("backend", "index", "geometry", "x_key", "weight_key", "bias_key", "out_shape", "run")
 
     def __init__(self, x, weight, index, bias=None, stride=1, padding=0, dilation=1, *, backend=None):
         be = pick_backend(backend, x)
@@ -47,6 +47,9 @@ class PreparedXconv2d:
         self.weight_key = (a.weight.shape, a.x.dtype)
         self.bias_key = None if a.bias is None else a.bias.shape
         self.out_shape = a.out_shape
+        # the backend's own prepared call, where it has one: it checks in C what _fits checks
+        prepare = getattr(be.kernels, "prepare_xconv2d_fwd", None)
+        self.run = None if prepare is None else prepare(a.x, a.weight, a.index, a.bias, *self.geometry)
 
     def _fits(self, x, weight, bias):
         return (type(x) is np.ndarray and (x.shape, x.strides, x.dtype) == self.x_key
@@ -59,12 +62,16 @@ class PreparedXconv2d:
     def __call__(self, x, weight, bias=None):
         """xconv2d(x, weight, index, bias, stride, padding, dilation) with the prepared index and
         geometry."""
-        if self.backend.name == "cuda" or not self._fits(x, weight, bias):
-            return xconv2d(x, weight, self.index, bias, *self.geometry, backend=self.backend.name)
-        out = np.empty(self.out_shape, self.x_key[2])
-        if self.out_shape[0]:
-            self.backend.kernels.xconv2d_fwd(x, weight, self.index, bias, out, *self.geometry)
-        return out
+        if self.run is not None:
+            out = self.run(x, weight, bias)
+            if out is not None:
+                return out
+        elif self.backend.name != "cuda" and self._fits(x, weight, bias):
+            out = np.empty(self.out_shape, self.x_key[2])
+            if self.out_shape[0]:
+                self.backend.kernels.xconv2d_fwd(x, weight, self.index, bias, out, *self.geometry)
+            return out
+        return xconv2d(x, weight, self.index, bias, *self.geometry, backend=self.backend.name)
 
 
 def xconv2d_backward(grad_out, x, weight, index, stride=1, padding=0, dilation=1, *,

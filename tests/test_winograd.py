@@ -176,8 +176,9 @@ def test_winograd_strided_arrays(dtype, tile):
 
 def test_winograd_auto_rule():
     """"auto" takes Winograd for stride-1 3x3 convs with 12+ edges per channel on both sides,
-    a panel or more of 2x2 tiles holding 60%+ real outputs, at any thread count; not for few
-    edges, less than a panel, 3x3 maps, other geometries or "never".  It takes F(4x4, 3x3)
+    a panel or more of 2x2 tiles holding 60%+ real outputs (50%+ for the forward), at any
+    thread count; not for few edges, less than a panel, 3x3 maps' grad_input, other geometries
+    or "never".  It takes F(4x4, 3x3)
     where its tiles make 6+ panels, its scratch fits and it transforms at most WINO_F4_VALUES
     of F(2x2, 3x3)'s values, else F(2x2, 3x3); WINO_TILE forces one."""
     def calls_for(mode, batch, n_in, n_out, degree, hw, stride=1, dilation=1, n_threads=2):
@@ -212,27 +213,28 @@ def test_winograd_auto_rule():
     assert calls_for("auto", 1, 64, 64, 16, (14, 14)) == f2
     assert calls_for("auto", 1, 64, 64, 16, (7, 7)) == direct
     assert calls_for("auto", 4, 64, 64, 16, (5, 5)) == f2
-    assert calls_for("auto", 8, 64, 64, 16, (3, 3)) == direct
+    assert calls_for("auto", 8, 64, 64, 16, (3, 3)) == {"forward": 1, "grad_input": 0, "tiles": {2}}
+    assert calls_for("auto", 16, 64, 64, 16, (3, 1)) == direct  # 3 of 8
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), stride=2) == direct
     assert calls_for("auto", 2, 64, 64, 16, (28, 28), dilation=2) == direct
     assert calls_for("never", 2, 64, 64, 16, (28, 28)) == direct
     # the scratch limit: 36 (resp. 16) transformed panels of the sources and destinations
     rule = _cpu._winograd
     # 4x4 tiles at 14x14 transform 0.73 of the 2x2 tiles' values: F(4x4) for float32 only
-    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 4) == 4
-    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 8) == 2
-    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 32, 8) == 4
-    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (10, 10), 64, 4) == 2  # 0.81
-    assert rule((3, 3), (1, 1), (1, 1), 512, 512, 512 * 64, (28, 28), 32, 4) == 4
-    assert rule((3, 3), (1, 1), (1, 1), 620, 620, 620 * 64, (28, 28), 32, 4) == 2
-    assert rule((3, 3), (1, 1), (1, 1), 1400, 1400, 1400 * 64, (28, 28), 32, 4) == 0
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 4, "forward") == 4
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (14, 14), 32, 8, "forward") == 2
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 32, 8, "forward") == 4
+    assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (10, 10), 64, 4, "forward") == 2  # 0.81
+    assert rule((3, 3), (1, 1), (1, 1), 512, 512, 512 * 64, (28, 28), 32, 4, "forward") == 4
+    assert rule((3, 3), (1, 1), (1, 1), 620, 620, 620 * 64, (28, 28), 32, 4, "forward") == 2
+    assert rule((3, 3), (1, 1), (1, 1), 1400, 1400, 1400 * 64, (28, 28), 32, 4, "forward") == 0
     with _Winograd("auto", 2):
-        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 8, 4) == 2
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 8, 4, "forward") == 2
     with _Winograd("auto", 4):
-        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 2, 4) == 0  # 4.1 panels of 4x4 tiles
-        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 3, 4) == 4
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 2, 4, "forward") == 0  # 4.1 panels of 4x4 tiles
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64 * 16, (28, 28), 3, 4, "forward") == 4
     with _Winograd("always"):
-        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64, (5, 5), 1, 4) == 4
+        assert rule((3, 3), (1, 1), (1, 1), 64, 64, 64, (5, 5), 1, 4, "forward") == 4
 
 
 def test_winograd_block_expander_and_many_channels():

@@ -427,11 +427,12 @@ cdef xk_image_t _image(Py_ssize_t *shape, Py_ssize_t *strides, Py_ssize_t itemsi
 
 
 def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t edges, out_hw, int64_t batch,
-              int64_t itemsize):
+              int64_t itemsize, str pass_):
     """The tile side m (2 or 4) with which a correlation of n_src -> n_dst channels along `edges`
     edges, into maps of out_hw, runs by Winograd F(m x m, 3x3), or 0: it runs direct
-    (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count).  "auto" takes
-    F(4x4, 3x3) where its tiles make WINO_MIN_PANELS[4] panels and cover WINO_MIN_COVER, its
+    (WINOGRAD, WINO_TILE and the WINO_* limits; never the thread count); pass_ "forward" or
+    "grad_input".  "auto" takes F(4x4, 3x3) where its tiles make WINO_MIN_PANELS[4] panels
+    and cover WINO_MIN_COVER[pass_], its
     scratch fits and it transforms at most WINO_F4_VALUES as many values as F(2x2, 3x3), else
     F(2x2, 3x3) on the same terms and limits."""
     if WINOGRAD == "never" or tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
@@ -452,7 +453,7 @@ def _winograd(kernel, stride, dilation, int64_t n_src, int64_t n_dst, int64_t ed
         return 0
     f4_values = _wino_values(4, out_hw) / _wino_values(2, out_hw)
     for m in ((WINO_TILE,) if WINO_TILE else (4, 2)):
-        if (panels(m) >= WINO_MIN_PANELS[m] and cover(m) >= WINO_MIN_COVER and fits(m)
+        if (panels(m) >= WINO_MIN_PANELS[m] and cover(m) >= WINO_MIN_COVER[pass_] and fits(m)
                 and (m == 2 or WINO_TILE or f4_values <= WINO_F4_VALUES[itemsize])):
             return m
     return 0

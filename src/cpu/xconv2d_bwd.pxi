@@ -26,7 +26,7 @@ def xconv2d_bwd_input(const floating[:, :, :, :] grad_out, const floating[:, :, 
     cdef xk_quads_t qs
     cdef int n_chunks = _threads(num_threads)
     cdef int m = _winograd((weight.shape[2], weight.shape[3]), stride, dilation, n_out, n_in, n_out * degree,
-                           (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating))
+                           (grad_x.shape[2], grad_x.shape[3]), batch, sizeof(floating), "grad_input")
     if m:
         # stride-1 3x3: the correlation of grad_out with the kernel rotated by 180 degrees
         # (padding 2 - pad) by Winograd, in quads of inputs over the reverse adjacency

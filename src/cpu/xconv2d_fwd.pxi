@@ -12,7 +12,7 @@ def _settings():
     between calls)."""
     return (PACK_BYTES, BLOCK_BYTES, BLOCK_TERMS, QUAD_PANEL_BYTES, COLUMNS, COLUMNS_MAX_HW,
             COLUMNS_MAX_STRIDED_HW, COLUMNS_BLOCK_BYTES, COLUMNS_MAX_BYTES, WINOGRAD, WINO_TILE,
-            tuple(WINO_F4_VALUES.items()), WINO_MIN_TERMS, tuple(WINO_MIN_PANELS.items()), WINO_MIN_COVER,
+            tuple(WINO_F4_VALUES.items()), WINO_MIN_TERMS, tuple(WINO_MIN_PANELS.items()), tuple(WINO_MIN_COVER.items()),
             WINO_SCRATCH_BYTES,
             tuple(ROWS3_SPEED.items()))
 
@@ -58,7 +58,8 @@ cdef class _ForwardPlan:
         lanes = XK_LANES_F32 if itemsize == 4 else XK_LANES_F64
         self.tile = XK_TILE_F32 if itemsize == 4 else XK_TILE_F64
         self.width = XK_SACC * lanes
-        self.m = _winograd((kh, kw), stride, dilation, n_in, n_out, n_out * degree, out_hw, batch, itemsize)
+        self.m = _winograd((kh, kw), stride, dilation, n_in, n_out, n_out * degree, out_hw, batch, itemsize,
+                           "forward")
         if self.m:
             # stride-1 3x3: (m + 2)^2 1x1 correlations on Winograd-transformed panels, in quads
             self._quads(index, degree, n_out, n_in, _runs_shared(index))

@@ -8,7 +8,7 @@
  *     G  = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
  *     At = [[1, 1, 1, 0], [0, 1, -1, -1]]
  *
- * or those of F(4, 3) (points 0, 1, -1, 2, -2 and infinity: xk_wino_bt6, xk_wino_weight,
+ * or those of F(4, 3) (points 0, 1, -1, 2, -2 and infinity: xk_wino_bt6, xk_wino_weight4,
  * xk_wino_at6), a tile is Y = At M At^T with M = sum over the terms of (G w G^T) *
  * (Bt d Bt^T), and each of M's P^2 entries k is a 1x1 X-Conv over the tiles: per output
  * and term, 4 products (m = 2) or 2.25 (m = 4) where the direct conv has 9.  xk_wino_tile
@@ -34,107 +34,62 @@
 
 #ifndef XK_WINO_G6_DEFINED
 #define XK_WINO_G6_DEFINED
-/* F(4x4, 3x3)'s G (points 0, 1, -1, 2, -2, infinity) on the three values (a, b, e):
- * r = G (a, b, e)^T, in double. */
-static inline void xk_wino_g6(double r[6], double a, double b, double e)
+/* F(4x4, 3x3)'s G (points 0, 1, -1, 2, -2, infinity) on the three values (a, b, e) of four
+ * terms, lane by lane: r = G (a, b, e)^T, in double. */
+static inline void xk_wino_g6x4(double r[6][4], const double a[4], const double b[4], const double e[4])
 {
-    r[0] = a * 0.25;
-    r[1] = (a + b + e) * (-1.0 / 6);
-    r[2] = (a - b + e) * (-1.0 / 6);
-    r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
-    r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
-    r[5] = e;
+    for (int l = 0; l < 4; l++) {
+        r[0][l] = a[l] * 0.25;
+        r[1][l] = (a[l] + b[l] + e[l]) * (-1.0 / 6);
+        r[2][l] = (a[l] - b[l] + e[l]) * (-1.0 / 6);
+        r[3][l] = (a[l] * 0.25 + b[l] * 0.5 + e[l]) * (1.0 / 6);
+        r[4][l] = (a[l] * 0.25 - b[l] * 0.5 + e[l]) * (1.0 / 6);
+        r[5][l] = e[l];
+    }
 }
 #endif
 
-/* The transformed weights of one term for tiles of m x m outputs (m = 2 or 4):
- * u[k * ustride] = (G w G^T)[k] for k < (m + 2)^2, of the 3x3 taps w (row-major), rotated
- * by 180 degrees when flip.  F(4x4, 3x3)'s G (points 0, 1, -1, 2, -2, infinity) has
- * fractions: its products are formed in double and rounded once. */
-XK_INLINE void XK_FN(xk_wino_weight)(XK_T *u, int64_t ustride, const XK_T *w, int flip, int m)
-{
-    XK_T g[9];
-    for (int i = 0; i < 9; i++) g[i] = flip ? w[8 - i] : w[i];
-    if (m == 4) {
-        double t[6][3], r[6];
-        for (int c = 0; c < 3; c++) {  /* G w, column c */
-            xk_wino_g6(r, g[c], g[3 + c], g[6 + c]);
-            for (int i = 0; i < 6; i++) t[i][c] = r[i];
-        }
-        for (int i = 0; i < 6; i++) {  /* (G w) G^T, row i */
-            xk_wino_g6(r, t[i][0], t[i][1], t[i][2]);
-            for (int c = 0; c < 6; c++) u[(6 * i + c) * ustride] = (XK_T)r[c];
-        }
-        return;
-    }
-    XK_T t[4][3];
-    for (int c = 0; c < 3; c++) {  /* G w */
-        t[0][c] = g[c];
-        t[1][c] = (g[c] + g[3 + c] + g[6 + c]) * (XK_T)0.5;
-        t[2][c] = (g[c] - g[3 + c] + g[6 + c]) * (XK_T)0.5;
-        t[3][c] = g[6 + c];
-    }
-    for (int r = 0; r < 4; r++) {  /* (G w) G^T */
-        u[(4 * r + 0) * ustride] = t[r][0];
-        u[(4 * r + 1) * ustride] = (t[r][0] + t[r][1] + t[r][2]) * (XK_T)0.5;
-        u[(4 * r + 2) * ustride] = (t[r][0] - t[r][1] + t[r][2]) * (XK_T)0.5;
-        u[(4 * r + 3) * ustride] = t[r][2];
-    }
-}
-
-#if XK_GNU_VECTORS
-#  ifndef XK_WINO_D4_DEFINED
-#  define XK_WINO_D4_DEFINED
-typedef double xk_wino_d4 __attribute__((vector_size(4 * sizeof(double))));
-/* xk_wino_g6 on four lanes (the same operations, so the same values lane by lane). */
-XK_INLINE void xk_wino_g6_d4(xk_wino_d4 r[6], xk_wino_d4 a, xk_wino_d4 b, xk_wino_d4 e)
-{
-    r[0] = a * 0.25;
-    r[1] = (a + b + e) * (-1.0 / 6);
-    r[2] = (a - b + e) * (-1.0 / 6);
-    r[3] = (a * 0.25 + b * 0.5 + e) * (1.0 / 6);
-    r[4] = (a * 0.25 - b * 0.5 + e) * (1.0 / 6);
-    r[5] = e;
-}
-#  endif
-typedef XK_T XK_FN(xk_wino_t4) __attribute__((vector_size(4 * sizeof(XK_T)), aligned(sizeof(XK_T)), may_alias));
-
-/* xk_wino_weight for four terms at once, term l's taps at w4[l], its values in lane l:
- * u[k * ustride + l] for k < (m + 2)^2 and l < 4. */
+/* The transformed weights of four terms for tiles of m x m outputs (m = 2 or 4), term l's
+ * 3x3 taps (row-major) at w4[l]: u[k * ustride + l] = (G w G^T)[k] for k < (m + 2)^2 and
+ * l < 4, rotated by 180 degrees when flip.  Four terms at a time, as lanes of the loops over
+ * l (which the compiler vectorises).  F(4x4, 3x3)'s G has fractions: its products are formed
+ * in double and rounded once. */
 XK_INLINE void XK_FN(xk_wino_weight4)(XK_T *u, int64_t ustride, const XK_T *const w4[4], int flip, int m)
 {
-    typedef XK_FN(xk_wino_t4) T4;
     if (m == 4) {
-        xk_wino_d4 g[9], t[6][3], r[6];
+        double g[9][4], t[6][3][4], r[6][4];
         for (int i = 0; i < 9; i++)
             for (int l = 0; l < 4; l++) g[i][l] = (double)w4[l][flip ? 8 - i : i];
         for (int c = 0; c < 3; c++) {  /* G w, column c */
-            xk_wino_g6_d4(r, g[c], g[3 + c], g[6 + c]);
-            for (int i = 0; i < 6; i++) t[i][c] = r[i];
+            xk_wino_g6x4(r, g[c], g[3 + c], g[6 + c]);
+            for (int i = 0; i < 6; i++)
+                for (int l = 0; l < 4; l++) t[i][c][l] = r[i][l];
         }
         for (int i = 0; i < 6; i++) {  /* (G w) G^T, row i */
-            xk_wino_g6_d4(r, t[i][0], t[i][1], t[i][2]);
-            for (int c = 0; c < 6; c++) *(T4 *)(u + (6 * i + c) * ustride) = __builtin_convertvector(r[c], T4);
+            xk_wino_g6x4(r, t[i][0], t[i][1], t[i][2]);
+            for (int c = 0; c < 6; c++)
+                for (int l = 0; l < 4; l++) u[(6 * i + c) * ustride + l] = (XK_T)r[c][l];
         }
         return;
     }
-    T4 g[9], t[4][3];
+    XK_T g[9][4], t[4][3][4];
     for (int i = 0; i < 9; i++)
         for (int l = 0; l < 4; l++) g[i][l] = w4[l][flip ? 8 - i : i];
-    for (int c = 0; c < 3; c++) {  /* G w */
-        t[0][c] = g[c];
-        t[1][c] = (g[c] + g[3 + c] + g[6 + c]) * (XK_T)0.5;
-        t[2][c] = (g[c] - g[3 + c] + g[6 + c]) * (XK_T)0.5;
-        t[3][c] = g[6 + c];
-    }
-    for (int r = 0; r < 4; r++) {  /* (G w) G^T */
-        *(T4 *)(u + (4 * r + 0) * ustride) = t[r][0];
-        *(T4 *)(u + (4 * r + 1) * ustride) = (t[r][0] + t[r][1] + t[r][2]) * (XK_T)0.5;
-        *(T4 *)(u + (4 * r + 2) * ustride) = (t[r][0] - t[r][1] + t[r][2]) * (XK_T)0.5;
-        *(T4 *)(u + (4 * r + 3) * ustride) = t[r][2];
-    }
+    for (int c = 0; c < 3; c++)  /* G w */
+        for (int l = 0; l < 4; l++) {
+            t[0][c][l] = g[c][l];
+            t[1][c][l] = (g[c][l] + g[3 + c][l] + g[6 + c][l]) * (XK_T)0.5;
+            t[2][c][l] = (g[c][l] - g[3 + c][l] + g[6 + c][l]) * (XK_T)0.5;
+            t[3][c][l] = g[6 + c][l];
+        }
+    for (int r = 0; r < 4; r++)  /* (G w) G^T */
+        for (int l = 0; l < 4; l++) {
+            u[(4 * r + 0) * ustride + l] = t[r][0][l];
+            u[(4 * r + 1) * ustride + l] = (t[r][0][l] + t[r][1][l] + t[r][2][l]) * (XK_T)0.5;
+            u[(4 * r + 2) * ustride + l] = (t[r][0][l] - t[r][1][l] + t[r][2][l]) * (XK_T)0.5;
+            u[(4 * r + 3) * ustride + l] = t[r][2][l];
+        }
 }
-#endif
 
 /* uw[k * n + j] for k < (m + 2)^2 and the term slots j_lo <= j < j_hi (of n) of a quads'
  * weight list: the transformed weight of edge edges[j] of w (n_edges terms of 3x3 taps), 0
@@ -151,20 +106,13 @@ XK_CLONES static void XK_FN(xk_wino_weights)(XK_T *uw, const XK_T *w, const int6
     XK_T blk[XK_WINO_PMAX * XK_WINO_PMAX][B] __attribute__((aligned(64)));
     for (int64_t j0 = j_lo; j0 < j_hi; j0 += B) {
         const int64_t nb = j_hi - j0 < B ? j_hi - j0 : B;
-        int64_t jj = 0;
-#if XK_GNU_VECTORS
-        for (; jj + 4 <= nb; jj += 4) {
+        for (int64_t jj = 0; jj < nb; jj += 4) {  /* jj + 4 <= B: a last group past nb fills blk only */
             const XK_T *w4[4];
             for (int l = 0; l < 4; l++) {
-                const int64_t e = edges[j0 + jj + l];
+                const int64_t e = jj + l < nb ? edges[j0 + jj + l] : n_edges;
                 w4[l] = e < n_edges ? w + e * 9 : zero;
             }
             XK_FN(xk_wino_weight4)(&blk[0][jj], B, w4, flip, m);
-        }
-#endif
-        for (; jj < nb; jj++) {
-            const int64_t e = edges[j0 + jj];
-            XK_FN(xk_wino_weight)(&blk[0][jj], B, e < n_edges ? w + e * 9 : zero, flip, m);
         }
         for (int k = 0; k < nk; k++) memcpy(uw + k * n + j0, blk[k], nb * sizeof(XK_T));
     }

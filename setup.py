@@ -142,7 +142,7 @@ ENGINE_SOURCES = ["src/engine/xk_format.cpp", "src/engine/xk_engine.cpp", "src/e
 ENGINE_HEADERS = ["src/engine/xk_model.h", "src/engine/xk_engine.h", "src/engine/xk_kernels.h",
                   "src/engine/xk_depthwise.h", "src/engine/xk_dense.h", "src/engine/xk_first.h",
                   "src/engine/xk_backend.h", "xkern/runtime/include/xkern_runtime.h",
-                  "src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/winograd_impl.h", "src/simd.h"]
+                  "src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/simd.h"] + sorted(glob.glob("src/kernels/*.h"))
 ENGINE_INCLUDES = ["src/engine", "xkern/runtime/include"]
 # hidden visibility: the shared library exports the C API (XK_API) and nothing else
 ENGINE_CXXFLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden"]
@@ -155,8 +155,8 @@ extensions = [
         sources=["src/cpu_kernels.pyx"],
         include_dirs=["src", np.get_include()],
         # the C kernels live in headers: rebuild when they change
-        depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/winograd_impl.h", "src/simd.h",
-                 "src/_openmp_helpers.pxd"] + sorted(glob.glob("src/cpu/*.pxi")),
+        depends=["src/cpu_kernels.h", "src/cpu_kernels_impl.h", "src/simd.h", "src/_openmp_helpers.pxd"]
+        + sorted(glob.glob("src/kernels/*.h")) + sorted(glob.glob("src/cpu/*.pxi")),
     ),
 ]
 

@@ -20,11 +20,15 @@
  * tile shapes; cpu_kernels.pyx reads the resulting tile sizes from here.
  *
  * Stride-1 3x3 forwards and grad_inputs may instead run by Winograd F(2x2, 3x3) or
- * F(4x4, 3x3) (winograd_impl.h): 1x1 correlations in quads on transformed panels of
- * 2x2 or 4x4 tiles.
+ * F(4x4, 3x3) (kernels/winograd_impl.h): 1x1 correlations in quads on transformed panels
+ * of 2x2 or 4x4 tiles.
  *
- * The element type is a template parameter: cpu_kernels_impl.h and winograd_impl.h
- * are included once for float (suffix _f32) and once for double (_f64).
+ * The kernels live in src/kernels/ by family: pack_impl.h (planes and scatter), corr_impl.h
+ * (correlation tiles), panel_impl.h (panels read in place), quads_impl.h (1x1 quads),
+ * columns_impl.h (the columns path), dots_impl.h (grad_weight), reduce_impl.h (checks and
+ * sums), winograd_impl.h.  The element type is a template parameter: cpu_kernels_impl.h
+ * (the families in order) and winograd_impl.h are included once for float (suffix _f32) and
+ * once for double (_f64).
  */
 #ifndef XKERN_CPU_KERNELS_H
 #define XKERN_CPU_KERNELS_H
@@ -110,7 +114,7 @@ XK_INLINE int64_t xk_quad_row(const xk_quads_t *qs, int64_t s)
 #define XK_TILE XK_TILE_F32
 #define XK_FN(name) XK_CAT(name, _f32)
 #include "cpu_kernels_impl.h"
-#include "winograd_impl.h"
+#include "kernels/winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV
@@ -125,7 +129,7 @@ XK_INLINE int64_t xk_quad_row(const xk_quads_t *qs, int64_t s)
 #define XK_TILE XK_TILE_F64
 #define XK_FN(name) XK_CAT(name, _f64)
 #include "cpu_kernels_impl.h"
-#include "winograd_impl.h"
+#include "kernels/winograd_impl.h"
 #undef XK_T
 #undef XK_V
 #undef XK_IV

@@ -20,7 +20,7 @@ polyphase plane r (source rows r, r + s, r + 2s, ...) at offset q, so every
 strided conv is a stride-1 correlation on planes.  Stride-1 3x3 forwards and
 grad_inputs with enough edges per channel and tiles run by Winograd F(4x4, 3x3) or
 F(2x2, 3x3): 36 or 16 1x1 correlations in quads on transformed panels (_wino_tiles,
-src/winograd_impl.h);
+src/kernels/winograd_impl.h);
 otherwise in tiles of grid rows (xk_corr_rows3), so one load serves three kernel
 rows.  Their grad_weight runs by Winograd too (float32, enough edges per channel: 36 or 16
 products per 4x4 or 2x2 tile and edge, each panel of tiles summed into one of a fixed number

@@ -687,6 +687,10 @@ def test_prepared_forward_takes_only_its_geometry(monkeypatch):
     monkeypatch.setattr(_cpu, "COLUMNS", "never" if _cpu.COLUMNS == "always" else "always")
     _cpu.xconv2d_fwd(x, weight, index, bias, want, *geometry, 1)
     np.testing.assert_array_equal(run(x, weight, bias, 1), want)
+    own = np.array(index)  # a caller's writeable graph: the call keeps it as it was
+    run_own = _cpu.PreparedForward(x, weight, own, bias, *geometry)
+    own[...] = own[::-1]
+    np.testing.assert_array_equal(run_own(x, weight, bias, 1), run(x, weight, bias, 1))
     with pytest.raises(ValueError, match="bias"):
         _cpu.PreparedForward(x, weight, index, bias[:-1], *geometry)
     with pytest.raises(ValueError, match="stride"):

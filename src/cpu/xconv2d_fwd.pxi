@@ -234,8 +234,8 @@ cdef int _run_forward(_ForwardPlan plan, const floating *x_ptr, const xk_image_t
 
 cdef class PreparedForward:
     """xconv2d_fwd for one geometry, checked once: x's shape, strides and dtype, weight's and
-    bias's shapes, the graph (xkern.ops' cached copy: read-only, its plan kept beside it),
-    stride, padding and dilation.  A call checks only that its arrays have that geometry
+    bias's shapes, the graph (xkern.ops' cached copy, read-only, whose plan is kept beside it;
+    a writeable index is copied), stride, padding and dilation.  A call checks only that its arrays have that geometry
     (C comparisons) and returns a new C-contiguous output, so that a small layer's call
     costs microseconds, not the tens a full check and plan lookup take."""
     cdef _ForwardPlan plan
@@ -276,6 +276,9 @@ cdef class PreparedForward:
             self.x_strides[k] = cnp.PyArray_STRIDES(x)[k]
             self.w_dims[k] = cnp.PyArray_DIMS(weight)[k]
             self.out_dims[k] = cnp.PyArray_DIMS(out)[k]
+        if cnp.PyArray_ISWRITEABLE(index):  # a caller's own graph: keep it as it is now
+            index = np.array(index)
+            index.setflags(write=False)
         self.index, self.has_bias = index, bias is not None
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.settings = None

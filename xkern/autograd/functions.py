@@ -246,8 +246,8 @@ def _prepared_xconv2d(x, weight, index, bias, geometry, backend):
             _prepared.pop(next(iter(_prepared)), None)
         entry = _prepared[key] = (weakref.ref(index, lambda _, key=key: _prepared.pop(key, None)), prepared,
                                   _Views(), _Views())
-    return torch.from_numpy(entry[1](x.detach().numpy() if x.requires_grad else x.numpy(), entry[2].of(weight),
-                                     None if bias is None else entry[3].of(bias)))
+    views = entry[2].of(weight, "weight"), None if bias is None else entry[3].of(bias, "bias")
+    return torch.from_numpy(entry[1](x.detach().numpy() if x.requires_grad else x.numpy(), *views))
 
 
 class _Views:
@@ -260,10 +260,10 @@ class _Views:
     def __init__(self):
         self.ref = self.ptr = self.strides = self.view = None
 
-    def of(self, t):
+    def of(self, t, name):
         ref = self.ref
         if ref is None or ref() is not t or t.data_ptr() != self.ptr or t.stride() != self.strides:
-            self.view = kernel_arg(t, "parameter")
+            self.view = kernel_arg(t, name)
             self.ref, self.ptr, self.strides = weakref.ref(t), t.data_ptr(), t.stride()
         return self.view
 

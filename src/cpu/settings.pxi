@@ -1,8 +1,8 @@
 # The tunable sizes and rules every planner reads, and what the module reports about its build.
+# The runs behind each value are in BENCHMARKS.md, "What was tried on the CPU kernels".
 
-# Forwards of fewer multiply-adds run on one thread whatever the thread count: two threads took
-# 1.6x / 1.3x the time of one on 1x1 layers of 0.37 / 0.74 M multiply-adds (DenseNet's 8x8 maps
-# at batch 1), gained from 2.4 M on.
+# Forwards of fewer multiply-adds run on one thread whatever the thread count: below it, waking
+# a second thread costs more than it saves.
 SERIAL_MACS = 1 << 20
 # Packed bytes per group of images (per thread): small enough to stay in L2
 # between being packed and being read by the tiles.
@@ -15,7 +15,7 @@ BLOCK_TERMS = 8
 # Most bytes of the panel (every source channel's XK_SACC vectors of a tile) with which 1x1
 # forwards and grad_inputs take quads (xk_quad_tile): the panel must stay in cache while
 # every destination reads it.  Best in L1 (up to ~330 channels), but quads beat the flat
-# tiles from L2 too: 1.3-1.6x, one thread, at 512-4096 channels (48-384 KiB panels).
+# tiles from L2 too.
 QUAD_PANEL_BYTES = 1 << 20
 # The columns path (_columns): strided convs and maps of a few outputs (where the packed
 # planes are mostly padding: a 3x3 map fills 9 of its 25 grid positions), as 1x1 quads over the image columns
@@ -46,19 +46,16 @@ WINOGRAD = "auto"
 # The tile of m x m outputs: 0, the rule (_winograd) takes F(4x4, 3x3) where its tiles make
 # WINO_MIN_PANELS[4] panels, its scratch fits and it transforms at most WINO_F4_VALUES (by
 # itemsize) as many values as F(2x2, 3x3) (_wino_values), else F(2x2, 3x3); 2 or 4: that
-# one wherever Winograd runs.  F(4x4) against F(2x2), two threads, batch 32, 128-256
-# channels, forward / grad_input: float32 1.28-1.53x at 28x28 (0.56 of the values),
-# 0.99-1.22x at 14x14 (0.73: its 4x4 tiles cover 16x16); float64 1.19-1.53x and 0.85-0.96x.
+# one wherever Winograd runs.  F(4x4) wins where it transforms clearly fewer values (28x28: 0.56
+# of them), ties at 14x14 (0.73: its 4x4 tiles cover 16x16), and float64 needs the larger saving.
 WINO_TILE = 0
 WINO_F4_VALUES = {4: 0.75, 8: 0.65}
 # "auto": at least this many edges (Cout * D) per source channel and per destination
-# channel (the transforms cost per channel, the products per edge: at 8 it measured
-# 0.6-0.9x, from 12 1.1-1.9x, two threads) ...
+# channel (the transforms cost per channel, the products per edge) ...
 WINO_MIN_TERMS = 12
 # ... at least this many panels of tiles for each tile side m (with fewer than 4 per thread,
-# _wino_tiles splits a panel's quads between threads, each transforming the panel again;
-# F(4x4) takes more: against F(2x2) at 2-3 panels of 4x4 tiles it won at one thread and lost
-# at two, from 6 it wins at both) ...
+# _wino_tiles splits a panel's quads between threads, each transforming the panel again, so
+# F(4x4), whose panels cost more, needs more of them) ...
 WINO_MIN_PANELS = {4: 6, 2: 1}
 # ... whose tiles hold at least this fraction of real outputs, by pass (3x3 maps in 2x2 tiles
 # hold 0.56: there the forward gains and grad_input loses, BENCHMARKS.md).  No rule looks at
@@ -69,8 +66,8 @@ WINO_MIN_COVER = {"forward": 0.5, "grad_input": 0.6}
 WINO_SCRATCH_BYTES = 4 << 20
 
 # grad_weight by Winograd (_winograd_wgrad, _wino_wgrads): "auto" takes it for float32 (float64's
-# transformed tiles are twice the bytes: 0.8-1.2x), with at least this many edges per source
-# and per destination channel (at 8 it measured 0.9-1.06x, at 16-128 1.2-1.6x, float32, batch 32) ...
+# transformed tiles are twice the bytes and gain nothing), with at least this many edges per
+# source and per destination channel ...
 WINO_WGRAD_TERMS = 12
 # ... and at least this many partial sums (one per range of panels, each a thread's work) ...
 WINO_WGRAD_MIN_PARTS = 2
@@ -81,8 +78,7 @@ WINO_WGRAD_PARTS = 8
 WINO_WGRAD_ACC_BYTES = 8 << 20
 # "auto" takes F(4x4, 3x3) for grad_weight (the dot products read the transformed tiles from
 # L2: 36 values per 4x4 tile) where it reads at most this fraction of F(2x2, 3x3)'s values
-# (16 per 2x2 tile): 0.56 at 28x28 measured 1.25-1.49x, 0.73 at 14x14 0.96-1.02x (two
-# threads, float32, batch 32, 128-256 channels).
+# (16 per 2x2 tile): it wins at 28x28 (0.56), ties at 14x14 (0.73).
 WINO_WGRAD_F4_VALUES = 0.65
 
 FRAME_DTYPE = np.dtype([("step_y", np.int64), ("step_x", np.int64),

@@ -286,12 +286,9 @@ def _wino_weights(const floating[:, :, :, ::1] weight, const int64_t[::1] edges,
     cdef int64_t n = edges.shape[0], n_edges = weight.shape[0] * weight.shape[1], chunk
     out = _scratch(6, (m + 2) * (m + 2) * n, np.float32 if floating is float else np.float64)
     cdef floating[::1] u = out
-    cdef int64_t quads = (n + 3) // 4, lo, hi
-    # chunks of whole groups of four slots, which the kernel forms in vector lanes: a slot's
-    # value does not depend on the thread count
+    cdef int64_t lo, hi
     for chunk in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=n_chunks):
-        lo = min(n, quads * chunk // n_chunks * 4)
-        hi = min(n, quads * (chunk + 1) // n_chunks * 4)
+        lo, hi = n * chunk // n_chunks, n * (chunk + 1) // n_chunks  # each slot's lane computes alike
         if floating is float:
             xk_wino_weights_f32(&u[0], &weight[0, 0, 0, 0], &edges[0], n, n_edges, flip, m, lo, hi)
         else:

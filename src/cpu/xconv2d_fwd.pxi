@@ -164,25 +164,39 @@ def xconv2d_fwd(x, weight, index, bias, out, stride, padding, dilation, int num_
 cdef int _forward(const floating *x_ptr, x, weight, index, bias, out, stride, padding, dilation,
                   int n_chunks) except -1:
     """xconv2d_fwd on arrays _host checked, x_ptr x's data as floating, their dtype."""
-    cdef Py_ssize_t *x_shape = <Py_ssize_t *>cnp.PyArray_DIMS(x)
-    cdef Py_ssize_t *w_shape = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
-    cdef Py_ssize_t *out_shape = <Py_ssize_t *>cnp.PyArray_DIMS(out)
-    cdef int64_t batch = x_shape[0], n_out = w_shape[0]
-    cdef xk_image_t x_im = _image(x_shape, <Py_ssize_t *>cnp.PyArray_STRIDES(x), sizeof(floating))
-    cdef xk_image_t out_im = _image(out_shape, <Py_ssize_t *>cnp.PyArray_STRIDES(out), sizeof(floating))
-    _check_conv(x_shape, w_shape, <Py_ssize_t *>cnp.PyArray_DIMS(index), out_shape, stride, padding, dilation,
-                ("x", "weight", "out"))
+    _check_forward(x, weight, index, bias, out, stride, padding, dilation)
+    if cnp.PyArray_DIMS(x)[0] == 0:
+        return 0
+    cdef xk_image_t x_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(x), <Py_ssize_t *>cnp.PyArray_STRIDES(x),
+                                  sizeof(floating))
+    cdef xk_image_t out_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(out), <Py_ssize_t *>cnp.PyArray_STRIDES(out),
+                                    sizeof(floating))
+    return _run_forward(_plan_of(index, x, weight, out, stride, padding, dilation, sizeof(floating)), x_ptr,
+                        &x_im, &out_im, x, weight, index, bias, out, stride, padding, dilation, n_chunks)
+
+
+cdef int _check_forward(x, weight, index, bias, out, stride, padding, dilation) except -1:
+    """ValueError naming the argument unless the _host-checked arrays fit the geometry."""
+    cdef Py_ssize_t n_out = cnp.PyArray_DIMS(weight)[0]
+    _check_conv(<Py_ssize_t *>cnp.PyArray_DIMS(x), <Py_ssize_t *>cnp.PyArray_DIMS(weight),
+                <Py_ssize_t *>cnp.PyArray_DIMS(index), <Py_ssize_t *>cnp.PyArray_DIMS(out), stride, padding,
+                dilation, ("x", "weight", "out"))
     if bias is not None and cnp.PyArray_DIMS(bias)[0] != n_out:
         raise ValueError(f"bias has length {cnp.PyArray_DIMS(bias)[0]}, weight has Cout = {n_out}")
-    if batch == 0:
-        return 0
-    cdef _ForwardPlan plan = _forward_plan(index, (
-        (batch, x_shape[1], x_im.height, x_im.width), (x_im.img, x_im.chan, x_im.row, x_im.col),
-        (batch, n_out, out_im.height, out_im.width), (out_im.img, out_im.chan, out_im.row, out_im.col),
-        (n_out, w_shape[1], w_shape[2], w_shape[3]), tuple(stride), tuple(padding), tuple(dilation),
-        sizeof(floating)))
-    return _run_forward(plan, x_ptr, &x_im, &out_im, x, weight, index, bias, out, stride, padding, dilation,
-                        n_chunks)
+    return 0
+
+
+cdef _ForwardPlan _plan_of(index, x, weight, out, stride, padding, dilation, Py_ssize_t itemsize):
+    """The _ForwardPlan (_forward_plan) of checked arrays of elements of itemsize bytes."""
+    cdef Py_ssize_t *xd = <Py_ssize_t *>cnp.PyArray_DIMS(x)
+    cdef Py_ssize_t *xs = <Py_ssize_t *>cnp.PyArray_STRIDES(x)
+    cdef Py_ssize_t *od = <Py_ssize_t *>cnp.PyArray_DIMS(out)
+    cdef Py_ssize_t *os = <Py_ssize_t *>cnp.PyArray_STRIDES(out)
+    cdef Py_ssize_t *wd = <Py_ssize_t *>cnp.PyArray_DIMS(weight)
+    return _forward_plan(index, (
+        (xd[0], xd[1], xd[2], xd[3]), (xs[0] // itemsize, xs[1] // itemsize, xs[2] // itemsize, xs[3] // itemsize),
+        (od[0], od[1], od[2], od[3]), (os[0] // itemsize, os[1] // itemsize, os[2] // itemsize, os[3] // itemsize),
+        (wd[0], wd[1], wd[2], wd[3]), tuple(stride), tuple(padding), tuple(dilation), itemsize))
 
 
 cdef int _run_forward(_ForwardPlan plan, const floating *x_ptr, const xk_image_t *x_im, const xk_image_t *out_im,
@@ -266,10 +280,7 @@ cdef class PreparedForward:
             raise
         out = np.empty((xd[0], wd[0], max(ho, 0), max(wo, 0)),
                        np.float64 if self.typenum == cnp.NPY_DOUBLE else np.float32)
-        _check_conv(xd, wd, <Py_ssize_t *>cnp.PyArray_DIMS(index), <Py_ssize_t *>cnp.PyArray_DIMS(out), stride,
-                    padding, dilation, ("x", "weight", "out"))
-        if bias is not None and cnp.PyArray_DIMS(bias)[0] != wd[0]:
-            raise ValueError(f"bias has length {cnp.PyArray_DIMS(bias)[0]}, weight has Cout = {wd[0]}")
+        _check_forward(x, weight, index, bias, out, stride, padding, dilation)
         cdef int k
         for k in range(4):
             self.x_dims[k] = cnp.PyArray_DIMS(x)[k]
@@ -281,18 +292,13 @@ cdef class PreparedForward:
             index.setflags(write=False)
         self.index, self.has_bias = index, bias is not None
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-        self.settings = None
-        self._plan(out)
+        self._plan(x, weight, out)
 
-    cdef _plan(self, out):
-        cdef Py_ssize_t itemsize = 8 if self.typenum == cnp.NPY_DOUBLE else 4
-        cdef Py_ssize_t *os = <Py_ssize_t *>cnp.PyArray_STRIDES(out)
+    cdef _plan(self, x, weight, out):
         self.settings = _settings()
         if self.x_dims[0]:
-            self.plan = _forward_plan(self.index, (
-                tuple(self.x_dims[k] for k in range(4)), tuple(self.x_strides[k] // itemsize for k in range(4)),
-                tuple(self.out_dims[k] for k in range(4)), tuple(os[k] // itemsize for k in range(4)),
-                tuple(self.w_dims[k] for k in range(4)), self.stride, self.padding, self.dilation, itemsize))
+            self.plan = _plan_of(self.index, x, weight, out, self.stride, self.padding, self.dilation,
+                                 8 if self.typenum == cnp.NPY_DOUBLE else 4)
 
     cdef bint _fits(self, x, weight, bias):
         """True when x, weight and bias have the prepared geometry (what _host and _check_conv
@@ -326,7 +332,7 @@ cdef class PreparedForward:
         if self.out_dims[0] == 0:
             return out
         if _settings() != self.settings:  # tests and tuning change them between calls
-            self._plan(out)
+            self._plan(x, weight, out)
         cdef xk_image_t x_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(x), <Py_ssize_t *>cnp.PyArray_STRIDES(x),
                                       8 if self.typenum == cnp.NPY_DOUBLE else 4)
         cdef xk_image_t out_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(out), <Py_ssize_t *>cnp.PyArray_STRIDES(out),

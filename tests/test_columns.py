@@ -233,6 +233,34 @@ def test_im2col_by_offsets_equals_im2col_by_rows(name, monkeypatch):
     assert np.array_equal(cols[0], cols[1]) and np.array_equal(cols[0], cols[2])
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_col2im_is_the_adjoint_of_im2col(name):
+    """<im2col(x), gcol> = <x, col2im(gcol)> in float64 for every config, the zero tail of
+    gcol's rows ignored, into a contiguous grad_x and into one with strided rows and columns
+    (a view of a larger array), at 1 and 3 threads bit for bit."""
+    x, weight, _, _, grad_out, (stride, padding, dilation) = conv_case(CONFIGS[name], 7)
+    kernel, out_hw = tuple(weight.shape[2:]), tuple(grad_out.shape[2:])
+    pair = lambda v: (v, v) if np.isscalar(v) else tuple(v)  # noqa: E731
+    geometry = (pair(stride), pair(padding), pair(dilation), out_hw)
+    n = x.shape[0] * out_hw[0] * out_hw[1]
+    rows = x.shape[1] * kernel[0] * kernel[1]
+    col = np.full((rows, n + 5), np.nan)
+    _cpu._im2col(x, kernel, *geometry, n + 5, col, 1)
+    gcol = np.random.default_rng(1).standard_normal((rows, n + 5))
+    want = float(np.sum(col[:, :n] * gcol[:, :n]))
+    got = []
+    for chunks in (1, 3):
+        gx = np.full(x.shape, np.nan)
+        _cpu._col2im(gcol, gx, kernel, *geometry, chunks)
+        wide = np.full(x.shape[:2] + (2 * x.shape[2] + 1, 3 * x.shape[3]), np.nan)
+        view = wide[:, :, 1::2, ::3]
+        _cpu._col2im(gcol, view, kernel, *geometry, chunks)
+        assert np.array_equal(view, gx) and np.isnan(wide[:, :, ::2]).all() and np.isnan(wide[:, :, :, 1::3]).all()
+        got.append(gx)
+    assert np.array_equal(got[0], got[1])
+    np.testing.assert_allclose(float(np.sum(x * got[0])), want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("hw, taken, block_bytes, block", [
     ((12, 12), True, None, 1), ((16, 16), True, None, 1), ((32, 32), True, None, 1),
     ((32, 32), True, 3 << 10, 1),   # blocks of 3 rows: 20 channels in 7, the last short

@@ -4,10 +4,10 @@ def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsi
     """True when a forward (or a grad_input) runs by the columns path (COLUMNS; Winograd was
     not taken): the grad_input of strided convs; the forward of strided k x k convs into maps
     of at most COLUMNS_MAX_STRIDED_HW outputs (a strided 1x1's polyphase plane is its
-    columns already; with the image columns by offsets, one thread, 3x3 stride 2 into 12x12
-    to 28x28 maps measured 1.06-1.51x over the planes); both directions of k x k convs on
-    maps of at most COLUMNS_MAX_HW outputs (a stride-1 1x1 conv on a small map gains
-    nothing: measured 0.56-1.44x; 3x3 on 6x6-7x7 maps 0.62-0.95x)."""
+    columns already; above that size the planes were as fast); both directions of k x k
+    convs on maps of at most COLUMNS_MAX_HW outputs (not stride-1 1x1 convs, whose columns
+    are their input, nor 3x3 on larger maps, where the planes won).  BENCHMARKS.md's
+    "What was tried" holds the measurements."""
     if COLUMNS == "never":
         return False
     width = XK_SACC * (XK_LANES_F32 if itemsize == 4 else XK_LANES_F64)
@@ -25,9 +25,7 @@ def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsi
 def _columns_wgrad(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsize):
     """True when a grad_weight runs by the columns path (COLUMNS; a strided conv's planes are
     its polyphase planes, and small maps' are mostly padding): strided convs and maps of at
-    most COLUMNS_MAX_HW outputs, 1x1 or k x k.  One-thread A/B at X-ResNet's and
-    X-MobileNet's layers (batch 16): 512->512 3x3 on 3x3 maps 3.4x, 3x3 stride 2 1.4-3.1x, 1x1
-    stride 2 1.1-1.6x, 512->512 1x1 on 3x3 maps 1.4x; 6x6 maps 0.7-0.9x (not taken)."""
+    most COLUMNS_MAX_HW outputs, 1x1 or k x k (from 6x6 maps on, the planes are faster)."""
     if COLUMNS == "never":
         return False
     cdef int64_t kk = kernel[0] * kernel[1]
@@ -108,7 +106,7 @@ def _column_weights(const floating[::1] wflat, const int32_t[::1] wsrc, int n_ch
 
 
 # Image rows of at most this many outputs take xk_im2col_table (one offset per position) instead
-# of xk_im2col (bounds worked out per row): 3x3 maps 2.6 -> 0.5 ms at 512 channels, batch 16.
+# of xk_im2col (bounds worked out per row, which short rows cannot amortise).
 IM2COL_TABLE_MAX_WO = 16
 
 

@@ -343,8 +343,8 @@ cdef void _weight_grads(
     (stride 1), and unmasked groups take xk_dot_rows3 over the columns that hold outputs
     (unit a multiple of XK_DOT_ROWS * wb).  shared: index rows are equal in runs of
     XK_SHARE (block expanders; Cout a multiple of it), so every group takes
-    xk_dot_taps_shared, a run at a time (faster than xk_dot_rows3 too: 1.1-1.2x on
-    3x3 at D 32-128); chunks then own whole runs.
+    xk_dot_taps_shared, a run at a time (sharing each x load between the run beats
+    xk_dot_rows3's sharing between taps); chunks then own whole runs.
     """
     cdef int64_t plane = x_lay.hb * x_lay.wb
     cdef int64_t chunk, v_lo, v_hi, g0, ng, npos, e, v

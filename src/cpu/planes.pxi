@@ -39,8 +39,8 @@ def _rows3(shift, wb, lanes):
 
 # How fast xk_corr_rows3 runs with tiles of 4, 2 and 1 vector per row (12, 6 and 3
 # rows high: wider tiles share each load between fewer kernel rows but pay the row
-# overhead less often), relative to 4.  Measured here, one thread, 3x3 forward on a
-# 32-wide grid: 36.4, 38.5 and 42.6 ms.
+# overhead less often), relative to 4: measured on one thread, 3x3 forward on a
+# 32-wide grid.
 ROWS3_SPEED = {4: 1.0, 2: 0.945, 1: 0.855}
 
 

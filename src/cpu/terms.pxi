@@ -75,8 +75,7 @@ def _check_reverse(const int64_t[::1] flat, const int64_t[::1] ptr, const int64_
 
 
 # Term lists of the graphs seen last, memoised on the index's contents: building them
-# costs 0.05-0.5 ms per call at the reference layers (Cout * D = 8K-74K terms), and a
-# net's graphs do not change while it trains.
+# costs more than a small layer's kernel, and a net's graphs do not change while it trains.
 # At most this many entries (two per X layer: forward and grad_input) and bytes (an entry
 # of a graph of n edges holds about 32 n bytes: 4 MiB for 512 x 256).
 TERMS_CACHE_SIZE = 512

@@ -527,9 +527,8 @@ std::unique_ptr<ConvPlan> plan_conv(const Node &n, const Shape &x, const Shape &
         return cp;
     }
     // strided X-convs onto maps of a panel or more, with at most COLS_ROWS columns (input
-    // channels x taps): 1x1 X-convs in quads over their columns.  X-ResNet-2-18 at batch 1:
-    // 0.58 of the row tiles' time at 56 -> 28 (576 rows), 0.73 at 28 -> 14 (1152), 1.23 at
-    // 14 -> 7 (2304: a panel of them outgrows L2's share), 1x1 shortcuts 0.6-0.9
+    // channels x taps): 1x1 X-convs in quads over their columns (beyond that, a panel of
+    // columns outgrows L2's share and the row tiles win)
     if (n.op == Op::xconv2d && (p.sh > 1 || p.sw > 1) && p.ho * p.wo >= backend::panel_width() &&
         p.cin * kh * kw <= COLS_ROWS) {
         p.family = COLS;

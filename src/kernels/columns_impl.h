@@ -3,8 +3,8 @@
 
 /* The outputs c0 <= c < c1 of a row of wo whose tap kx reads inside an image row of width
  * w: c * sw + kx * dw - pw in [0, w). */
-XK_INLINE void XK_FN(xk_tap_cols)(int64_t w, int64_t wo, int64_t kx, int64_t sw, int64_t pw, int64_t dw, int64_t *c0,
-                           int64_t *c1)
+XK_INLINE void XK_FN(xk_tap_cols)(int64_t w, int64_t wo, int64_t kx, int64_t sw, int64_t pw, int64_t dw,
+                                  int64_t *c0, int64_t *c1)
 {
     const int64_t lo = pw - kx * dw, hi = w - 1 + pw - kx * dw;
     *c0 = lo <= 0 ? 0 : (lo + sw - 1) / sw;
@@ -38,7 +38,7 @@ XK_CLONES static void XK_FN(xk_im2col)(XK_T *XK_RESTRICT col, int64_t p_pad, con
                         for (int64_t c = 0; c < c0; c++) d[c] = 0;
                         if (sw == 1 && im->col == 1 && c1 - c0 >= 32)
                             memcpy(d + c0, s + c0 + shift, (size_t)(c1 - c0) * sizeof(XK_T));
-                        else if (sw == 2 && im->col == 1)  /* every other element: loads and shuffles */
+                        else if (sw == 2 && im->col == 1)  /* every other element, no column stride */
                             for (int64_t c = c0; c < c1; c++) d[c] = s[2 * c + shift];
                         else
                             for (int64_t c = c0; c < c1; c++) d[c] = s[(c * sw + shift) * im->col];

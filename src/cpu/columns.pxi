@@ -4,7 +4,7 @@ def _columns(kernel, stride, int64_t n_in, out_hw, int64_t batch, int64_t itemsi
     """True when a forward (or a grad_input) runs by the columns path (COLUMNS; Winograd was
     not taken): the grad_input of strided convs; the forward of strided k x k convs into maps
     of at most COLUMNS_MAX_STRIDED_HW outputs (a strided 1x1's polyphase plane is its
-    columns already; above that size the planes were as fast); both directions of k x k
+    columns already; the rule's sizes are those measured faster); both directions of k x k
     convs on maps of at most COLUMNS_MAX_HW outputs (not stride-1 1x1 convs, whose columns
     are their input, nor 3x3 on larger maps, where the planes won).  BENCHMARKS.md's
     "What was tried" holds the measurements."""

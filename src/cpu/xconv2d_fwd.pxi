@@ -255,6 +255,7 @@ cdef class PreparedForward:
     cdef _ForwardPlan plan
     cdef object index, stride, padding, dilation, settings
     cdef int typenum
+    cdef Py_ssize_t itemsize
     cdef bint has_bias
     cdef Py_ssize_t x_dims[4]
     cdef Py_ssize_t x_strides[4]
@@ -264,6 +265,7 @@ cdef class PreparedForward:
     def __init__(self, x, weight, index, bias, stride, padding, dilation):
         self.typenum = cnp.NPY_DOUBLE if cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE \
             else cnp.NPY_FLOAT
+        self.itemsize = 8 if self.typenum == cnp.NPY_DOUBLE else 4
         _host(x, "x", 4, self.typenum, False, False)
         _host(weight, "weight", 4, self.typenum, True, False)
         _host(index, "index", 2, cnp.NPY_INT64, True, False)
@@ -298,7 +300,7 @@ cdef class PreparedForward:
         self.settings = _settings()
         if self.x_dims[0]:
             self.plan = _plan_of(self.index, x, weight, out, self.stride, self.padding, self.dilation,
-                                 8 if self.typenum == cnp.NPY_DOUBLE else 4)
+                                 self.itemsize)
 
     cdef bint _fits(self, x, weight, bias):
         """True when x, weight and bias have the prepared geometry (what _host and _check_conv
@@ -334,9 +336,9 @@ cdef class PreparedForward:
         if _settings() != self.settings:  # tests and tuning change them between calls
             self._plan(x, weight, out)
         cdef xk_image_t x_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(x), <Py_ssize_t *>cnp.PyArray_STRIDES(x),
-                                      8 if self.typenum == cnp.NPY_DOUBLE else 4)
+                                      self.itemsize)
         cdef xk_image_t out_im = _image(<Py_ssize_t *>cnp.PyArray_DIMS(out), <Py_ssize_t *>cnp.PyArray_STRIDES(out),
-                                        8 if self.typenum == cnp.NPY_DOUBLE else 4)
+                                        self.itemsize)
         if self.typenum == cnp.NPY_FLOAT:
             _run_forward(self.plan, <const float *>cnp.PyArray_DATA(x), &x_im, &out_im, x, weight, self.index, bias,
                          out, self.stride, self.padding, self.dilation, _threads(num_threads))

@@ -388,6 +388,32 @@ def test_1x1_in_quads_bitwise_equal_across_threads(threads, monkeypatch):
             assert np.array_equal(results[1][2 * k + 1], results[n][2 * k + 1])
 
 
+@pytest.mark.parametrize("block", [1, 4])
+@pytest.mark.parametrize("hw, batches", [((3, 3), (1, 2, 3, 5, 11)), ((1, 1), (1, 7, 13)), ((2, 3), (3, 9))])
+def test_1x1_packed_tiles_past_the_images(hw, batches, block, threads, monkeypatch):
+    """Maps smaller than a panel are packed, and a tile's panels past the last image are not
+    computed: the last panel computed holds 1-8, 9-16 or 17-24 positions (float32; 1-4,
+    5-8, 9-12 for float64), for random and block expanders (forward in quads, grad_input in
+    quads or spread from runs), equal to the oracle and the same bits at 1 and 3 threads."""
+    calls = _spy_quads(monkeypatch)
+    for batch in batches:
+        x, weight, index, bias, _, _ = conv_case((batch, 10, 12, 3, hw, (1, 1), 1, 0, 1, False), seed=batch)
+        index = np.repeat(index[::block], block, axis=0)
+        grad_out = np.random.default_rng(batch).standard_normal((batch, 12) + hw)
+        expected = conv2d_oracle(x, weight, index, bias, (1, 1), (0, 0), (1, 1), grad_out)
+        for dtype in DTYPES:
+            results = {}
+            for n in (1, 3):
+                threads(n)
+                results[n] = conv_all(*_cast(dtype, x, weight), index, *_cast(dtype, bias, grad_out),
+                                      ((1, 1), (0, 0), (1, 1)))
+            check(results[1], expected, dtype, f"1x1 {hw} batch {batch} block {block} {np.dtype(dtype)}")
+            for one, other in zip(results[1], results[3]):
+                assert np.array_equal(one, other)
+    assert calls["forward"] == 4 * len(batches)
+    assert calls["grad_input"] == (4 * len(batches) if block == 1 else 0)
+
+
 @pytest.mark.parametrize("geometry", [(1, 0, 1), (1, 1, 1)])
 def test_1x1_quads_split_between_threads_on_small_inputs(geometry, threads, monkeypatch):
     """One image of 5x5 is one tile: with 2 and 3 threads its quads are split into blocks,

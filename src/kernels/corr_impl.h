@@ -264,24 +264,26 @@ XK_INLINE void XK_FN(xk_spread_shared)(XK_T *XK_RESTRICT part, const XK_T *XK_RE
 }
 
 /* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 block expander's grad_input:
- * every one of the n_dst inputs, XK_SACC vectors at a time (xk_spread_shared into
- * part, n_dst * XK_TILE scratch, zeroed here), then scattered to dst + u * dst_stride.
+ * every one of the n_dst inputs, XK_SACC vectors at a time over the panels that hold
+ * grid positions (xk_spread_shared into part, n_dst * XK_TILE scratch, zeroed here), then
+ * scattered to dst + u * dst_stride.
  * src: the packed grad_out planes (cstride apart, n_runs * XK_SHARE of them). */
 XK_CLONES static void XK_FN(xk_spread_tile)(const XK_T *XK_RESTRICT src, int64_t cstride, int64_t p0,
                                             const int64_t *chan, const XK_T *w, int64_t n_runs, int64_t degree,
                                             int64_t n_dst, XK_T *part, XK_T *dst, int64_t dst_stride,
                                             int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
-    const int64_t width = XK_SACC * XK_VL;
-    for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
-        XK_T *pc = part + a0 / XK_SACC * n_dst * width;
+    const int64_t width = XK_SACC * XK_VL, end = n_img * lay->hb * lay->wb;
+    const int64_t n = end - p0 < XK_TILE ? end - p0 : XK_TILE, n_panels = (n + width - 1) / width;
+    for (int64_t c = 0; c < n_panels; c++) {  /* the panels that hold grid positions (the plane has room) */
+        XK_T *pc = part + c * n_dst * width;
         memset(pc, 0, (size_t)(n_dst * width) * sizeof(XK_T));
-        XK_FN(xk_spread_shared)(pc, src + p0 + a0 * XK_VL, cstride, chan, w, n_runs, degree);
+        XK_FN(xk_spread_shared)(pc, src + p0 + c * width, cstride, chan, w, n_runs, degree);
     }
     XK_T tile[XK_TILE];
     for (int64_t u = 0; u < n_dst; u++) {
-        for (int64_t c = 0; c < XK_NACC / XK_SACC; c++)
+        for (int64_t c = 0; c < n_panels; c++)
             memcpy(tile + c * width, part + (c * n_dst + u) * width, (size_t)width * sizeof(XK_T));
-        XK_FN(xk_scatter)(tile, p0, XK_TILE, dst + u * dst_stride, n_img, lay, sc);
+        XK_FN(xk_scatter)(tile, p0, n, dst + u * dst_stride, n_img, lay, sc);
     }
 }

@@ -132,17 +132,24 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
                                           const XK_T *bias, XK_T *panel, XK_T *part, XK_T *dst, int64_t dst_stride,
                                           int64_t n_img, const xk_layout_t *lay, const xk_scatter_t *sc)
 {
-    const int64_t width = XK_SACC * XK_VL, n_src = qs->n_src;
+    const int64_t width = XK_SACC * XK_VL, n_src = qs->n_src, end = n_img * lay->hb * lay->wb;
     const int64_t s_hi = q_hi * 4 < qs->n_dst ? q_hi * 4 : qs->n_dst;
     XK_UNROLL for (int a = 0; a < XK_SACC; a++)  /* the zero row */
         XK_VSTORE(XK_V, panel + n_src * width + a * XK_VL, XK_VSPLAT(XK_V, (XK_T)0));
-    for (int64_t a0 = 0; a0 < XK_NACC; a0 += XK_SACC) {  /* the whole tile (the plane has room) */
+    /* the panels that hold grid positions, each copied whole (the plane has room), and of the
+     * last only the vectors that hold positions (a tile can be mostly past the images: small
+     * maps, few images) */
+    for (int64_t a0 = 0; a0 < XK_NACC && p0 + a0 * XK_VL < end; a0 += XK_SACC) {
+        const int64_t left = end - p0 - a0 * XK_VL;
         XK_FN(xk_panel_copy)(panel, src + p0 + a0 * XK_VL, cstride, n_src);
-        XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        if (left > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        else if (left > XK_VL) XK_FN(xk_quad_panel_v2)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        else XK_FN(xk_quad_panel_v1)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
     }
+    const int64_t n = end - p0 < XK_TILE ? end - p0 : XK_TILE;
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
         const int64_t v = xk_quad_row(qs, slot);
-        XK_FN(xk_scatter)(part + v * XK_TILE, p0, XK_TILE, dst + v * dst_stride, n_img, lay, sc);
+        XK_FN(xk_scatter)(part + v * XK_TILE, p0, n, dst + v * dst_stride, n_img, lay, sc);
     }
 }
 

@@ -50,6 +50,8 @@ from libc.stdint cimport int32_t, int64_t, uintptr_t
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 cimport numpy as cnp

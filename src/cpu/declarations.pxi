@@ -32,6 +32,8 @@ cdef extern from "cpu_kernels.h" nogil:
                      const xk_layout_t *lay, const xk_frame_t *fr)
     void xk_pack_f64(double *dst, const double *src, int64_t n_img, const xk_image_t *im,
                      const xk_layout_t *lay, const xk_frame_t *fr)
+    void xk_interleave4_f32(const float *w, int64_t n_out, int64_t per, float *o)
+    void xk_interleave4_f64(const double *w, int64_t n_out, int64_t per, double *o)
     void xk_corr_tiles_f32(const float *src, int64_t cstride, int64_t p0, int64_t nvec,
                            const int64_t *ptr, int64_t n_cb, const int64_t *chan, const int64_t *wrow,
                            const float *w, int64_t wstride, int64_t shared, const int64_t *toff, int64_t ntap,

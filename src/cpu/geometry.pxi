@@ -33,7 +33,7 @@ _scratch_local = threading.local()
 _DTYPE_KEYS = {t: np.dtype(t).str for t in (np.float32, np.float64, np.dtype(np.float32), np.dtype(np.float64))}
 
 
-def _scratch(slot, n, dtype):
+cpdef _scratch(slot, n, dtype):
     """Uninitialised 64-byte-aligned (n,) scratch array of this thread's slot `slot`;
     the next call for the slot may return the same memory."""
     buffers = getattr(_scratch_local, "buffers", None)

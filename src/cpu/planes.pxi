@@ -41,7 +41,7 @@ def _rows3(shift, wb, lanes):
 # rows high: wider tiles share each load between fewer kernel rows but pay the row
 # overhead less often), relative to 4: measured on one thread, 3x3 forward on a
 # 32-wide grid.
-ROWS3_SPEED = {4: 1.0, 2: 0.945, 1: 0.855}
+ROWS3_SPEED = MappingProxyType({4: 1.0, 2: 0.945, 1: 0.855})
 
 
 def _rows3_vectors(out_w, lanes):

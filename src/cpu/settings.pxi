@@ -1,5 +1,7 @@
 # The tunable sizes and rules every planner reads, and what the module reports about its build.
 # The runs behind each value are in BENCHMARKS.md, "What was tried on the CPU kernels".
+# Change one by assigning a new value (the mappings are read-only): _settings() keys the
+# plans on which objects these names hold.
 
 # Forwards of fewer multiply-adds run on one thread whatever the thread count: below it, waking
 # a second thread costs more than it saves.
@@ -49,18 +51,18 @@ WINOGRAD = "auto"
 # one wherever Winograd runs.  F(4x4) wins where it transforms clearly fewer values (28x28: 0.56
 # of them), ties at 14x14 (0.73: its 4x4 tiles cover 16x16), and float64 needs the larger saving.
 WINO_TILE = 0
-WINO_F4_VALUES = {4: 0.75, 8: 0.65}
+WINO_F4_VALUES = MappingProxyType({4: 0.75, 8: 0.65})
 # "auto": at least this many edges (Cout * D) per source channel and per destination
 # channel (the transforms cost per channel, the products per edge) ...
 WINO_MIN_TERMS = 12
 # ... at least this many panels of tiles for each tile side m (with fewer than 4 per thread,
 # _wino_tiles splits a panel's quads between threads, each transforming the panel again, so
 # F(4x4), whose panels cost more, needs more of them) ...
-WINO_MIN_PANELS = {4: 6, 2: 1}
+WINO_MIN_PANELS = MappingProxyType({4: 6, 2: 1})
 # ... whose tiles hold at least this fraction of real outputs, by pass (3x3 maps in 2x2 tiles
 # hold 0.56: there the forward gains and grad_input loses, BENCHMARKS.md).  No rule looks at
 # the thread count: a result's bits must not depend on it ...
-WINO_MIN_COVER = {"forward": 0.5, "grad_input": 0.6}
+WINO_MIN_COVER = MappingProxyType({"forward": 0.5, "grad_input": 0.6})
 # ... and one thread's scratch ((m + 2)^2 transformed panels of the sources and as many of
 # the destinations) at most this many bytes.
 WINO_SCRATCH_BYTES = 4 << 20

@@ -162,14 +162,14 @@ def _run_rows(index, int64_t n_in):
     return (np.ascontiguousarray(index[::XK_SHARE]).reshape(-1),)
 
 
-def _shared_weights(weight):
+cpdef _shared_weights(weight):
     """weight (Cout, D, kh, kw), a C-contiguous float32 / float64 array (or a buffer over one),
     as (ceil(Cout / XK_SHARE), D, kh * kw, XK_SHARE), flat: the XK_SHARE outputs of a run next
     to each other for every term and tap (xk_corr_shared, xk_spread_shared, xk_quad_panel), the
     padding outputs' weights zero: this thread's scratch slot 3, valid until its next call.
-    (Made on every call, in one nogil pass: a fresh array of a few hundred KiB costs a page
-    fault per 4 KiB here, and a numpy transpose of an axis of 4 took 20x the time of this
-    loop: 170 us for 512 x 128.)"""
+    (Made on every call by xk_interleave4, which transposes blocks in registers, into kept
+    scratch: a fresh array of a few hundred KiB costs a page fault per 4 KiB, and numpy's
+    transpose of an axis of 4 is many times slower.)"""
     w = weight if cnp.PyArray_Check(weight) else np.asarray(weight)
     if cnp.PyArray_NDIM(w) != 4 or not cnp.PyArray_IS_C_CONTIGUOUS(w):
         raise ValueError(f"weight must be a C-contiguous (Cout, D, kh, kw) array, got shape {w.shape}")
@@ -178,26 +178,13 @@ def _shared_weights(weight):
     cdef int64_t n = (n_out + XK_SHARE - 1) // XK_SHARE * per * XK_SHARE
     if cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT:
         out = _scratch(3, n, np.float32)
-        _interleave(<const float *>cnp.PyArray_DATA(w), n_out, per, <float *>cnp.PyArray_DATA(out))
+        xk_interleave4_f32(<const float *>cnp.PyArray_DATA(w), n_out, per, <float *>cnp.PyArray_DATA(out))
     elif cnp.PyArray_TYPE(w) == cnp.NPY_DOUBLE:
         out = _scratch(3, n, np.float64)
-        _interleave(<const double *>cnp.PyArray_DATA(w), n_out, per, <double *>cnp.PyArray_DATA(out))
+        xk_interleave4_f64(<const double *>cnp.PyArray_DATA(w), n_out, per, <double *>cnp.PyArray_DATA(out))
     else:
         raise ValueError(f"weight must be float32 or float64, got {w.dtype}")
     return out
-
-
-cdef void _interleave(const floating *w, int64_t n_out, int64_t per, floating *o) noexcept nogil:
-    """o = _shared_weights' layout of the (n_out, per) weights w."""
-    cdef int64_t e, v, base
-    for v in range((n_out + XK_SHARE - 1) // XK_SHARE * XK_SHARE):
-        base = v // XK_SHARE * per * XK_SHARE + v % XK_SHARE
-        if v < n_out:
-            for e in range(per):
-                o[base + e * XK_SHARE] = w[v * per + e]
-        else:
-            for e in range(per):
-                o[base + e * XK_SHARE] = 0
 
 
 def _quad_terms(index, int64_t n_in, int64_t width):

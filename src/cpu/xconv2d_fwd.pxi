@@ -9,12 +9,29 @@ cdef enum:
 
 def _settings():
     """The module settings a plan's choices depend on, as a key (tests and tuning change them
-    between calls)."""
-    return (PACK_BYTES, BLOCK_BYTES, BLOCK_TERMS, QUAD_PANEL_BYTES, COLUMNS, COLUMNS_MAX_HW,
+    between calls, by assigning new values: the mappings among them are read-only).  Made
+    again only when one of them is another object than at the last call."""
+    global _settings_seen, _settings_key
+    seen = (PACK_BYTES, BLOCK_BYTES, BLOCK_TERMS, QUAD_PANEL_BYTES, COLUMNS, COLUMNS_MAX_HW,
             COLUMNS_MAX_STRIDED_HW, COLUMNS_BLOCK_BYTES, COLUMNS_MAX_BYTES, WINOGRAD, WINO_TILE,
-            tuple(WINO_F4_VALUES.items()), WINO_MIN_TERMS, tuple(WINO_MIN_PANELS.items()), tuple(WINO_MIN_COVER.items()),
-            WINO_SCRATCH_BYTES,
-            tuple(ROWS3_SPEED.items()))
+            WINO_F4_VALUES, WINO_MIN_TERMS, WINO_MIN_PANELS, WINO_MIN_COVER, WINO_SCRATCH_BYTES, ROWS3_SPEED)
+    if _settings_seen is None or not _same_objects(seen, _settings_seen):
+        _settings_key = tuple(tuple(v.items()) if isinstance(v, Mapping) else v for v in seen)
+        _settings_seen = seen
+    return _settings_key
+
+
+cdef tuple _settings_seen = None
+cdef tuple _settings_key = None
+
+
+cdef bint _same_objects(tuple a, tuple b):
+    """a[k] is b[k] for every k (equal lengths)."""
+    cdef Py_ssize_t k
+    for k in range(len(a)):
+        if a[k] is not b[k]:
+            return False
+    return True
 
 
 cdef uintptr_t _address(a) except 0:
@@ -222,22 +239,26 @@ cdef int _run_forward(_ForwardPlan plan, const floating *x_ptr, const xk_image_t
         _columns_fwd(x, weight, index, bias, out, stride, padding, dilation, n_chunks)
         return 0
     dtype = np.float32 if floating is float else np.float64
-    cdef floating *packed = <floating *>cnp.PyArray_DATA(_scratch(0, n_chunks * n_in * plan.cstride, dtype))
+    # the scratch arrays stay referenced here while the kernels write them
+    packed_a = _scratch(0, n_chunks * n_in * plan.cstride, dtype)
+    cdef floating *packed = <floating *>cnp.PyArray_DATA(packed_a)
     cdef floating *parts
     cdef floating *panels
     cdef const floating *w_ptr = <const floating *>cnp.PyArray_DATA(weight)
     if plan.path == PATH_QUADS:
-        w_ptr = <const floating *>cnp.PyArray_DATA(_quad_weights(weight))
-        parts = <floating *>cnp.PyArray_DATA(_scratch(1, n_chunks * n_out * (plan.width if plan.direct else plan.tile),
-                                                      dtype))
-        panels = <floating *>cnp.PyArray_DATA(_scratch(2, n_chunks * (n_in + 1) * plan.width, dtype))
+        w_a = _quad_weights(weight)
+        w_ptr = <const floating *>cnp.PyArray_DATA(w_a)
+        parts_a = _scratch(1, n_chunks * n_out * (plan.width if plan.direct else plan.tile), dtype)
+        panels_a = _scratch(2, n_chunks * (n_in + 1) * plan.width, dtype)
+        parts, panels = <floating *>cnp.PyArray_DATA(parts_a), <floating *>cnp.PyArray_DATA(panels_a)
         with nogil:
             _whole_tiles(x_ptr, x_im, n_in, plan.frames, &plan.lay, plan.cstride, plan.toff0, batch,
                          plan.group, packed, parts, panels, NULL, &plan.qs, w_ptr, degree, bias_ptr,
                          out_ptr, out_im, n_out, plan.scatter, plan.direct, n_chunks)
         return 0
     if plan.shared:  # the weights interleaved by output
-        w_ptr = <const floating *>cnp.PyArray_DATA(_shared_weights(weight))
+        w_a = _shared_weights(weight)
+        w_ptr = <const floating *>cnp.PyArray_DATA(w_a)
     with nogil:
         _correlate(x_ptr, x_im, n_in, plan.frames, plan.n_frames, &plan.lay, plan.cstride, batch,
                    plan.group, packed, plan.ptr, plan.n_cb, plan.chan, plan.wrow, n_out, w_ptr, plan.wstride,

@@ -134,3 +134,48 @@ static void XK_FN(xk_scatter_rows)(const XK_T *tile, int64_t p0, int64_t rows, i
         }
     }
 }
+
+/* o <- the (n_out, per) weights w in runs of XK_SHARE (4) rows read side by side, the run
+ * layout of xk_quad_panel and the shared correlations: o[(q * per + e) * 4 + k] =
+ * w[(4q + k) * per + e], with zeros for the rows past n_out.  A 4 x XK_VL block at a time,
+ * transposed in registers. */
+XK_CLONES static void XK_FN(xk_interleave4)(const XK_T *XK_RESTRICT w, int64_t n_out, int64_t per,
+                                            XK_T *XK_RESTRICT o)
+{
+    for (int64_t q = 0; q * 4 < n_out; q++) {
+        const XK_T *r[4];
+        for (int k = 0; k < 4; k++) r[k] = q * 4 + k < n_out ? w + (q * 4 + k) * per : NULL;
+        XK_T *d = o + q * per * 4;
+        int64_t e = 0;
+#if XK_SHUFFLE && (XK_VL == 8 || XK_VL == 4)
+        if (r[3]) {
+            for (; e + XK_VL <= per; e += XK_VL) {
+                const XK_V r0 = XK_VLOAD(XK_V, r[0] + e), r1 = XK_VLOAD(XK_V, r[1] + e);
+                const XK_V r2 = XK_VLOAD(XK_V, r[2] + e), r3 = XK_VLOAD(XK_V, r[3] + e);
+#  if XK_VL == 8
+                /* pairs of rows interleaved within each 128-bit half, then pairs of pairs */
+                const XK_V t0 = __builtin_shufflevector(r0, r1, 0, 8, 1, 9, 4, 12, 5, 13);
+                const XK_V t1 = __builtin_shufflevector(r0, r1, 2, 10, 3, 11, 6, 14, 7, 15);
+                const XK_V t2 = __builtin_shufflevector(r2, r3, 0, 8, 1, 9, 4, 12, 5, 13);
+                const XK_V t3 = __builtin_shufflevector(r2, r3, 2, 10, 3, 11, 6, 14, 7, 15);
+                XK_VSTORE(XK_V, d + e * 4, __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 2, 3, 10, 11));
+                XK_VSTORE(XK_V, d + e * 4 + 8, __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 2, 3, 10, 11));
+                XK_VSTORE(XK_V, d + e * 4 + 16, __builtin_shufflevector(t0, t2, 4, 5, 12, 13, 6, 7, 14, 15));
+                XK_VSTORE(XK_V, d + e * 4 + 24, __builtin_shufflevector(t1, t3, 4, 5, 12, 13, 6, 7, 14, 15));
+#  else
+                const XK_V t0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5);
+                const XK_V t1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);
+                const XK_V t2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5);
+                const XK_V t3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);
+                XK_VSTORE(XK_V, d + e * 4, __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
+                XK_VSTORE(XK_V, d + e * 4 + 4, __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
+                XK_VSTORE(XK_V, d + e * 4 + 8, __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
+                XK_VSTORE(XK_V, d + e * 4 + 12, __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
+#  endif
+            }
+        }
+#endif
+        for (; e < per; e++)
+            for (int k = 0; k < 4; k++) d[e * 4 + k] = r[k] ? r[k][e] : (XK_T)0;
+    }
+}

@@ -615,6 +615,20 @@ def test_raw_kernels_reject_arrays_that_do_not_fit(edges):
     fwd(), gin(), gwt()  # and the good arrays still work afterwards
 
 
+def test_grad_weight_checks_a_cached_graph_against_fewer_inputs():
+    """grad_weight does not check the entries of xkern.ops' cached copy of a graph again (they
+    were checked when it was cached), but does when x has fewer channels than that check was for."""
+    x, weight, index, bias, grad_out, geometry = conv_case((2, 9, 8, 4, (6, 5), (1, 1), 1, 0, 1, False), seed=6)
+    index[0, 0] = 8
+    geometry = tuple(pair(v) for v in geometry)
+    cached = _graphs.insert(index, 9)
+    gw = np.empty_like(weight)
+    cpu.xconv2d_bwd_weight(grad_out, x, cached, gw, *geometry)
+    assert_close(gw, conv2d_oracle(x, weight, index, bias, *geometry, grad_out)[2], np.float64, "grad_weight")
+    with pytest.raises(ValueError, match=r"index entries must lie in \[0, 8\) \(the input channels\); entry 0 is 8"):
+        cpu.xconv2d_bwd_weight(grad_out, np.ascontiguousarray(x[:, :8]), cached, gw, *geometry)
+
+
 def test_forward_plans_follow_the_settings(monkeypatch):
     """A forward's plan is kept beside the cached graph per geometry, and made again when a
     setting its choices depend on changes between calls."""

@@ -142,9 +142,10 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
     for (int64_t a0 = 0; a0 < XK_NACC && p0 + a0 * XK_VL < end; a0 += XK_SACC) {
         const int64_t left = end - p0 - a0 * XK_VL;
         XK_FN(xk_panel_copy)(panel, src + p0 + a0 * XK_VL, cstride, n_src);
-        if (left > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
-        else if (left > XK_VL) XK_FN(xk_quad_panel_v2)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
-        else XK_FN(xk_quad_panel_v1)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        XK_T *out = part + a0 * XK_VL;
+        if (left > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        else if (left > XK_VL) XK_FN(xk_quad_panel_v2)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        else XK_FN(xk_quad_panel_v1)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
     }
     const int64_t n = end - p0 < XK_TILE ? end - p0 : XK_TILE;
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {

@@ -108,6 +108,13 @@ def _nbytes(value):
     return 0
 
 
+def checked(index, n_in):
+    """True when index is a cached copy (what lookup or insert returned) of a graph over at
+    most n_in inputs: its entries were checked to lie in [0, n_in) before it was cached."""
+    graph = _by_id.get(id(index))
+    return graph is not None and graph.index is index and graph.n_in <= n_in
+
+
 def table(index, key, make):
     """make()'s result for the graph `index`, made once and kept beside it under `key`, when
     index is a cached copy (what lookup or insert returned); else None, since a caller's

@@ -11,18 +11,19 @@ def _settings():
     """The module settings a plan's choices depend on, as a key (tests and tuning change them
     between calls, by assigning new values: the mappings among them are read-only).  Made
     again only when one of them is another object than at the last call."""
-    global _settings_seen, _settings_key
+    global _settings_made
     seen = (PACK_BYTES, BLOCK_BYTES, BLOCK_TERMS, QUAD_PANEL_BYTES, COLUMNS, COLUMNS_MAX_HW,
             COLUMNS_MAX_STRIDED_HW, COLUMNS_BLOCK_BYTES, COLUMNS_MAX_BYTES, WINOGRAD, WINO_TILE,
             WINO_F4_VALUES, WINO_MIN_TERMS, WINO_MIN_PANELS, WINO_MIN_COVER, WINO_SCRATCH_BYTES, ROWS3_SPEED)
-    if _settings_seen is None or not _same_objects(seen, _settings_seen):
-        _settings_key = tuple(tuple(v.items()) if isinstance(v, Mapping) else v for v in seen)
-        _settings_seen = seen
-    return _settings_key
+    made = _settings_made  # (the objects, the key made from them), replaced as one
+    if made is not None and _same_objects(seen, made[0]):
+        return made[1]
+    key = tuple(tuple(v.items()) if isinstance(v, Mapping) else v for v in seen)
+    _settings_made = (seen, key)
+    return key
 
 
-cdef tuple _settings_seen = None
-cdef tuple _settings_key = None
+cdef tuple _settings_made = None
 
 
 cdef bint _same_objects(tuple a, tuple b):

@@ -650,6 +650,22 @@ def test_forward_plans_follow_the_settings(monkeypatch):
     assert len(plans) == 2  # one per setting
 
 
+def test_settings_key_follows_assignments_and_mappings_are_read_only(monkeypatch):
+    """_settings() keeps its key while no setting is reassigned, makes a new one when one is
+    (a mapping too), and the mappings refuse changes in place, which the key would not see."""
+    key = _cpu._settings()
+    assert _cpu._settings() is key
+    monkeypatch.setattr(_cpu, "WINO_MIN_PANELS", {4: 2, 2: 1})
+    changed = _cpu._settings()
+    assert changed != key and ((4, 2), (2, 1)) in changed
+    monkeypatch.undo()
+    assert _cpu._settings() == key
+    for name in ("WINO_F4_VALUES", "WINO_MIN_PANELS", "WINO_MIN_COVER", "ROWS3_SPEED"):
+        mapping = getattr(_cpu, name)
+        with pytest.raises(TypeError):
+            mapping[next(iter(mapping))] = 0
+
+
 def test_raw_forward_rejects_arrays_it_cannot_read():
     """The forward takes ndarrays without a buffer export: what a typed memoryview refused
     (another dtype or byte order, misaligned data, a non-contiguous weight or index, a

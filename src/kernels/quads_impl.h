@@ -122,6 +122,17 @@ XK_CLONES static void XK_FN(xk_quad_panel_v2)(XK_T *out, int64_t ostride, const 
     XK_FN(xk_quad_panel_impl)(out, ostride, panel, qs, qw, bias, q_lo, q_hi, 0, 2);
 }
 
+/* xk_quad_panel on the vectors of the panel that hold any of its first n positions (n >= 1):
+ * the last panel of a map or a batch. */
+XK_INLINE void XK_FN(xk_quad_panel_upto)(XK_T *out, int64_t ostride, const XK_T *XK_RESTRICT panel,
+                                         const xk_quads_t *qs, const XK_T *qw, const XK_T *bias, int64_t q_lo,
+                                         int64_t q_hi, int64_t n)
+{
+    if (n > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(out, ostride, panel, qs, qw, bias, q_lo, q_hi);
+    else if (n > XK_VL) XK_FN(xk_quad_panel_v2)(out, ostride, panel, qs, qw, bias, q_lo, q_hi);
+    else XK_FN(xk_quad_panel_v1)(out, ostride, panel, qs, qw, bias, q_lo, q_hi);
+}
+
 /* One tile (grid positions [p0, p0 + XK_TILE)) of a 1x1 correlation in quads of
  * destinations (xk_quad_panel), the quads q_lo <= q < q_hi: XK_SACC vectors at a time,
  * the qs->n_src planes' (cstride apart) vectors copied into panel ((n_src + 1) *
@@ -140,12 +151,9 @@ XK_CLONES static void XK_FN(xk_quad_tile)(const XK_T *XK_RESTRICT src, int64_t c
      * last only the vectors that hold positions (a tile can be mostly past the images: small
      * maps, few images) */
     for (int64_t a0 = 0; a0 < XK_NACC && p0 + a0 * XK_VL < end; a0 += XK_SACC) {
-        const int64_t left = end - p0 - a0 * XK_VL;
         XK_FN(xk_panel_copy)(panel, src + p0 + a0 * XK_VL, cstride, n_src);
-        XK_T *out = part + a0 * XK_VL;
-        if (left > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
-        else if (left > XK_VL) XK_FN(xk_quad_panel_v2)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
-        else XK_FN(xk_quad_panel_v1)(out, XK_TILE, panel, qs, qw, bias, q_lo, q_hi);
+        XK_FN(xk_quad_panel_upto)(part + a0 * XK_VL, XK_TILE, panel, qs, qw, bias, q_lo, q_hi,
+                                  end - p0 - a0 * XK_VL);
     }
     const int64_t n = end - p0 < XK_TILE ? end - p0 : XK_TILE;
     for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
@@ -179,9 +187,7 @@ XK_INLINE void XK_FN(xk_quad_tile_direct_impl)(const XK_T *XK_RESTRICT src, int6
             continue;
         }
         /* the last panel computes the vectors that hold positions (a 7x7 map's third holds one) */
-        if (end - p > (XK_SACC - 1) * XK_VL) XK_FN(xk_quad_panel)(part, width, panel, qs, qw, bias, q_lo, q_hi);
-        else if (end - p > XK_VL) XK_FN(xk_quad_panel_v2)(part, width, panel, qs, qw, bias, q_lo, q_hi);
-        else XK_FN(xk_quad_panel_v1)(part, width, panel, qs, qw, bias, q_lo, q_hi);
+        XK_FN(xk_quad_panel_upto)(part, width, panel, qs, qw, bias, q_lo, q_hi, end - p);
         for (int64_t slot = q_lo * 4; slot < s_hi; slot++) {
             const int64_t v = xk_quad_row(qs, slot);
             XK_FN(xk_panel_store)(dst + v * dst_chan, dst_img, dst_chan, part + v * width, 1, hw, n_img, p);

@@ -108,11 +108,17 @@ def _nbytes(value):
     return 0
 
 
-def checked(index, n_in):
-    """True when index is a cached copy (what lookup or insert returned) of a graph over at
-    most n_in inputs: its entries were checked to lie in [0, n_in) before it was cached."""
+def _graph_of(index):
+    """The Graph whose cached copy is index (what lookup or insert returned), else None."""
     graph = _by_id.get(id(index))
-    return graph is not None and graph.index is index and graph.n_in <= n_in
+    return graph if graph is not None and graph.index is index else None
+
+
+def checked(index, n_in):
+    """True when index is a cached copy of a graph over at most n_in inputs: its entries were
+    checked to lie in [0, n_in) before it was cached."""
+    graph = _graph_of(index)
+    return graph is not None and graph.n_in <= n_in
 
 
 def table(index, key, make):
@@ -120,8 +126,8 @@ def table(index, key, make):
     index is a cached copy (what lookup or insert returned); else None, since a caller's
     own array may change between calls.  make() must not return views of index."""
     global _bytes
-    graph = _by_id.get(id(index))
-    if graph is None or graph.index is not index:
+    graph = _graph_of(index)
+    if graph is None:
         return None
     hit = graph.tables.get(key)
     if hit is None:
